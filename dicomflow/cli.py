@@ -1,0 +1,236 @@
+"""The ``dicomflow`` command."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from dicomflow.config import ConfigError, Settings, load_settings, settings_table
+
+if TYPE_CHECKING:
+    from dicomflow.db.projects import ProjectStore
+    from dicomflow.stack.supervisor import Stack
+
+
+class CliError(click.ClickException):
+    """A failure the user can act on; printed without a traceback."""
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.obj
+    if settings is None:
+        try:
+            settings = load_settings(ctx.meta.get("config_file"))
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
+        ctx.obj = settings
+    return settings
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Configuration file (default: $DICOMFLOW_CONFIG, else ./dicomflow.yaml if present).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
+    """dicomflow: receive DICOM, archive it in a PACS, index it and prepare it for research."""
+    ctx.meta["config_file"] = config_file
+    if ctx.invoked_subcommand not in ("config",):
+        _settings(ctx)
+
+
+# --- the local stack -------------------------------------------------------------------------
+
+
+def _stack(settings: Settings) -> Stack:
+    from dicomflow.stack.supervisor import Stack
+
+    return Stack(settings)
+
+
+@main.command()
+@pass_settings
+def up(settings: Settings) -> None:
+    """Start every component of the local stack and wait until all answer."""
+    from dicomflow.stack.components import StackError
+
+    stack = _stack(settings)
+    click.echo(f"dicomflow: starting the local stack in {settings.data_dir}")
+    try:
+        started = stack.up(report=click.echo)
+    except StackError as exc:
+        raise CliError(str(exc)) from None
+    if not started:
+        click.echo("dicomflow is already running; nothing changed.")
+    _print_addresses(settings)
+
+
+def _print_addresses(settings: Settings) -> None:
+    click.echo("")
+    click.echo(f"  web pages and REST API  {settings.web.base_url}")
+    click.echo(f"  Airflow                 {settings.airflow.base_url}")
+    rc = settings.receiver
+    click.echo(f"  DICOM receiver          {rc.host}:{rc.port}  (called AE = project, e.g. admin)")
+    click.echo(f"  PACS (DICOMweb)         {settings.pacs.base_url}")
+    click.echo(f"  login                   {settings.admin_user} / {settings.admin_password}")
+    click.echo(f"  (credentials are kept in {settings.secrets_file}, readable by you only)")
+
+
+@main.command()
+@pass_settings
+def down(settings: Settings) -> None:
+    """Stop what `up` started, and only that."""
+    stopped = _stack(settings).down(report=click.echo)
+    click.echo("dicomflow stopped." if stopped else "dicomflow was not running.")
+
+
+@main.command()
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON: state, pid, address per component."
+)
+@pass_settings
+def status(settings: Settings, as_json: bool) -> None:
+    """Show each component's state; exit 0 only if every one is healthy."""
+    rows = _stack(settings).status()
+    if as_json:
+        click.echo(json.dumps({"components": [r.as_dict() for r in rows]}, indent=2))
+    else:
+        for row in rows:
+            pid = str(row.pid) if row.pid else "-"
+            click.echo(f"{row.name:<22} {row.state.value:<10} {pid:>8}  {row.address}")
+    if any(r.state.value != "healthy" for r in rows):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("component")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many last lines to show.")
+@pass_settings
+def logs(settings: Settings, component: str, follow: bool, lines: int) -> None:
+    """Print the log of COMPONENT (see `dicomflow status` for the names)."""
+    from dicomflow.stack.components import StackError
+
+    try:
+        comp = _stack(settings).component(component)
+    except StackError as exc:
+        raise CliError(str(exc)) from None
+    if not comp.log_file.exists():
+        raise CliError(f"{component} has no log yet ({comp.log_file})")
+    cmd = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(comp.log_file)]
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run(cmd, check=False)
+
+
+# --- projects --------------------------------------------------------------------------------
+
+
+@main.group()
+def project() -> None:
+    """Create and list projects (a project is the called AE title of a sender)."""
+
+
+def _projects(settings: Settings) -> ProjectStore:
+    from dicomflow.db.projects import ProjectStore
+    from dicomflow.db.session import make_engine
+
+    return ProjectStore(make_engine(settings.platform_db_url))
+
+
+@project.command("create")
+@click.argument("name")
+@click.option("--description", default="", help="What the project is for.")
+@pass_settings
+def project_create(settings: Settings, name: str, description: str) -> None:
+    """Create project NAME (at most 16 characters: lowercase letters, digits, '-')."""
+    from sqlalchemy.exc import OperationalError
+
+    from dicomflow.db.projects import InvalidNameError
+
+    try:
+        created = _projects(settings).create_project(name, description)
+    except InvalidNameError as exc:
+        raise CliError(str(exc)) from None
+    except OperationalError as exc:
+        raise CliError(
+            f"the platform database is not reachable (is `dicomflow up` done?): {exc.orig}"
+        ) from None
+    click.echo(f"project {name} created" if created else f"project {name} already exists")
+
+
+@project.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def project_list(settings: Settings, as_json: bool) -> None:
+    """List the projects."""
+    rows = _projects(settings).all()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "description": p.description,
+                        "created_at": p.created_at.isoformat(),
+                        "datasets": p.datasets,
+                    }
+                    for p in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    for p in rows:
+        click.echo(f"{p.name:<17} {p.datasets:>4} datasets  {p.description}")
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective configuration (secrets masked)."""
+    settings = _settings(ctx)
+    data = json.loads(settings.model_dump_json())
+    for section, key in (
+        (None, "admin_password"),
+        ("postgres", "password"),
+        ("pacs", "password"),
+        ("s3", "secret_key"),
+        ("index", "opensearch_password"),
+    ):
+        node = data if section is None else data[section]
+        if node.get(key):
+            node[key] = "********"
+    click.echo(json.dumps(data, indent=2))
+
+
+@config.command("docs")
+def config_docs() -> None:
+    """Print the configuration keys as a Markdown table (for the README)."""
+    click.echo("| key | default | meaning |")
+    click.echo("|---|---|---|")
+    for key, default, meaning in settings_table():
+        click.echo(f"| `{key}` | `{default}` | {meaning} |")
+
+
+if __name__ == "__main__":
+    main()

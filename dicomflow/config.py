@@ -1,0 +1,365 @@
+"""The platform's settings: one validated object, loaded once and passed down.
+
+Values come, in increasing precedence, from ``config/defaults.yaml``, a user file
+(``DICOMFLOW_CONFIG`` or ``./dicomflow.yaml``) and ``DICOMFLOW_<SECTION>__<KEY>`` environment
+variables. Secrets left empty are generated at first start and kept in
+``<data_dir>/secrets.json`` (mode 0600). No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "DICOMFLOW_"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS_FILE = REPO_ROOT / "config" / "defaults.yaml"
+
+Port = Field(ge=1, le=65535)
+# DICOMFLOW_* variables that choose files or test targets rather than set a key.
+NOT_SETTINGS = frozenset(
+    {"DICOMFLOW_CONFIG", "DICOMFLOW_DEFAULTS", "DICOMFLOW_OPENSEARCH_URL", "DICOMFLOW_STACK_DIR"}
+)
+
+
+class ConfigError(Exception):
+    """An invalid configuration value; the message names the key, the value and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresSettings(_Section):
+    managed: bool
+    host: str
+    port: int = Port
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    password: str
+    airflow_database: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    platform_database: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    bin_dir: Path
+
+    def url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        """SQLAlchemy URL of one database on this server."""
+        return f"{driver}://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+
+
+class PacsSettings(_Section):
+    managed: bool
+    dicomweb_url: str
+    username: str
+    password: str
+    http_port: int = Port
+    dicom_port: int = Field(ge=0, le=65535)
+    stow_batch_size: int = Field(ge=1, le=10000)
+
+    @property
+    def base_url(self) -> str:
+        """DICOMweb root, the local Orthanc's unless configured."""
+        return self.dicomweb_url or f"http://127.0.0.1:{self.http_port}/dicom-web"
+
+    @property
+    def orthanc_url(self) -> str:
+        """Orthanc's REST root (local stack only)."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+class S3Settings(_Section):
+    managed: bool
+    endpoint: str = Field(pattern=r"^[^/:]+:\d+$")
+    access_key: str
+    secret_key: str
+    secure: bool
+    region: str
+    bucket_prefix: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    internal_port_base: int = Field(ge=1024, le=55000)
+
+    def bucket(self, project: str) -> str:
+        """The bucket of a project."""
+        return f"{self.bucket_prefix}{project}"
+
+    @property
+    def port(self) -> int:
+        """Port of the endpoint."""
+        return int(self.endpoint.rsplit(":", 1)[1])
+
+
+class IndexSettings(_Section):
+    backend: Literal["postgres", "opensearch"]
+    opensearch_url: str
+    opensearch_username: str
+    opensearch_password: str
+    opensearch_verify_certs: bool
+
+
+class AirflowSettings(_Section):
+    managed: bool
+    host: str
+    port: int = Port
+    parallelism: int = Field(ge=1, le=512)
+    scheduler_idle_sleep: float = Field(ge=0.0, le=60.0)
+    url: str
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of Airflow's API server."""
+        return self.url or f"http://{self.host}:{self.port}"
+
+
+class ReceiverSettings(_Section):
+    managed: bool
+    host: str
+    port: int = Port
+    ae_title: str = Field(min_length=1, max_length=16)
+    batch_idle_seconds: float = Field(gt=0, le=86400)
+    batch_max_instances: int = Field(ge=1)
+    batch_max_bytes: int = Field(ge=1)
+    route_unknown_projects_to_admin: bool
+    max_associations: int = Field(ge=1, le=1000)
+
+
+class WebSettings(_Section):
+    managed: bool
+    host: str
+    port: int = Port
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of the platform's web pages and REST API."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+class Settings(_Section):
+    """Everything the platform needs to know, validated."""
+
+    data_dir: Path
+    postgres: PostgresSettings
+    pacs: PacsSettings
+    s3: S3Settings
+    index: IndexSettings
+    airflow: AirflowSettings
+    receiver: ReceiverSettings
+    web: WebSettings
+    admin_user: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    admin_password: str
+
+    @property
+    def log_dir(self) -> Path:
+        """Per-component log files."""
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and sockets."""
+        return self.data_dir / "run"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Received instances waiting for processing."""
+        return self.data_dir / "spool"
+
+    @property
+    def secrets_file(self) -> Path:
+        """Generated credentials, readable by the owner only."""
+        return self.data_dir / "secrets.json"
+
+    @property
+    def platform_db_url(self) -> str:
+        """SQLAlchemy URL of the platform's own database."""
+        return self.postgres.url(self.postgres.platform_database)
+
+    @property
+    def airflow_db_url(self) -> str:
+        """SQLAlchemy URL of Airflow's metadata database."""
+        return self.postgres.url(self.postgres.airflow_database)
+
+
+# Where a generated secret goes: (section or None for top level, key).
+_SECRETS: tuple[tuple[str | None, str, int], ...] = (
+    (None, "admin_password", 18),
+    ("postgres", "password", 24),
+    ("pacs", "password", 24),
+    ("s3", "access_key", 12),
+    ("s3", "secret_key", 30),
+)
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``DICOMFLOW_RECEIVER__PORT=104`` -> ``{"receiver": {"port": 104}}``."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        # YAML parsing gives "104" -> 104 and "false" -> False, as a config file would.
+        try:
+            node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            node[path[-1]] = raw
+    return tree
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    env = ENV_PREFIX + "__".join(str(p).upper() for p in error["loc"])
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (value {value!r}); check the spelling against README.md"
+    if error["type"] == "missing":
+        return f"{key}: missing (set it in the configuration file or {env})"
+    return f"{key} = {value!r}: {error['msg']} (set in the configuration file or {env})"
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    create_secrets: bool = True,
+) -> Settings:
+    """Load, merge and validate the configuration.
+
+    Parameters
+    ----------
+    config_file
+        A user file; default ``DICOMFLOW_CONFIG``, else ``./dicomflow.yaml`` when it exists.
+    environ
+        The environment to read ``DICOMFLOW_*`` overrides from; default ``os.environ``.
+    create_secrets
+        Generate missing credentials into ``<data_dir>/secrets.json``. When false, credentials
+        already generated are still read.
+
+    Raises
+    ------
+    ConfigError
+        When a value is invalid; the message names every bad key, its value and what is allowed.
+    """
+    env = os.environ if environ is None else environ
+    defaults = Path(env.get("DICOMFLOW_DEFAULTS", DEFAULTS_FILE))
+    data = _read_yaml(defaults)
+    if config_file is None and env.get("DICOMFLOW_CONFIG"):
+        config_file = Path(env["DICOMFLOW_CONFIG"])
+    if config_file is None and Path("dicomflow.yaml").is_file():
+        config_file = Path("dicomflow.yaml")
+    if config_file is not None:
+        data = _deep_merge(data, _read_yaml(config_file))
+    data = _deep_merge(data, _env_overrides(env))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid configuration:\n  {lines}") from None
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    return _with_secrets(settings, create=create_secrets)
+
+
+def _with_secrets(settings: Settings, *, create: bool) -> Settings:
+    path = settings.secrets_file
+    stored: dict[str, str] = {}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+    changed = False
+    updates: dict[str, dict[str, str]] = {}
+    top: dict[str, str] = {}
+    for section, key, nbytes in _SECRETS:
+        current = getattr(settings if section is None else getattr(settings, section), key)
+        if current:
+            continue
+        name = key if section is None else f"{section}.{key}"
+        if name not in stored:
+            if not create:
+                continue
+            # S3 access keys must be plain alphanumerics for some servers.
+            # S3 access keys stay alphanumeric: some servers reject other characters there.
+            stored[name] = (
+                secrets.token_hex(nbytes) if key == "access_key" else secrets.token_urlsafe(nbytes)
+            )
+            changed = True
+        if section is None:
+            top[key] = stored[name]
+        else:
+            updates.setdefault(section, {})[key] = stored[name]
+    if changed:
+        _write_secrets(path, stored)
+    sections = {
+        name: getattr(settings, name).model_copy(update=values) for name, values in updates.items()
+    }
+    return settings.model_copy(update={**sections, **top})
+
+
+def stored_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
+    """A generated secret that is not a setting (e.g. Airflow's JWT key), created on first use."""
+    path = settings.secrets_file
+    stored: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    if name not in stored:
+        stored[name] = secrets.token_urlsafe(nbytes)
+        _write_secrets(path, stored)
+    return stored[name]
+
+
+def _write_secrets(path: Path, stored: Mapping[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(stored, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """Rows (key, default, description) for the README, from ``config/defaults.yaml``."""
+    rows: list[tuple[str, str, str]] = []
+    section: str | None = None
+    comment: list[str] = []
+    for line in DEFAULTS_FILE.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped.lstrip("# "))
+            continue
+        if not stripped:
+            comment = []
+            continue
+        key, _, value = stripped.partition(":")
+        if not line.startswith(" "):
+            if not value.strip():
+                section = key
+                comment = []
+                continue
+            section = None
+        full = key if section is None or not line.startswith(" ") else f"{section}.{key}"
+        rows.append((full, value.strip(), " ".join(comment)))
+        comment = []
+    return rows

@@ -1,0 +1,27 @@
+"""Engines on the platform database and its schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from dicomflow.db.models import Base, Project
+from dicomflow.db.projects import ADMIN_PROJECT
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with a small pool: the receiver, the web service and tasks each hold one."""
+    return create_engine(url, pool_size=4, max_overflow=8, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables that are missing and the ``admin`` project; safe to repeat."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        session.execute(
+            insert(Project)
+            .values(name=ADMIN_PROJECT, description="Every series, whatever its project.")
+            .on_conflict_do_nothing()
+        )

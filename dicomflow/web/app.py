@@ -1,0 +1,63 @@
+"""The platform's web service: pages and REST API behind one login."""
+
+from __future__ import annotations
+
+import html
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import HTMLResponse
+
+from dicomflow.config import Settings, load_settings
+from dicomflow.db.projects import ProjectStore
+from dicomflow.db.session import make_engine
+from dicomflow.web.auth import require_login
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the web application.
+
+    Parameters
+    ----------
+    settings
+        The platform settings; loaded from the configuration when omitted (uvicorn's factory).
+    """
+    settings = settings or load_settings(create_secrets=False)
+    engine = make_engine(settings.platform_db_url)
+    projects = ProjectStore(engine)
+    app = FastAPI(title="dicomflow", version="0.1.0")
+    login = Depends(require_login(settings))
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    pages = APIRouter(dependencies=[login])
+
+    @pages.get("/", response_class=HTMLResponse)
+    def home() -> str:
+        links = [
+            ("Series", "/series"),
+            ("REST API", "/docs"),
+            ("Airflow", settings.airflow.base_url),
+        ]
+        if settings.pacs.managed:
+            links.append(("PACS (Orthanc)", f"{settings.pacs.orthanc_url}/app/explorer.html"))
+        items = "".join(
+            f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>' for name, url in links
+        )
+        names = ", ".join(html.escape(p) for p in projects.names())
+        return (
+            "<!doctype html><html><head><title>dicomflow</title></head><body>"
+            f"<h1>dicomflow</h1><ul>{items}</ul><p>Projects: {names}</p></body></html>"
+        )
+
+    app.include_router(pages)
+    for router in _optional_routers(settings, projects):
+        app.include_router(router, dependencies=[login])
+    return app
+
+
+def _optional_routers(settings: Settings, projects: ProjectStore) -> list[APIRouter]:
+    """Routers of the other doors (search, STOW-RS), mounted when their modules are present."""
+    routers: list[APIRouter] = []
+    return routers

@@ -1,0 +1,125 @@
+"""Session fixtures that start the real components once, on free loopback ports.
+
+Tests ask for what they need: ``settings`` alone touches nothing; ``platform_engine`` starts
+PostgreSQL; ``orthanc``, ``s3`` and ``airflow`` start those servers (and PostgreSQL where needed).
+Everything started is stopped at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from dicomflow.config import Settings, load_settings
+from dicomflow.stack.components import (
+    AirflowApiServer,
+    AirflowDagProcessor,
+    AirflowScheduler,
+    AirflowTriggerer,
+    Component,
+    Orthanc,
+    Postgres,
+    SeaweedS3,
+)
+from dicomflow.stack.supervisor import Stack
+from tests.support import stack_data_dir, stack_environment
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> Iterator[dict[str, str]]:
+    """The environment of the session's test stack (pass it to subprocesses we start)."""
+    data_dir = stack_data_dir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    env.update(stack_environment(data_dir))
+    yield env
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env: dict[str, str]) -> Settings:
+    """The settings of the session's test stack (its servers start only when asked for)."""
+    return load_settings(environ=stack_env)
+
+
+class _SessionStack:
+    """Starts components on demand and stops all of them once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started: list[Component] = []
+
+    def need(self, *components: Component) -> None:
+        names = {c.name for c in self.started}
+        self.started += [c for c in components if c.name not in names]
+        Stack(self.settings, list(self.started)).up(report=lambda _msg: None)
+
+    def close(self) -> None:
+        Stack(self.settings, list(self.started)).down(report=lambda _msg: None)
+
+
+@pytest.fixture(scope="session")
+def session_stack(settings: Settings) -> Iterator[_SessionStack]:
+    stack = _SessionStack(settings)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture(scope="session")
+def postgres(session_stack: _SessionStack, settings: Settings) -> Settings:
+    """A running PostgreSQL with the Airflow and platform databases and the platform schema."""
+    session_stack.need(Postgres(settings))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def platform_engine(postgres: Settings) -> Iterator[Engine]:
+    """An engine on the real platform database (schema created, project ``admin`` present)."""
+    from dicomflow.db.session import make_engine
+
+    engine = make_engine(postgres.platform_db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def orthanc(session_stack: _SessionStack, settings: Settings) -> Settings:
+    """A running Orthanc with DICOMweb (``settings.pacs.base_url``, basic auth)."""
+    session_stack.need(Orthanc(settings))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def s3(session_stack: _SessionStack, settings: Settings) -> Settings:
+    """A running S3 server (SeaweedFS) with the admin bucket."""
+    session_stack.need(SeaweedS3(settings))
+    return settings
+
+
+@dataclass(frozen=True)
+class AirflowServer:
+    """A running Airflow: where it is and how to log in."""
+
+    base_url: str
+    username: str
+    password: str
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+def airflow(session_stack: _SessionStack, settings: Settings) -> AirflowServer:
+    """A running Airflow (API server, scheduler, DAG processor, triggerer) on PostgreSQL."""
+    session_stack.need(
+        Postgres(settings),
+        AirflowApiServer(settings),
+        AirflowScheduler(settings),
+        AirflowDagProcessor(settings),
+        AirflowTriggerer(settings),
+    )
+    return AirflowServer(
+        settings.airflow.base_url, settings.admin_user, settings.admin_password, settings
+    )
