@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dicomflow.config import ConfigError, Settings, load_settings, settings_table
+from dicomflow.spool.cli import batches
 
 if TYPE_CHECKING:
     from dicomflow.db.projects import ProjectStore
@@ -194,6 +195,9 @@ def project_list(settings: Settings, as_json: bool) -> None:
         return
     for p in rows:
         click.echo(f"{p.name:<17} {p.datasets:>4} datasets  {p.description}")
+
+
+main.add_command(batches)
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -339,6 +339,24 @@ def _write_secrets(path: Path, stored: Mapping[str, str]) -> None:
     os.replace(tmp, path)
 
 
+def write_effective_config(settings: Settings) -> Path:
+    """Write the settings as loaded, for the processes the stack starts to load the same.
+
+    Returns
+    -------
+    Path
+        ``<data_dir>/run/settings.json`` (mode 0600: it holds the credentials).
+    """
+    path = settings.run_dir / "settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(settings.model_dump_json(indent=2))
+    os.replace(tmp, path)
+    return path
+
+
 def settings_table() -> list[tuple[str, str, str]]:
     """Rows (key, default, description) for the README, from ``config/defaults.yaml``."""
     rows: list[tuple[str, str, str]] = []

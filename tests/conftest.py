@@ -59,7 +59,7 @@ class _SessionStack:
         Stack(self.settings, list(self.started)).up(report=lambda _msg: None)
 
     def close(self) -> None:
-        Stack(self.settings, list(self.started)).down(report=lambda _msg: None)
+        Stack(self.settings, list(self.started)).down(report=lambda _msg: None, sweep=True)
 
 
 @pytest.fixture(scope="session")

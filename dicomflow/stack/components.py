@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from dicomflow.config import REPO_ROOT, Settings, stored_secret
+from dicomflow.config import REPO_ROOT, Settings, stored_secret, write_effective_config
 from dicomflow.stack.process import MARKER_VARIABLE
 
 ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -106,9 +106,11 @@ class Component(ABC):
 
     def env(self) -> dict[str, str]:
         """The process environment: ours plus the stack marker."""
-        env = dict(os.environ)
+        # Children load exactly these settings, whatever overrides made them (a user file,
+        # the caller's environment, or a test's own values).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
         env[MARKER_VARIABLE] = str(self.settings.data_dir)
-        env["DICOMFLOW_DATA_DIR"] = str(self.settings.data_dir)
+        env["DICOMFLOW_CONFIG"] = str(write_effective_config(self.settings))
         return env
 
     def user(self) -> str | None:

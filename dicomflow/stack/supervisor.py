@@ -72,6 +72,9 @@ class Stack:
     def __init__(self, settings: Settings, components: list[Component] | None = None) -> None:
         self.settings = settings
         self.components = components if components is not None else all_components(settings)
+        # Only a stack of every component may sweep up processes carrying the stack's marker:
+        # a subset must leave the others' children alone.
+        self._whole = components is None
 
     def component(self, name: str) -> Component:
         """A component by name."""
@@ -207,10 +210,18 @@ class Stack:
         terminate([proc], comp.stop_grace)
         return True
 
-    def down(self, report: Report = print) -> list[str]:
+    def down(self, report: Report = print, *, sweep: bool | None = None) -> list[str]:
         """Stop what ``up`` started, in reverse start order, and any process they left behind.
 
         Components of one start wave stop together, so the slowest one sets the pace.
+
+        Parameters
+        ----------
+        report
+            Called with a line of progress per component.
+        sweep
+            Also stop every other process carrying the stack's marker (default: when this
+            stack holds every component).
 
         Returns
         -------
@@ -229,7 +240,7 @@ class Stack:
             for name in running:
                 report(f"  {name:<22} stopped")
             stopped += running
-        leftovers = marked_processes(self.settings.data_dir)
+        leftovers = marked_processes(self.settings.data_dir) if (sweep or self._whole) else []
         if leftovers:
             report(f"  stopping {len(leftovers)} leftover process(es) started by the stack")
             terminate(leftovers, 10.0)

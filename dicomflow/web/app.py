@@ -52,12 +52,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(pages)
-    for router in _optional_routers(settings, projects):
+    for router in _routers(settings, projects):
         app.include_router(router, dependencies=[login])
     return app
 
 
-def _optional_routers(settings: Settings, projects: ProjectStore) -> list[APIRouter]:
-    """Routers of the other doors (search, STOW-RS), mounted when their modules are present."""
-    routers: list[APIRouter] = []
-    return routers
+def _routers(settings: Settings, projects: ProjectStore) -> list[APIRouter]:
+    """The other doors: STOW-RS into the spool, search over the index."""
+    from dicomflow.spool.store import Spool
+    from dicomflow.web.stow import make_stow_router
+
+    return [make_stow_router(Spool.from_settings(settings), projects)]

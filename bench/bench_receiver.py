@@ -1,0 +1,143 @@
+"""Receive rate of the DICOM receiver against dcmtk's ``storescp``.
+
+Sends the same files with ``TCP_NODELAY=1 dcmsend`` over one association to ``storescp`` and
+to our receiver (in this process, on a spool in a temporary directory, fsync included; the
+project directory is a fixed in-memory list, so no database is involved) and prints rows
+``measure | ours | reference | ratio | goal``. It prints numbers, never asserts.
+
+Usage: ``python bench/bench_receiver.py [--small 2000] [--large 200] [--repeat 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from dicomflow.spool.store import Spool
+from receiver.app import Receiver, use_spool_for_temporary_files
+
+PROJECT = "bench"
+
+
+class _Projects:
+    def exists(self, name: str) -> bool:
+        return name == PROJECT
+
+    def names(self) -> list[str]:
+        return [PROJECT]
+
+    def ensure_dataset(self, project: str, dataset: str) -> int:
+        return 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_files(directory: Path, count: int, size: int) -> list[Path]:
+    """``count`` Explicit VR LE MR/CT instances of about ``size`` bytes, unique UIDs."""
+    directory.mkdir(parents=True)
+    template = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
+    side = int((size / 2) ** 0.5)
+    template.Rows = template.Columns = side
+    template.PixelData = np.zeros((side, side), dtype=np.uint16).tobytes()
+    template.StudyInstanceUID = generate_uid()
+    template.SeriesInstanceUID = generate_uid()
+    paths = []
+    for i in range(count):
+        template.SOPInstanceUID = generate_uid()
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        template.InstanceNumber = i + 1
+        path = directory / f"{i:05d}.dcm"
+        template.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def send(port: int, files: list[Path]) -> float:
+    """Seconds for ``dcmsend`` to send ``files`` over one association."""
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    start = time.perf_counter()
+    result = subprocess.run(
+        ["dcmsend", "-aec", PROJECT.upper(), "127.0.0.1", str(port), *map(str, files)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"dcmsend failed: {result.stderr[-500:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=2000, help="number of ~9 KB instances")
+    parser.add_argument("--large", type=int, default=200, help="number of ~500 KB instances")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per side; best is kept")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
+    try:
+        sets = {
+            f"{args.small} x 9 KB, one association": (
+                make_files(work / "small", args.small, 8_500),
+                0.25,
+            ),
+            f"{args.large} x 500 KB, one association": (
+                make_files(work / "large", args.large, 500_000),
+                0.6,
+            ),
+        }
+        ref_port = free_port()
+        ref_dir = work / "storescp"
+        ref_dir.mkdir()
+        storescp = subprocess.Popen(
+            ["storescp", "-od", str(ref_dir), "-aet", PROJECT.upper(), str(ref_port)],
+            env={**os.environ, "TCP_NODELAY": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        spool = Spool(work / "spool", max_instances=100_000, max_bytes=1 << 40)
+        use_spool_for_temporary_files(spool)
+        receiver = Receiver(spool, _Projects(), None, port=0)
+        receiver.start()
+        time.sleep(0.5)
+        rows = []
+        try:
+            for name, (files, goal) in sets.items():
+                ours = min(send(receiver.port, files) for _ in range(args.repeat))
+                ref = min(send(ref_port, files) for _ in range(args.repeat))
+                rows.append((name, len(files) / ours, len(files) / ref, goal))
+        finally:
+            receiver.stop()
+            storescp.terminate()
+            storescp.wait(10)
+        print(f"{'measure':40} | {'ours':>10} | {'reference':>10} | {'ratio':>6} | goal")
+        for name, ours_rate, ref_rate, goal in rows:
+            print(
+                f"{name:40} | {ours_rate:8.0f}/s | {ref_rate:8.0f}/s | "
+                f"{ours_rate / ref_rate:6.2f} | >= {goal}"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""``dicomflow series ...``: search the index from the shell.
+
+The group expects the platform :class:`~dicomflow.config.Settings` in ``ctx.obj`` (the main
+command loads them once and passes them down).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from dicomflow.config import Settings
+from dicomflow.db.projects import ADMIN_PROJECT
+from dicomflow.index import open_index
+from dicomflow.index.base import (
+    MODALITY,
+    PATIENT_ID,
+    SERIES_DESCRIPTION,
+    SERIES_UID,
+    STUDY_DATE,
+    QueryError,
+    SeriesQuery,
+)
+
+# Option name -> query parameter name.
+_FILTERS = {
+    "dataset": "dataset",
+    "modality": "modality",
+    "patient_id": "patient_id",
+    "patient_name": "patient_name",
+    "body_part": "body_part",
+    "date_from": "from",
+    "date_to": "to",
+    "description": "description",
+    "has_errors": "has_errors",
+    "has_warnings": "has_warnings",
+    "sop_class": "sop_class",
+    "study_uid": "study_uid",
+    "q": "q",
+    "page": "page",
+    "size": "size",
+    "sort": "sort",
+    "order": "order",
+}
+
+
+def _settings(ctx: click.Context) -> Settings:
+    if not isinstance(ctx.obj, Settings):
+        raise click.UsageError("no settings loaded (run through the dicomflow command)")
+    return ctx.obj
+
+
+@click.group("series")
+def series_group() -> None:
+    """Find series in the index."""
+
+
+@series_group.command("list")
+@click.option("--project", default=ADMIN_PROJECT, show_default=True, help="Project to search.")
+@click.option("--dataset", multiple=True, help="Dataset (repeat for any of several).")
+@click.option("--modality", multiple=True, help="Modality, e.g. CT (repeat or CT,MR).")
+@click.option("--patient-id", help="Exact patient ID.")
+@click.option("--patient-name", help="Words of the patient name (prefixes).")
+@click.option("--body-part", multiple=True, help="Body part examined, e.g. CHEST.")
+@click.option("--from", "date_from", metavar="YYYY-MM-DD", help="Study date from (included).")
+@click.option("--to", "date_to", metavar="YYYY-MM-DD", help="Study date to (included).")
+@click.option("--description", help="Words of the study or series description (prefixes).")
+@click.option("--has-errors/--no-errors", default=None, help="Validation errors found or not.")
+@click.option("--has-warnings/--no-warnings", default=None, help="Validation warnings or not.")
+@click.option("--sop-class", multiple=True, help="SOP Class UID.")
+@click.option("--study-uid", help="Study Instance UID.")
+@click.option("-q", "q", help="Free text: words of any keyword field (prefixes).")
+@click.option("--page", default="1", show_default=True)
+@click.option("--size", default="50", show_default=True)
+@click.option(
+    "--sort",
+    default="received_at",
+    show_default=True,
+    help="received_at, study_date, patient_id, modality or series_uid.",
+)
+@click.option("--order", default="desc", show_default=True, help="asc or desc.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def list_series(ctx: click.Context, project: str, as_json: bool, **options: Any) -> None:
+    """List series matching the filters, newest first."""
+    params: dict[str, Any] = {}
+    for option, value in options.items():
+        if value is None or value == ():
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        params[_FILTERS[option]] = list(value) if isinstance(value, tuple) else str(value)
+    try:
+        query = SeriesQuery.from_params(params)
+    except QueryError as exc:
+        # Option flags are the parameter names (``--from``, ``--has-errors``), except ``-q``.
+        hint = "-q" if exc.parameter == "q" else f"--{exc.parameter.replace('_', '-')}"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    index = open_index(_settings(ctx))
+    try:
+        result = index.search(project, query)
+    finally:
+        index.close()
+    if as_json:
+        click.echo(json.dumps({"project": project, **result.as_dict()}, indent=2, default=str))
+        return
+    click.echo(f"{result.total} series in {project} (page {result.page}, size {result.size})")
+    for doc in result.items:
+        click.echo(
+            "  ".join(
+                [
+                    str(doc.get(SERIES_UID, "")),
+                    str(doc.get(MODALITY, "")).ljust(4),
+                    str(doc.get(STUDY_DATE, "")).ljust(10),
+                    str(doc.get(PATIENT_ID, "")),
+                    str(doc.get("instance_count", "")),
+                    str(doc.get(SERIES_DESCRIPTION, "")),
+                ]
+            )
+        )
+    for facet, counts in result.facets.items():
+        if counts:
+            click.echo(f"{facet}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@series_group.command("show")
+@click.argument("series_uid")
+@click.option("--project", default=ADMIN_PROJECT, show_default=True)
+@click.pass_context
+def show_series(ctx: click.Context, series_uid: str, project: str) -> None:
+    """Print one series document as JSON."""
+    index = open_index(_settings(ctx))
+    try:
+        doc = index.get(project, series_uid)
+    finally:
+        index.close()
+    if doc is None:
+        raise click.ClickException(f"series {series_uid} is not in project {project!r}")
+    click.echo(json.dumps(doc, indent=2, default=str))

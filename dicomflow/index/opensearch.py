@@ -1,0 +1,380 @@
+"""The OpenSearch index backend: one index per project (``project_<name>``) plus ``project_admin``.
+
+Mappings come from the index template ``config/opensearch/index-template.json`` (dynamic
+templates by Kaapana field-name suffix, text copies for descriptions, patient name and free
+text), installed by :meth:`OpenSearchSeriesIndex.ensure_project`. Writes are bulk scripted
+upserts: the Painless script below applies the merge rule of :mod:`dicomflow.index.base` on the
+shard, against the current version of the document, and OpenSearch retries it on a version
+conflict; so concurrent writers never lose an update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from opensearchpy import OpenSearch, helpers
+from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestError
+
+from dicomflow.config import REPO_ROOT
+from dicomflow.db.projects import ADMIN_PROJECT, validate_project_name
+from dicomflow.index.base import (
+    BODY_PART,
+    FACETS,
+    INSTANCE_COUNT,
+    MODALITY,
+    PATIENT_ID,
+    PROJECTS,
+    RECEIVED_AT,
+    SERIES_UID,
+    SOP_CLASS_UID,
+    STUDY_DATE,
+    STUDY_UID,
+    UNION_FIELDS,
+    IndexCounts,
+    SearchResult,
+    SeriesIndexError,
+    SeriesQuery,
+    prepare_batch,
+    search_words,
+)
+
+TEMPLATE_FILE = REPO_ROOT / "config" / "opensearch" / "index-template.json"
+TEMPLATE_NAME = "dicomflow-series"
+INDEX_PREFIX = "project_"
+# Conflicts are retried on the shard first, then the remaining items here.
+RETRY_ON_CONFLICT = 10
+CLIENT_RETRIES = 5
+FACET_SIZE = 500
+
+# The merge rule (base module doc), applied to ctx._source; params.doc is a prepared document.
+MERGE_SCRIPT = """
+Map s = ctx._source;
+for (def e : params.doc.entrySet()) {
+  String k = e.getKey();
+  if (params.union_fields.contains(k)) {
+    List cur = new ArrayList();
+    def old = s.get(k);
+    if (old instanceof List) { cur.addAll(old); } else if (old != null) { cur.add(old); }
+    for (def v : e.getValue()) { if (!cur.contains(v)) { cur.add(v); } }
+    s.put(k, cur);
+  } else if (k == 'instance_counts') {
+    Map counts = new HashMap();
+    def old = s.get(k);
+    if (old instanceof Map) { counts.putAll(old); }
+    counts.putAll(e.getValue());
+    long total = 0;
+    for (def v : counts.values()) { total += ((Number) v).longValue(); }
+    s.put(k, counts);
+    s.put('instance_count', total);
+  } else if (k != 'instance_count') {
+    s.put(k, e.getValue());
+  }
+}
+"""
+
+# Removing one project from the admin copy; the copy goes when no project is left.
+REMOVE_PROJECT_SCRIPT = """
+def projects = ctx._source.project;
+if (projects instanceof List) { projects.removeIf(p -> p == params.project); }
+if (projects == null || !(projects instanceof List) || projects.isEmpty()) { ctx.op = 'delete'; }
+"""
+
+_SORT_FIELDS = {
+    "received_at": RECEIVED_AT,
+    "study_date": STUDY_DATE,
+    "patient_id": PATIENT_ID,
+    "modality": MODALITY,
+    "series_uid": SERIES_UID,
+}
+_TOKEN_RE = re.compile(r"\w+(?:\.\w+)*")
+
+
+def load_template(path: Path = TEMPLATE_FILE) -> dict[str, Any]:
+    """The index template as a dict."""
+    template: dict[str, Any] = json.loads(path.read_text())
+    return template
+
+
+def _prefix_all(field: str, words: str) -> dict[str, Any]:
+    """Every word's tokens as prefixes of the field's tokens, all required."""
+    tokens = [t.lower() for w in search_words(words) for t in _TOKEN_RE.findall(w)]
+    return {"bool": {"filter": [{"prefix": {field: {"value": t}}} for t in tokens]}}
+
+
+def build_query(query: SeriesQuery | None) -> dict[str, Any]:
+    """The OpenSearch bool query of a :class:`SeriesQuery` (filters only, no scoring)."""
+    filters: list[dict[str, Any]] = []
+    must_not: list[dict[str, Any]] = []
+    if query is None:
+        return {"match_all": {}}
+    for field, values in (
+        ("dataset", query.dataset),
+        (MODALITY, query.modality),
+        (BODY_PART, query.body_part),
+        (SOP_CLASS_UID, query.sop_class),
+    ):
+        if values:
+            filters.append({"terms": {field: list(values)}})
+    if query.patient_id is not None:
+        filters.append({"term": {PATIENT_ID: query.patient_id}})
+    if query.study_uid is not None:
+        filters.append({"term": {STUDY_UID: query.study_uid}})
+    dates: dict[str, str] = {}
+    if query.date_from is not None:
+        dates["gte"] = query.date_from.isoformat()
+    if query.date_to is not None:
+        dates["lte"] = query.date_to.isoformat()
+    if dates:
+        filters.append({"range": {STUDY_DATE: {**dates, "format": "strict_date"}}})
+    for flag, field in (
+        (query.has_errors, "validation.errors"),
+        (query.has_warnings, "validation.warnings"),
+    ):
+        if flag is True:
+            filters.append({"range": {field: {"gt": 0}}})
+        elif flag is False:
+            must_not.append({"range": {field: {"gt": 0}}})
+    for words, field in (
+        (query.description, "description_text"),
+        (query.patient_name, "patient_name_text"),
+        (query.q, "all_text"),
+    ):
+        if words is not None:
+            filters.append(_prefix_all(field, words))
+    return {"bool": {"filter": filters, "must_not": must_not}}
+
+
+class OpenSearchSeriesIndex:
+    """The :class:`~dicomflow.index.base.SeriesIndex` on an OpenSearch cluster.
+
+    Parameters
+    ----------
+    client
+        A connected client (see :func:`connect`).
+    refresh
+        Refresh policy of writes; ``"wait_for"`` (default) returns once the writes are
+        searchable, which is what a pipeline step that reports "indexed" needs.
+    index_prefix
+        Index names are ``<prefix><project>``; tests use a prefix of their own so that they
+        never touch a deployment's indexes. The template follows the prefix.
+    """
+
+    def __init__(
+        self,
+        client: OpenSearch,
+        *,
+        refresh: bool | Literal["wait_for"] = "wait_for",
+        index_prefix: str = INDEX_PREFIX,
+    ) -> None:
+        self._client = client
+        self._refresh = refresh
+        self._prefix = index_prefix
+        self._known: set[str] = set()
+        self._template_ready = False
+
+    @property
+    def template_name(self) -> str:
+        """Name of the index template this index installs."""
+        if self._prefix == INDEX_PREFIX:
+            return TEMPLATE_NAME
+        return f"{TEMPLATE_NAME}-{self._prefix.rstrip('_')}"
+
+    def index_name(self, project: str) -> str:
+        """The OpenSearch index of a project."""
+        return f"{self._prefix}{project}"
+
+    def _ensure_template(self) -> None:
+        if self._template_ready:
+            return
+        template = load_template()
+        template["index_patterns"] = [f"{self._prefix}*"]
+        self._client.indices.put_index_template(name=self.template_name, body=template)
+        self._template_ready = True
+
+    def ensure_project(self, project: str) -> None:
+        """Install the template and create the project's and admin's indexes if missing."""
+        validate_project_name(project)
+        self._ensure_template()
+        for name in {self.index_name(project), self.index_name(ADMIN_PROJECT)}:
+            if name in self._known:
+                continue
+            try:
+                self._client.indices.create(index=name)
+            except RequestError as exc:
+                if exc.error != "resource_already_exists_exception":
+                    raise SeriesIndexError(f"cannot create index {name}: {exc}") from exc
+            self._known.add(name)
+
+    def upsert(self, project: str, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Bulk scripted upserts into the project's and the admin index."""
+        self.ensure_project(project)
+        folded = prepare_batch(project, documents)
+        targets = {self.index_name(project), self.index_name(ADMIN_PROJECT)}
+        actions = [
+            {
+                "_op_type": "update",
+                "_index": target,
+                "_id": uid,
+                "retry_on_conflict": RETRY_ON_CONFLICT,
+                "scripted_upsert": True,
+                "upsert": {},
+                "script": {
+                    "lang": "painless",
+                    "source": MERGE_SCRIPT,
+                    "params": {"doc": doc, "union_fields": list(UNION_FIELDS)},
+                },
+            }
+            for uid, doc in folded.items()
+            for target in sorted(targets)
+        ]
+        for _attempt in range(CLIENT_RETRIES):
+            _, errors = helpers.bulk(
+                self._client,
+                actions,
+                raise_on_error=False,
+                refresh=self._refresh,
+                max_retries=3,
+            )
+            failed = [e for e in errors if isinstance(e, dict)]
+            conflicts = {
+                (item["update"]["_index"], item["update"]["_id"])
+                for item in failed
+                if item.get("update", {}).get("status") == 409
+            }
+            others = [item for item in failed if item.get("update", {}).get("status") != 409]
+            if others:
+                raise SeriesIndexError(f"bulk write rejected: {others[:3]}")
+            if not conflicts:
+                return len(folded)
+            actions = [a for a in actions if (a["_index"], a["_id"]) in conflicts]
+        raise SeriesIndexError(f"bulk write kept conflicting on {len(actions)} documents")
+
+    def get(self, project: str, series_uid: str) -> dict[str, Any] | None:
+        """The stored document or ``None``."""
+        try:
+            found = self._client.get(index=self.index_name(project), id=series_uid)
+        except NotFoundError:
+            return None
+        return dict(found["_source"])
+
+    def delete_series(self, project: str, series_uid: str) -> bool:
+        """See :meth:`SeriesIndex.delete_series`."""
+        if project == ADMIN_PROJECT:
+            result = self._client.delete_by_query(
+                index=f"{self._prefix}*",
+                body={"query": {"ids": {"values": [series_uid]}}},
+                refresh=True,
+                conflicts="proceed",
+            )
+            return bool(result.get("deleted"))
+        try:
+            self._client.delete(
+                index=self.index_name(project), id=series_uid, refresh=self._refresh
+            )
+        except NotFoundError:
+            return False
+        # The admin copy may already be gone (deleted through admin meanwhile).
+        with contextlib.suppress(NotFoundError):
+            self._client.update(
+                index=self.index_name(ADMIN_PROJECT),
+                id=series_uid,
+                body={
+                    "script": {
+                        "lang": "painless",
+                        "source": REMOVE_PROJECT_SCRIPT,
+                        "params": {"project": project},
+                    }
+                },
+                retry_on_conflict=RETRY_ON_CONFLICT,
+                refresh=self._refresh,
+            )
+        return True
+
+    def _search(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = self._client.search(index=self.index_name(project), body=body)
+        except NotFoundError:
+            return {}
+        except OpenSearchException as exc:
+            raise SeriesIndexError(f"search in {self.index_name(project)} failed: {exc}") from exc
+        return result
+
+    def search(self, project: str, query: SeriesQuery) -> SearchResult:
+        """A page of matches with total and facets (one request)."""
+        field = _SORT_FIELDS[query.sort]
+        body = {
+            "query": build_query(query),
+            "from": query.offset,
+            "size": query.size,
+            "track_total_hits": True,
+            "sort": [
+                {field: {"order": query.order, "missing": "_last", "unmapped_type": "keyword"}},
+                {SERIES_UID: {"order": query.order, "unmapped_type": "keyword"}},
+            ],
+            "aggs": {
+                "modality": {"terms": {"field": MODALITY, "size": FACET_SIZE}},
+                "dataset": {"terms": {"field": "dataset", "size": FACET_SIZE}},
+                "project": {"terms": {"field": PROJECTS, "size": FACET_SIZE}},
+            },
+        }
+        result = self._search(project, body)
+        if not result:
+            return SearchResult(0, query.page, query.size, [], {name: {} for name in FACETS})
+        aggs = result.get("aggregations", {})
+        facets = {
+            name: {b["key"]: int(b["doc_count"]) for b in aggs.get(name, {}).get("buckets", [])}
+            for name in FACETS
+        }
+        return SearchResult(
+            total=int(result["hits"]["total"]["value"]),
+            page=query.page,
+            size=query.size,
+            items=[dict(hit["_source"]) for hit in result["hits"]["hits"]],
+            facets=facets,
+        )
+
+    def counts(self, project: str, query: SeriesQuery | None = None) -> IndexCounts:
+        """Series and instances exactly; studies and patients by cardinality (exact < 40,000)."""
+        body = {
+            "query": build_query(query),
+            "size": 0,
+            "track_total_hits": True,
+            "aggs": {
+                "instances": {"sum": {"field": INSTANCE_COUNT}},
+                "studies": {"cardinality": {"field": STUDY_UID, "precision_threshold": 40000}},
+                "patients": {"cardinality": {"field": PATIENT_ID, "precision_threshold": 40000}},
+            },
+        }
+        result = self._search(project, body)
+        if not result:
+            return IndexCounts(0, 0, 0, 0)
+        aggs = result["aggregations"]
+        return IndexCounts(
+            series=int(result["hits"]["total"]["value"]),
+            instances=int(aggs["instances"]["value"] or 0),
+            studies=int(aggs["studies"]["value"]),
+            patients=int(aggs["patients"]["value"]),
+        )
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
+
+
+def connect(
+    url: str, username: str = "", password: str = "", *, verify_certs: bool = True
+) -> OpenSearch:
+    """A client on one cluster URL, with basic authentication when a username is given."""
+    auth = (username, password) if username else None
+    return OpenSearch(
+        hosts=[url],
+        http_auth=auth,
+        verify_certs=verify_certs,
+        ssl_show_warn=verify_certs,
+        timeout=30,
+    )

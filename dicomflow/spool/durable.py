@@ -1,0 +1,141 @@
+"""Durable file operations: data and names survive a crash once these return.
+
+A file is written under a temporary name in its final directory, flushed with ``fsync``,
+renamed and the directory flushed, so a reader sees either nothing or the whole file.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+TMP_PREFIX = ".tmp-"
+_COPY_CHUNK = 1 << 20
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory so the names created or renamed in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush the data of a file written by someone else (e.g. pynetdicom's temporary file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: Path) -> None:
+    """Create a directory and make its name durable in the parent."""
+    path.mkdir(parents=True, exist_ok=False)
+    fsync_dir(path.parent)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably."""
+    tmp = path.with_name(TMP_PREFIX + path.name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write a JSON document atomically and durably."""
+    write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def place_file(source: Path, path: Path, *, move: bool) -> None:
+    """Put the file ``source`` at ``path`` atomically and durably.
+
+    Parameters
+    ----------
+    source
+        The complete file.
+    path
+        Its final name; a temporary name in the same directory is used on the way.
+    move
+        Take ``source`` away (a rename when on the same file system, else a copy and an
+        unlink); when false, ``source`` is left untouched.
+    """
+    tmp = path.with_name(TMP_PREFIX + path.name)
+    renamed = False
+    if move:
+        try:
+            os.replace(source, tmp)
+            renamed = True
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+    if not renamed:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, _COPY_CHUNK)
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    if move and not renamed:
+        source.unlink(missing_ok=True)
+
+
+class DurableLog:
+    """An append-only file of JSON lines; :meth:`append` returns once the line is durable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one record as a line and flush it."""
+        line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        # One write() of a line under PIPE_BUF-ish sizes in O_APPEND mode lands whole.
+        os.write(self._fd, line)
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Read the complete lines of a JSON-lines file.
+
+    Returns
+    -------
+    tuple
+        The records and the byte length of the complete lines; a torn last line (a crash
+        in the middle of an append) is not returned.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    records: list[dict[str, Any]] = []
+    good = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+        good += len(line)
+    return records, good

@@ -1,0 +1,139 @@
+"""Typed records of the spool: batch states, manifest entries, batch and problem listings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class BatchState(StrEnum):
+    """Where a batch is in its life; each state is a fact on disk (a marker file)."""
+
+    #: Receiving instances (no ``closed.json``).
+    OPEN = "open"
+    #: Closed and waiting to be handed to Airflow (``closed.json``, no ``triggered.json``).
+    PENDING = "pending"
+    #: A DAG run exists for it (``triggered.json``).
+    TRIGGERED = "triggered"
+    #: Processed; the processing DAG wrote ``done.json``.
+    DONE = "done"
+
+
+class CloseReason(StrEnum):
+    """Why a batch was closed."""
+
+    RELEASED = "association released"
+    ABORTED = "association aborted"
+    REQUEST_END = "request finished"
+    IDLE = "idle timeout"
+    MAX_INSTANCES = "maximum instances reached"
+    MAX_BYTES = "maximum bytes reached"
+    RECOVERED = "recovered after restart"
+    SHUTDOWN = "receiver stopped"
+
+
+class Door(StrEnum):
+    """How instances entered the platform."""
+
+    DIMSE = "dimse"
+    STOW = "stow-rs"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who sent the instances of a batch.
+
+    Attributes
+    ----------
+    door
+        DIMSE C-STORE or STOW-RS.
+    peer
+        ``host:port`` of the sender.
+    calling_ae
+        Calling AE title as sent (DIMSE), empty for STOW-RS.
+    called_ae
+        Called AE title as sent (DIMSE) or the project path segment (STOW-RS).
+    """
+
+    door: Door
+    peer: str
+    calling_ae: str = ""
+    called_ae: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        """A JSON-able mapping."""
+        return {
+            "door": self.door.value,
+            "peer": self.peer,
+            "calling_ae": self.calling_ae,
+            "called_ae": self.called_ae,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Origin:
+        """Inverse of :meth:`as_dict`."""
+        return cls(
+            Door(data["door"]), data["peer"], data.get("calling_ae", ""), data.get("called_ae", "")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One durable instance of a batch: a line of ``manifest.jsonl``."""
+
+    file: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    size: int
+    sha256: str
+    received_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able mapping."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A batch as listed by ``dicomflow batches``."""
+
+    id: str
+    state: BatchState
+    project: str
+    dataset: str
+    origin: Origin
+    path: Path
+    created_at: str
+    instances: int
+    bytes: int
+    closed_at: str | None = None
+    close_reason: str | None = None
+    triggered_at: str | None = None
+    run_id: str | None = None
+    done_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able mapping (for ``--json``)."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["state"] = self.state.value
+        data["origin"] = self.origin.as_dict()
+        data["path"] = str(self.path)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemRecord:
+    """A rejected instance kept in ``<spool>/problems/<id>/``."""
+
+    id: str
+    reason: str
+    origin: Origin
+    project: str
+    received_at: str
+    path: Path
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,647 @@
+"""The spool: batches of received instances on disk, their states and the problem area.
+
+Layout under the spool root::
+
+    batches/<id>/batch.json         project, dataset, origin, creation time
+    batches/<id>/manifest.jsonl     one durable line per accepted instance
+    batches/<id>/000001.dcm ...     the instances, byte for byte as received
+    batches/<id>/closed.json        present once closed (state: pending)
+    batches/<id>/triggered.json     present once a DAG run exists (state: triggered)
+    batches/<id>/done.json          present once processed (state: done)
+    problems/<id>/instance.dcm      a rejected instance ...
+    problems/<id>/reason.json       ... and why (peer, AE titles, time, reason)
+    incoming/                       temporary files of transfers in progress
+
+The manifest is the truth of what a batch holds: a sender is told "stored" only after the
+instance file and its manifest line are durable, and recovery removes anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dicomflow.spool import durable
+from dicomflow.spool.checks import (
+    InstanceFacts,
+    InstanceRejectedError,
+    StoreStatus,
+    inspect_instance,
+)
+from dicomflow.spool.records import (
+    BatchRecord,
+    BatchState,
+    CloseReason,
+    ManifestEntry,
+    Origin,
+    ProblemRecord,
+)
+
+if TYPE_CHECKING:
+    from dicomflow.config import Settings
+
+LOGGER = logging.getLogger(__name__)
+
+BATCH_FILE = "batch.json"
+MANIFEST_FILE = "manifest.jsonl"
+CLOSED_FILE = "closed.json"
+TRIGGERED_FILE = "triggered.json"
+DONE_FILE = "done.json"
+PROBLEM_FILE = "instance.dcm"
+REASON_FILE = "reason.json"
+_HASH_CHUNK = 1 << 20
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 string in UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_id() -> str:
+    """A unique id that sorts by creation time, e.g. ``20250101T120000123-a1b2c3``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class BatchClosedError(Exception):
+    """The batch was closed (idle timeout, limits) before the instance could be added."""
+
+
+class UnknownBatchError(LookupError):
+    """No batch with that id exists in the spool."""
+
+
+class Batch:
+    """An open batch: instances are added by one sender session, it may be closed by any thread.
+
+    Create batches with :meth:`Spool.open_batch`.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        batch_id: str,
+        path: Path,
+        project: str,
+        dataset: str,
+        origin: Origin,
+    ) -> None:
+        self.spool = spool
+        self.id = batch_id
+        self.path = path
+        self.project = project
+        self.dataset = dataset
+        self.origin = origin
+        self.instances = 0
+        self.bytes = 0
+        self.last_activity = time.monotonic()
+        self.closed = False
+        self._lock = threading.Lock()
+        self._manifest = durable.DurableLog(path / MANIFEST_FILE)
+
+    def add(self, source: Path, facts: InstanceFacts, *, move: bool) -> ManifestEntry:
+        """Make an instance file durable in this batch and record it in the manifest.
+
+        Raises
+        ------
+        BatchClosedError
+            When the batch was closed meanwhile; nothing was written.
+        OSError
+            When the disk refuses; the manifest is unchanged, so the instance is not in it.
+        """
+        with self._lock:
+            if self.closed:
+                raise BatchClosedError(self.id)
+            size = source.stat().st_size
+            digest = _sha256(source)
+            name = f"{self.instances + 1:06d}.dcm"
+            durable.place_file(source, self.path / name, move=move)
+            entry = ManifestEntry(
+                file=name,
+                sop_instance_uid=facts.sop_instance_uid,
+                series_instance_uid=facts.series_instance_uid,
+                study_instance_uid=facts.study_instance_uid,
+                sop_class_uid=facts.sop_class_uid,
+                transfer_syntax_uid=facts.transfer_syntax_uid,
+                size=size,
+                sha256=digest,
+                received_at=utc_now(),
+            )
+            self._manifest.append(entry.as_dict())
+            self.instances += 1
+            self.bytes += size
+            self.last_activity = time.monotonic()
+            full = self._full_reason()
+        if full is not None:
+            self.close(full)
+        return entry
+
+    def _full_reason(self) -> CloseReason | None:
+        if self.instances >= self.spool.max_instances:
+            return CloseReason.MAX_INSTANCES
+        if self.bytes >= self.spool.max_bytes:
+            return CloseReason.MAX_BYTES
+        return None
+
+    def idle_for(self) -> float:
+        """Seconds since the last instance (or the creation)."""
+        return time.monotonic() - self.last_activity
+
+    def close(self, reason: CloseReason) -> bool:
+        """Close the batch (state ``pending``); return ``False`` when it was already closed."""
+        with self._lock:
+            if self.closed:
+                return False
+            self.closed = True
+            self._manifest.close()
+            durable.write_json(
+                self.path / CLOSED_FILE,
+                {
+                    "reason": reason.value,
+                    "closed_at": utc_now(),
+                    "instances": self.instances,
+                    "bytes": self.bytes,
+                },
+            )
+        LOGGER.info(
+            "batch %s closed (%s): %d instances, %d bytes",
+            self.id,
+            reason.value,
+            self.instances,
+            self.bytes,
+        )
+        self.spool._batch_closed(self)
+        return True
+
+
+@dataclass
+class Intake:
+    """Instances from one sender session (an association, a STOW-RS request) into batches.
+
+    A batch is opened on the first accepted instance and rolled over when it is closed by
+    the idle timeout or its limits; :meth:`close` closes the current one.
+
+    Attributes
+    ----------
+    spool
+        Where the batches go.
+    project, dataset
+        Where the instances belong.
+    origin
+        Who sends them.
+    before_first_batch
+        Called once before the first batch is opened (e.g. to create the dataset).
+    """
+
+    spool: Spool
+    project: str
+    dataset: str
+    origin: Origin
+    before_first_batch: Callable[[], None] | None = None
+    batch_ids: list[str] = field(default_factory=list)
+    stored: int = 0
+    failed: int = 0
+    bytes: int = 0
+    _batch: Batch | None = None
+
+    def store(self, source: Path, *, move: bool) -> ManifestEntry:
+        """Check an instance file and make it durable in the current batch.
+
+        Parameters
+        ----------
+        source
+            A DICOM Part 10 file.
+        move
+            Take the file away instead of copying it.
+
+        Returns
+        -------
+        ManifestEntry
+            The durable record, once the sender may be told "stored".
+
+        Raises
+        ------
+        InstanceRejectedError
+            When the instance is refused; it has been kept in the problem area.
+        """
+        try:
+            facts = inspect_instance(source)
+        except InstanceRejectedError as exc:
+            self.failed += 1
+            self.spool.keep_problem(source, exc.reason, self.origin, self.project, move=move)
+            raise
+        while True:
+            batch = self._current()
+            try:
+                entry = batch.add(source, facts, move=move)
+            except BatchClosedError:
+                continue
+            except OSError as exc:
+                self.failed += 1
+                LOGGER.error("cannot write to the spool: %s", exc)
+                reason = f"spool write failed: {exc.strerror or exc}"
+                try:
+                    self.spool.keep_problem(source, reason, self.origin, self.project, move=move)
+                except OSError:
+                    LOGGER.error("cannot keep the instance in the problem area either")
+                raise InstanceRejectedError(
+                    reason,
+                    StoreStatus.OUT_OF_RESOURCES,
+                    facts.sop_class_uid,
+                    facts.sop_instance_uid,
+                ) from exc
+            self.stored += 1
+            self.bytes += entry.size
+            return entry
+
+    def _current(self) -> Batch:
+        if self._batch is None or self._batch.closed:
+            if self._batch is None and self.before_first_batch is not None:
+                self.before_first_batch()
+                self.before_first_batch = None
+            self._batch = self.spool.open_batch(self.project, self.dataset, self.origin)
+            self.batch_ids.append(self._batch.id)
+        return self._batch
+
+    def close(self, reason: CloseReason) -> None:
+        """Close the current batch, if any."""
+        if self._batch is not None:
+            self._batch.close(reason)
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What :meth:`Spool.recover` did."""
+
+    closed: list[str]
+    removed_empty: list[str]
+    dropped_files: int
+    pending: list[str]
+
+
+class Spool:
+    """The spool directory: open batches, batch states, listings and the problem area.
+
+    Parameters
+    ----------
+    root
+        The spool directory (``settings.spool_dir``); created when missing.
+    max_instances, max_bytes
+        A batch closes when it reaches either.
+    idle_seconds
+        An open batch closes after this long without a new instance (see :meth:`close_idle`).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_instances: int = 5000,
+        max_bytes: int = 4 << 30,
+        idle_seconds: float = 10.0,
+    ) -> None:
+        self.root = Path(root)
+        self.max_instances = max_instances
+        self.max_bytes = max_bytes
+        self.idle_seconds = idle_seconds
+        self.batches_dir = self.root / "batches"
+        self.problems_dir = self.root / "problems"
+        self.incoming_dir = self.root / "incoming"
+        for directory in (self.batches_dir, self.problems_dir, self.incoming_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._open: dict[str, Batch] = {}
+        self._lock = threading.Lock()
+        self._close_listeners: list[Callable[[str], None]] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Spool:
+        """The spool at ``settings.spool_dir`` with the receiver's batch limits."""
+        rs = settings.receiver
+        return cls(
+            settings.spool_dir,
+            max_instances=rs.batch_max_instances,
+            max_bytes=rs.batch_max_bytes,
+            idle_seconds=rs.batch_idle_seconds,
+        )
+
+    # -- writing -------------------------------------------------------------------------
+
+    def intake(
+        self,
+        project: str,
+        dataset: str,
+        origin: Origin,
+        before_first_batch: Callable[[], None] | None = None,
+    ) -> Intake:
+        """A session that stores instances into batches of ``project``/``dataset``."""
+        return Intake(self, project, dataset, origin, before_first_batch)
+
+    def open_batch(self, project: str, dataset: str, origin: Origin) -> Batch:
+        """Create a new open batch, durably."""
+        batch_id = new_id()
+        path = self.batches_dir / batch_id
+        durable.make_dir(path)
+        durable.write_json(
+            path / BATCH_FILE,
+            {
+                "id": batch_id,
+                "project": project,
+                "dataset": dataset,
+                "origin": origin.as_dict(),
+                "created_at": utc_now(),
+            },
+        )
+        batch = Batch(self, batch_id, path, project, dataset, origin)
+        with self._lock:
+            self._open[batch_id] = batch
+        return batch
+
+    def keep_problem(
+        self,
+        source: Path | bytes,
+        reason: str,
+        origin: Origin,
+        project: str = "",
+        *,
+        move: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> ProblemRecord:
+        """Keep a rejected instance and its reason in ``problems/<id>/``.
+
+        Parameters
+        ----------
+        source
+            The file (or the bytes) as received.
+        reason
+            Why it was rejected.
+        origin
+            Who sent it.
+        project
+            The project it was sent to.
+        move
+            Take the file away instead of copying it.
+        details
+            Extra JSON-able facts for ``reason.json``.
+        """
+        problem_id = new_id()
+        path = self.problems_dir / problem_id
+        durable.make_dir(path)
+        if isinstance(source, bytes):
+            durable.write_bytes(path / PROBLEM_FILE, source)
+        else:
+            durable.place_file(source, path / PROBLEM_FILE, move=move)
+        received_at = utc_now()
+        durable.write_json(
+            path / REASON_FILE,
+            {
+                "id": problem_id,
+                "reason": reason,
+                "received_at": received_at,
+                "project": project,
+                **origin.as_dict(),
+                "details": details or {},
+            },
+        )
+        LOGGER.warning(
+            "rejected instance from %s (calling %r, called %r) kept as problem %s: %s",
+            origin.peer,
+            origin.calling_ae,
+            origin.called_ae,
+            problem_id,
+            reason,
+        )
+        return ProblemRecord(problem_id, reason, origin, project, received_at, path, details or {})
+
+    def add_close_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(batch_id)`` whenever a batch closes (e.g. to wake the outbox)."""
+        self._close_listeners.append(listener)
+
+    def _batch_closed(self, batch: Batch) -> None:
+        with self._lock:
+            self._open.pop(batch.id, None)
+        if batch.instances == 0:
+            # Nothing was acknowledged into it: an empty batch has nothing to process.
+            shutil.rmtree(batch.path, ignore_errors=True)
+            return
+        for listener in self._close_listeners:
+            listener(batch.id)
+
+    def close_idle(self) -> list[str]:
+        """Close open batches without a new instance for ``idle_seconds``; return their ids."""
+        with self._lock:
+            idle = [b for b in self._open.values() if b.idle_for() >= self.idle_seconds]
+        return [b.id for b in idle if b.close(CloseReason.IDLE)]
+
+    def close_all(self, reason: CloseReason = CloseReason.SHUTDOWN) -> list[str]:
+        """Close every batch this process has open (on shutdown)."""
+        with self._lock:
+            batches = list(self._open.values())
+        return [b.id for b in batches if b.close(reason)]
+
+    def mark_triggered(self, batch_id: str, run_id: str, dag_id: str) -> None:
+        """Record that a DAG run exists for a closed batch (state ``triggered``)."""
+        path = self._batch_path(batch_id)
+        durable.write_json(
+            path / TRIGGERED_FILE,
+            {"run_id": run_id, "dag_id": dag_id, "triggered_at": utc_now()},
+        )
+
+    def mark_done(self, batch_id: str) -> None:
+        """Record that a batch was processed (state ``done``); called by the processing DAG."""
+        durable.write_json(self._batch_path(batch_id) / DONE_FILE, {"done_at": utc_now()})
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _batch_path(self, batch_id: str) -> Path:
+        path = self.batches_dir / batch_id
+        if "/" in batch_id or batch_id.startswith(".") or not (path / BATCH_FILE).is_file():
+            raise UnknownBatchError(f"no batch {batch_id!r} in {self.batches_dir}")
+        return path
+
+    def batch_path(self, batch_id: str) -> Path:
+        """The directory of a batch (the processing DAG reads the instances from there)."""
+        return self._batch_path(batch_id)
+
+    def manifest(self, batch_id: str) -> list[ManifestEntry]:
+        """The durable instances of a batch."""
+        records, _ = durable.read_json_lines(self._batch_path(batch_id) / MANIFEST_FILE)
+        return [ManifestEntry(**r) for r in records]
+
+    def batch(self, batch_id: str) -> BatchRecord:
+        """One batch as a record."""
+        record = self._read_record(self._batch_path(batch_id))
+        if record is None:
+            raise UnknownBatchError(batch_id)
+        return record
+
+    def batches(self, states: Iterable[BatchState] | None = None) -> list[BatchRecord]:
+        """Every batch (oldest first), optionally only those in ``states``."""
+        wanted = set(states) if states is not None else None
+        records = []
+        for path in sorted(self.batches_dir.iterdir()):
+            record = self._read_record(path)
+            if record is not None and (wanted is None or record.state in wanted):
+                records.append(record)
+        return records
+
+    def pending(self) -> list[BatchRecord]:
+        """Closed batches waiting for a DAG run, oldest first."""
+        return self.batches([BatchState.PENDING])
+
+    def problems(self) -> list[ProblemRecord]:
+        """Every rejected instance kept in the problem area, oldest first."""
+        found = []
+        for path in sorted(self.problems_dir.iterdir()):
+            data = _read_json(path / REASON_FILE)
+            if data is None:
+                continue
+            found.append(
+                ProblemRecord(
+                    id=data["id"],
+                    reason=data["reason"],
+                    origin=Origin.from_dict(data),
+                    project=data.get("project", ""),
+                    received_at=data["received_at"],
+                    path=path,
+                    details=data.get("details", {}),
+                )
+            )
+        return found
+
+    def _read_record(self, path: Path) -> BatchRecord | None:
+        meta = _read_json(path / BATCH_FILE)
+        if meta is None:
+            return None
+        closed = _read_json(path / CLOSED_FILE)
+        triggered = _read_json(path / TRIGGERED_FILE)
+        done = _read_json(path / DONE_FILE)
+        if closed is not None:
+            instances, size = closed["instances"], closed["bytes"]
+        else:
+            entries, _ = durable.read_json_lines(path / MANIFEST_FILE)
+            instances, size = len(entries), sum(e["size"] for e in entries)
+        if done is not None:
+            state = BatchState.DONE
+        elif triggered is not None:
+            state = BatchState.TRIGGERED
+        elif closed is not None:
+            state = BatchState.PENDING
+        else:
+            state = BatchState.OPEN
+        return BatchRecord(
+            id=meta["id"],
+            state=state,
+            project=meta["project"],
+            dataset=meta["dataset"],
+            origin=Origin.from_dict(meta["origin"]),
+            path=path,
+            created_at=meta["created_at"],
+            instances=instances,
+            bytes=size,
+            closed_at=_get(closed, "closed_at"),
+            close_reason=_get(closed, "reason"),
+            triggered_at=_get(triggered, "triggered_at"),
+            run_id=_get(triggered, "run_id"),
+            done_at=_get(done, "done_at"),
+        )
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def recover(self) -> RecoveryReport:
+        """Make the spool consistent after a crash; call before accepting instances.
+
+        Open batches left by a previous process are closed: a torn last manifest line is cut,
+        temporary files and instance files without a manifest line (never acknowledged) are
+        removed, and a batch left empty is removed. Pending batches stay pending, so the
+        outbox triggers them again.
+        """
+        with self._lock:
+            if self._open:
+                raise RuntimeError("recover() must run before any batch is opened")
+        closed: list[str] = []
+        removed: list[str] = []
+        dropped = 0
+        for path in sorted(self.batches_dir.iterdir()):
+            if path.name.startswith(durable.TMP_PREFIX) or not path.is_dir():
+                continue
+            meta = _read_json(path / BATCH_FILE)
+            if meta is None:
+                # Crashed between mkdir and batch.json: nothing was acknowledged into it.
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+                continue
+            if (path / CLOSED_FILE).exists():
+                continue
+            manifest = path / MANIFEST_FILE
+            entries, good = durable.read_json_lines(manifest)
+            if manifest.exists() and manifest.stat().st_size != good:
+                os.truncate(manifest, good)
+                durable.fsync_file(manifest)
+            listed = {e["file"] for e in entries}
+            keep = {BATCH_FILE, MANIFEST_FILE} | listed
+            for child in path.iterdir():
+                if child.name not in keep:
+                    child.unlink()
+                    dropped += 1
+            durable.fsync_dir(path)
+            if not entries:
+                shutil.rmtree(path)
+                removed.append(path.name)
+                continue
+            durable.write_json(
+                path / CLOSED_FILE,
+                {
+                    "reason": CloseReason.RECOVERED.value,
+                    "closed_at": utc_now(),
+                    "instances": len(entries),
+                    "bytes": sum(e["size"] for e in entries),
+                },
+            )
+            closed.append(path.name)
+        for leftover in self.incoming_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+        for problem in self.problems_dir.iterdir():
+            if not (problem / REASON_FILE).exists():
+                shutil.rmtree(problem, ignore_errors=True)
+        pending = [r.id for r in self.pending()]
+        if closed or removed or dropped:
+            LOGGER.warning(
+                "spool recovery: closed %d half-open batches, removed %d empty ones, "
+                "dropped %d unacknowledged files; %d batches pending",
+                len(closed),
+                len(removed),
+                dropped,
+                len(pending),
+            )
+        return RecoveryReport(closed, removed, dropped, pending)
+
+
+def _get(data: dict[str, Any] | None, key: str) -> str | None:
+    return None if data is None else str(data[key])
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return data if isinstance(data, dict) else None

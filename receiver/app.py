@@ -1,0 +1,189 @@
+"""The receiver service: builds the AE, recovers the spool, runs the outbox and the server."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from typing import TYPE_CHECKING, cast
+
+from pynetdicom import AE, _config
+from pynetdicom.transport import RequestHandler
+
+from dicomflow.spool.outbox import INCOMING_DAG_ID, DagTrigger, Outbox
+from dicomflow.spool.store import Spool
+from receiver.contexts import storage_contexts
+from receiver.handlers import ProjectDirectory, ReceiverHandlers
+from receiver.reactor import EventDrivenRequestHandler, ReceiverServer, fast_reactor_supported
+
+if TYPE_CHECKING:
+    from dicomflow.config import Settings
+
+LOGGER = logging.getLogger("receiver")
+
+#: Seconds between looks for idle batches.
+HOUSEKEEPING_INTERVAL = 0.5
+#: Seconds without any PDU after which an association is aborted.
+NETWORK_TIMEOUT = 120.0
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom settings the receiver relies on.
+
+    Received data sets are streamed to a temporary file instead of being held in memory
+    (flat memory for a 500 MB instance); the handler moves that file into the spool.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # Our own checks give a reason per instance; pynetdicom's would reject silently.
+    _config.ENFORCE_UID_CONFORMANCE = False
+    # Logging every identifier of every request costs time and floods the log.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+class Receiver:
+    """The DICOM receiver: C-STORE and C-ECHO into the spool, batches triggered in Airflow.
+
+    Parameters
+    ----------
+    spool
+        Where instances go.
+    projects
+        Which projects exist (``ProjectStore``).
+    trigger
+        The Airflow client for the outbox; ``None`` runs without an outbox.
+    host, port
+        Where to listen; port 0 picks a free port (see :attr:`port`).
+    ae_title
+        The receiver's own AE title (it answers to every project's AE title).
+    max_associations
+        Concurrent associations accepted.
+    route_unknown_projects_to_admin
+        Accept associations for unknown projects into ``admin``.
+    dag_id
+        The DAG the outbox triggers.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        projects: ProjectDirectory,
+        trigger: DagTrigger | None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 11112,
+        ae_title: str = "DICOMFLOW",
+        max_associations: int = 32,
+        route_unknown_projects_to_admin: bool = False,
+        dag_id: str = INCOMING_DAG_ID,
+        outbox_max_backoff: float = 30.0,
+    ) -> None:
+        configure_pynetdicom()
+        self.spool = spool
+        self.host = host
+        self._requested_port = port
+        self.handlers = ReceiverHandlers(
+            spool, projects, route_unknown_projects_to_admin=route_unknown_projects_to_admin
+        )
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_associations = max_associations
+        self.ae.network_timeout = NETWORK_TIMEOUT
+        # The called AE title names the project: it never equals our own title.
+        self.ae.require_called_aet = False
+        self.ae.supported_contexts = storage_contexts()
+        self.outbox = (
+            Outbox(spool, trigger, dag_id, max_backoff=outbox_max_backoff)
+            if trigger is not None
+            else None
+        )
+        self._server: ReceiverServer | None = None
+        self._stop = threading.Event()
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name="spool-housekeeping", daemon=True
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Receiver:
+        """A receiver on the platform database, spool and Airflow of ``settings``."""
+        from dicomflow.airflow_api.client import AirflowClient
+        from dicomflow.db.projects import ProjectStore
+        from dicomflow.db.session import make_engine
+
+        rs = settings.receiver
+        return cls(
+            Spool.from_settings(settings),
+            ProjectStore(make_engine(settings.platform_db_url)),
+            AirflowClient.from_settings(settings),
+            host=rs.host,
+            port=rs.port,
+            ae_title=rs.ae_title,
+            max_associations=rs.max_associations,
+            route_unknown_projects_to_admin=rs.route_unknown_projects_to_admin,
+        )
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on."""
+        if self._server is None:
+            return self._requested_port
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Recover the spool, start the outbox, the housekeeping and the server threads."""
+        self.spool.recover()
+        if self.outbox is not None:
+            self.outbox.start()
+        self._housekeeper.start()
+        fast = fast_reactor_supported()
+        if not fast:
+            LOGGER.warning(
+                "pynetdicom release not known to the event-driven reactor: using the stock "
+                "polling reactor (slower)"
+            )
+        handler_class = EventDrivenRequestHandler if fast else RequestHandler
+        server = self.ae.make_server(
+            (self.host, self._requested_port),
+            evt_handlers=self.handlers.handlers(),
+            server_class=ReceiverServer,
+            request_handler=handler_class,
+        )
+        self._server = cast(ReceiverServer, server)
+        thread = threading.Thread(target=server.serve_forever, name="receiver-server", daemon=True)
+        thread.start()
+        LOGGER.info(
+            "receiver listening on %s:%d (AE %s, spool %s, %s reactor)",
+            self.host,
+            self.port,
+            self.ae.ae_title,
+            self.spool.root,
+            "event-driven" if fast else "stock",
+        )
+
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(HOUSEKEEPING_INTERVAL):
+            try:
+                self.spool.close_idle()
+            except Exception:
+                LOGGER.exception("closing idle batches failed")
+
+    def stop(self) -> None:
+        """Stop accepting, end associations, close open batches and stop the outbox."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+        self.ae.shutdown()
+        self.spool.close_all()
+        if self.outbox is not None:
+            self.outbox.stop()
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` is called."""
+        self._stop.wait()
+
+
+def use_spool_for_temporary_files(spool: Spool) -> None:
+    """Let pynetdicom's temporary files live in the spool, so moving them is a rename.
+
+    Process-wide (``tempfile.tempdir``): call it only in the receiver's own process.
+    """
+    tempfile.tempdir = str(spool.incoming_dir)

@@ -1,0 +1,56 @@
+"""Presentation contexts the receiver accepts: every storage SOP class, and Verification.
+
+The acceptor's transfer-syntax order decides what is accepted when a sender proposes several
+in one context. Explicit VR Little Endian comes first so Explicit VR senders are not
+re-encoded to Implicit VR, then the other uncompressed syntaxes, then every compressed one:
+a sender's compressed data arrives as it was compressed, byte for byte.
+"""
+
+from __future__ import annotations
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AllStoragePresentationContexts, build_context
+from pynetdicom._globals import ALL_TRANSFER_SYNTAXES
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+__all__ = ["TRANSFER_SYNTAXES", "storage_contexts"]
+
+_UNCOMPRESSED = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+# Syntaxes newer than pynetdicom's list (PS3.5 2024+): encapsulated uncompressed, deflated
+# image frames, JPEG XL and High-Throughput JPEG 2000.
+_NEWER = [
+    "1.2.840.10008.1.2.1.98",
+    "1.2.840.10008.1.2.8.1",
+    "1.2.840.10008.1.2.4.110",
+    "1.2.840.10008.1.2.4.111",
+    "1.2.840.10008.1.2.4.112",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+]
+
+#: Accepted transfer syntaxes in order of preference.
+TRANSFER_SYNTAXES: list[str] = list(
+    dict.fromkeys([*_UNCOMPRESSED, *ALL_TRANSFER_SYNTAXES, *_NEWER])
+)
+
+
+def storage_contexts() -> list[PresentationContext]:
+    """One context per storage SOP class with :data:`TRANSFER_SYNTAXES`, plus Verification."""
+    contexts = [
+        build_context(str(cx.abstract_syntax), TRANSFER_SYNTAXES)
+        for cx in AllStoragePresentationContexts
+    ]
+    contexts.append(build_context(Verification))
+    return contexts

@@ -1,0 +1,272 @@
+"""Event handlers of the receiver: association checks, C-STORE into the spool, C-ECHO.
+
+Each association gets an :class:`AssociationState`; its instances go through one spool
+:class:`~dicomflow.spool.store.Intake`, so they land in a batch of their own that closes
+when the association is released or aborted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_RELEASE
+
+from dicomflow.db.projects import ADMIN_PROJECT, normalize_ae_name
+from dicomflow.spool.checks import InstanceRejectedError, StoreStatus
+from dicomflow.spool.records import CloseReason, Door, Origin
+from dicomflow.spool.store import Intake, Spool
+
+LOGGER = logging.getLogger("receiver")
+
+#: Error Comment (0000,0902) is LO: at most 64 characters.
+_ERROR_COMMENT_MAX = 64
+
+
+class RejectResult:
+    """A-ASSOCIATE-RJ Result values (PS3.8 9.3.4)."""
+
+    PERMANENT = 0x01
+    TRANSIENT = 0x02
+
+
+class RejectSource:
+    """A-ASSOCIATE-RJ Source values."""
+
+    SERVICE_USER = 0x01
+
+
+class RejectReason:
+    """A-ASSOCIATE-RJ Reason/Diag. values for source "DICOM UL service-user"."""
+
+    NO_REASON = 0x01
+    CALLED_AE_NOT_RECOGNISED = 0x07
+
+
+class ProjectDirectory(Protocol):
+    """What the receiver needs of :class:`~dicomflow.db.projects.ProjectStore`."""
+
+    def exists(self, name: str) -> bool: ...
+
+    def names(self) -> list[str]: ...
+
+    def ensure_dataset(self, project: str, dataset: str) -> int: ...
+
+
+@dataclass
+class AssociationState:
+    """What the receiver knows of one association."""
+
+    peer: str
+    started: float = field(default_factory=time.monotonic)
+    calling_ae: str = ""
+    called_ae: str = ""
+    project: str = ""
+    dataset: str = ""
+    intake: Intake | None = None
+    outcome: str = "open"
+    release_requested: bool = False
+
+
+def _peer(assoc: Association) -> str:
+    info = assoc.requestor
+    return f"{info.address}:{info.port}"
+
+
+class ReceiverHandlers:
+    """The handlers bound to the receiver's AE.
+
+    Parameters
+    ----------
+    spool
+        Where instances go.
+    projects
+        Which projects exist; datasets are created on first use.
+    route_unknown_projects_to_admin
+        Accept associations for unknown projects into ``admin`` instead of rejecting them.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        projects: ProjectDirectory,
+        *,
+        route_unknown_projects_to_admin: bool = False,
+    ) -> None:
+        self.spool = spool
+        self.projects = projects
+        self.route_unknown_projects_to_admin = route_unknown_projects_to_admin
+        self._states: dict[int, AssociationState] = {}
+        self._lock = threading.Lock()
+
+    def handlers(self) -> list[Any]:
+        """``(event, handler)`` pairs for ``AE.start_server(evt_handlers=...)``."""
+        return [
+            (evt.EVT_CONN_OPEN, self.on_conn_open),
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, self.on_c_echo),
+            (evt.EVT_C_STORE, self.on_c_store),
+            (evt.EVT_ACSE_RECV, self.on_acse_recv),
+            (evt.EVT_RELEASED, self.on_released),
+            (evt.EVT_ABORTED, self.on_aborted),
+            (evt.EVT_CONN_CLOSE, self.on_conn_close),
+        ]
+
+    def _state(self, assoc: Association) -> AssociationState:
+        with self._lock:
+            state = self._states.get(id(assoc))
+            if state is None:
+                state = self._states[id(assoc)] = AssociationState(_peer(assoc))
+            return state
+
+    def on_conn_open(self, event: Event) -> None:
+        """Start the association's record."""
+        self._state(event.assoc)
+
+    def on_requested(self, event: Event) -> None:
+        """Accept the association only for a known project (the called AE title)."""
+        assoc = event.assoc
+        state = self._state(assoc)
+        request = assoc.requestor.primitive
+        assert request is not None  # EVT_REQUESTED follows the A-ASSOCIATE-RQ
+        state.calling_ae = str(request.calling_ae_title).strip()
+        state.called_ae = str(request.called_ae_title).strip()
+        project = normalize_ae_name(state.called_ae)
+        try:
+            known = self.projects.exists(project)
+        except Exception:
+            LOGGER.exception("cannot look up project %r; rejecting (transient)", project)
+            state.outcome = "rejected: project lookup failed"
+            self._reject(assoc, RejectResult.TRANSIENT, RejectReason.NO_REASON)
+            return
+        if not known and self.route_unknown_projects_to_admin:
+            LOGGER.info(
+                "called AE title %r is no project: routing %s to %r",
+                state.called_ae,
+                state.peer,
+                ADMIN_PROJECT,
+            )
+            project, known = ADMIN_PROJECT, True
+        if not known:
+            state.outcome = "rejected: called AE title not recognised"
+            LOGGER.warning(
+                "rejecting association from %s: called AE title %r (project %r) not "
+                "recognised; calling AE title %r; existing projects: %s",
+                state.peer,
+                state.called_ae,
+                project,
+                state.calling_ae,
+                ", ".join(self._project_names()) or "(none)",
+            )
+            self._reject(assoc, RejectResult.PERMANENT, RejectReason.CALLED_AE_NOT_RECOGNISED)
+            return
+        state.project = project
+        state.dataset = normalize_ae_name(state.calling_ae) or "unknown"
+        origin = Origin(Door.DIMSE, state.peer, state.calling_ae, state.called_ae)
+
+        def create_dataset() -> None:
+            self.projects.ensure_dataset(project, state.dataset)
+
+        state.intake = self.spool.intake(project, state.dataset, origin, create_dataset)
+
+    @staticmethod
+    def _reject(assoc: Association, result: int, reason: int) -> None:
+        assoc.acse.send_reject(result, RejectSource.SERVICE_USER, reason)
+        # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is sent
+        # and the peer closed, else the server closes the socket before the PDU leaves.
+        assoc.kill()
+
+    def _project_names(self) -> list[str]:
+        try:
+            return self.projects.names()
+        except Exception:
+            return ["(cannot be listed)"]
+
+    def on_c_echo(self, event: Event) -> int:
+        """Answer a C-ECHO with Success."""
+        return int(StoreStatus.SUCCESS)
+
+    def on_c_store(self, event: Event) -> int | Dataset:
+        """Make the received instance durable in the spool, then answer Success."""
+        state = self._state(event.assoc)
+        intake = state.intake
+        if intake is None:  # cannot happen: stores only follow an accepted association
+            return _failure(StoreStatus.PROCESSING_FAILURE, "association has no project")
+        path = Path(event.dataset_path)
+        try:
+            intake.store(path, move=True)
+        except InstanceRejectedError as exc:
+            return _failure(exc.status, exc.reason)
+        except Exception as exc:
+            LOGGER.exception("storing an instance from %s failed", state.peer)
+            intake.failed += 1
+            return _failure(StoreStatus.PROCESSING_FAILURE, f"receiver error: {exc}")
+        return int(StoreStatus.SUCCESS)
+
+    def _finish(self, assoc: Association, outcome: str, reason: CloseReason) -> None:
+        state = self._state(assoc)
+        if state.outcome == "open":
+            state.outcome = outcome
+        if state.intake is not None:
+            state.intake.close(reason)
+
+    def on_released(self, event: Event) -> None:
+        """Close the association's batch."""
+        self._finish(event.assoc, "released", CloseReason.RELEASED)
+
+    def on_aborted(self, event: Event) -> None:
+        """Close the association's batch: what was acknowledged stays acknowledged."""
+        self._finish(event.assoc, "aborted", CloseReason.ABORTED)
+
+    def on_acse_recv(self, event: Event) -> None:
+        """Note an A-RELEASE request.
+
+        The connection may close (in the DUL thread) before ``EVT_RELEASED`` runs (in the
+        association thread); this event comes first, so the close reason is right.
+        """
+        # The documented payload of EVT_ACSE_RECV.
+        primitive = getattr(event, "primitive", None)
+        if isinstance(primitive, A_RELEASE) and primitive.result is None:
+            self._state(event.assoc).release_requested = True
+
+    def on_conn_close(self, event: Event) -> None:
+        """Close what is still open and write the association's log line."""
+        if self._state(event.assoc).release_requested:
+            self._finish(event.assoc, "released", CloseReason.RELEASED)
+        else:
+            self._finish(event.assoc, "connection closed", CloseReason.ABORTED)
+        with self._lock:
+            state = self._states.pop(id(event.assoc), None)
+        if state is None:
+            return
+        intake = state.intake
+        LOGGER.info(
+            "association peer=%s calling=%r called=%r project=%s dataset=%s outcome=%s "
+            "stored=%d failed=%d bytes=%d duration=%.3fs batches=%s",
+            state.peer,
+            state.calling_ae,
+            state.called_ae,
+            state.project or "-",
+            state.dataset or "-",
+            state.outcome,
+            intake.stored if intake else 0,
+            intake.failed if intake else 0,
+            intake.bytes if intake else 0,
+            time.monotonic() - state.started,
+            ",".join(intake.batch_ids) if intake and intake.batch_ids else "-",
+        )
+
+
+def _failure(status: StoreStatus, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = int(status)
+    ds.ErrorComment = comment[:_ERROR_COMMENT_MAX]
+    return ds

@@ -1,0 +1,272 @@
+"""Event-driven reactors for pynetdicom associations.
+
+pynetdicom 3.0.4 polls: the DUL thread sleeps 1 ms whenever it finds nothing to do and the
+association thread sleeps 1 ms before every look at its message queue. A C-STORE round trip
+crosses both loops two or three times, so a sender waiting for each response gets at most a
+few hundred instances per second however fast the handler is.
+
+The classes here keep pynetdicom's state machine, queues and handlers untouched and only
+change *how the two loops wait*:
+
+* :class:`EventDrivenDUL` waits in ``select()`` on the peer socket and a wake-up socket pair
+  that :meth:`EventDrivenDUL.send_pdu` writes to, so it reacts to incoming bytes and to
+  outgoing responses at once, and sleeps up to :data:`IDLE_WAIT` when nothing happens.
+* :class:`EventDrivenAssociation` blocks on the DIMSE message queue with a short timeout
+  instead of sleeping before each non-blocking look.
+* :class:`EventDrivenRequestHandler` creates that association for each accepted
+  connection, and :class:`ReceiverServer` sets ``TCP_NODELAY`` on accepted sockets.
+
+Why subclass instead of setting knobs: the only settable knob, ``DULServiceProvider.
+_run_loop_delay``, turns the DUL into a busy loop when lowered, and the association's 1 ms
+sleep is hard-coded. Overriding ``run_reactor``/``send_pdu``/``stop_dul`` (public) and
+``Association._run_reactor``/``RequestHandler._create_association`` (private) ties this
+module to the pynetdicom release it was written against, so :func:`fast_reactor_supported`
+checks the version and the receiver falls back to the stock classes on any other one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import socketserver
+import ssl
+import time
+from copy import deepcopy
+from datetime import datetime
+from typing import Any, cast
+
+import pynetdicom
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import (
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+#: pynetdicom releases whose reactor loops these classes mirror.
+SUPPORTED_PYNETDICOM = frozenset({"3.0.4"})
+#: Longest idle wait of both loops: bounds how late timer expiry and shutdown are noticed.
+IDLE_WAIT = 0.05
+#: Longest wait of the association loop for a DIMSE message before it checks release/abort.
+ASSOCIATION_WAIT = 0.005
+
+
+def fast_reactor_supported() -> bool:
+    """Whether the installed pynetdicom is a release the event-driven reactors mirror."""
+    return pynetdicom.__version__ in SUPPORTED_PYNETDICOM
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """A DUL service provider that waits on its sockets instead of sleeping 1 ms."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def wake(self) -> None:
+        """Make the reactor look at its queues now."""
+        # OSError: full (a wake-up is already pending) or closed (the reactor has ended).
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\x00")
+
+    def send_pdu(self, primitive: Any) -> None:
+        """Queue a primitive for the peer and wake the reactor to send it."""
+        super().send_pdu(primitive)
+        self.wake()
+
+    def stop_dul(self) -> bool:
+        """Stop the reactor if the state machine is idle (``Sta1``)."""
+        if self.state_machine.current_state == "Sta1":
+            self._kill_thread = True
+            self.wake()
+            while self.is_alive():
+                time.sleep(0.001)
+            return True
+        return False
+
+    def _wait_for_work(self) -> None:
+        fds: list[Any] = [self._wake_r]
+        assoc_sock = cast("AssociationSocket | None", self.socket)
+        raw = assoc_sock.socket if assoc_sock is not None else None
+        if raw is not None:
+            if isinstance(raw, ssl.SSLSocket) and raw.pending():
+                return
+            if raw.fileno() >= 0:
+                fds.append(raw)
+        try:
+            select.select(fds, [], [], IDLE_WAIT)
+        except (OSError, ValueError):
+            # The peer socket was closed under us: the next loop reports Evt17.
+            return
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def run_reactor(self) -> None:
+        """Run the DUL loop of pynetdicom 3.0.4 with an event-driven idle wait."""
+        try:
+            self._run()
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _run(self) -> None:
+        self._idle_timer.start()
+        sock = cast(AssociationSocket, self.socket)
+        idle = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+                idle = True
+            if idle:
+                self._wait_for_work()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                # As upstream: either encode and send one primitive or read one PDU per loop.
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:
+                LOGGER.error("Exception in DUL reactor, aborting association")
+                LOGGER.exception(exc)
+                abort_pdu = A_ABORT_RQ()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                sock.send(abort_pdu.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+
+
+class EventDrivenAssociation(Association):
+    """An association whose acceptor loop blocks on the DIMSE queue instead of polling."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        super().__init__(ae, mode)
+        self.dul = EventDrivenDUL(self)
+        # The timeout setters push their values into the DUL's timers: re-apply them.
+        self.acse_timeout = self.acse_timeout
+        self.network_timeout = self.network_timeout
+
+    def _run_reactor(self) -> None:
+        """The acceptor loop of pynetdicom 3.0.4, waiting on the message queue."""
+        self._is_paused = False
+        while not self._kill:
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            try:
+                context_id, msg = self.dimse.msg_queue.get(timeout=ASSOCIATION_WAIT)
+            except queue.Empty:
+                context_id, msg = None, None
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                LOGGER.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                LOGGER.info("Association Aborted")
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                LOGGER.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+class EventDrivenRequestHandler(RequestHandler):
+    """Creates an :class:`EventDrivenAssociation` for each accepted connection."""
+
+    def _create_association(self) -> Association:
+        assoc = EventDrivenAssociation(self.ae, "acceptor")
+        assoc._server = self.server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
+        assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
+        assoc.acceptor.ae_title = self.server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event, handlers in self.server._handlers.items():
+            if event.is_intervention and handlers:
+                assoc.bind(event, *handlers)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in cast(list[tuple[Any, Any]], handlers):
+                    assoc.bind(event, handler[0], handler[1])
+        return assoc
+
+
+class ReceiverServer(ThreadedAssociationServer):
+    """A threaded association server that turns Nagle's algorithm off on each connection.
+
+    Without ``TCP_NODELAY`` a small C-STORE response waits for the sender's delayed ACK,
+    which caps a synchronous sender at a few dozen instances per second on loopback.
+    """
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection and set ``TCP_NODELAY`` on it."""
+        client, address = super().get_request()
+        try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            LOGGER.warning("could not set TCP_NODELAY on the connection from %s", address)
+        return client, address
+
+    def shutdown(self) -> None:
+        """Stop serving and close the listening socket.
+
+        Unlike the parent's, this does not expect the server in ``AE._servers``: servers
+        made with ``AE.make_server`` are not registered there.
+        """
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()

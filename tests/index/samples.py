@@ -1,0 +1,41 @@
+"""Series documents for the index tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROOT = "1.2.826.0.1.3680043.8.498"
+
+
+def series(n: int, **fields: Any) -> dict[str, Any]:
+    """A series document with the usual fields; ``fields`` override them."""
+    doc: dict[str, Any] = {
+        "00100020 PatientID_keyword": f"PAT{n % 4}",
+        "00100010 PatientName_keyword": ["DOE^JOHN", "SMITH^ANNA", "MULLER^LUCA", "ROSSI^MARIA"][
+            n % 4
+        ],
+        "00080060 Modality_keyword": "CT",
+        "00180015 BodyPartExamined_keyword": "CHEST",
+        "00080020 StudyDate_date": f"2023-0{1 + n % 9}-1{n % 10}",
+        "00080030 StudyTime_time": "10:00:00",
+        "0008103E SeriesDescription_keyword": "Thorax contrast",
+        "00081030 StudyDescription_keyword": "CT Chest",
+        "00080016 SOPClassUID_keyword": "1.2.840.10008.5.1.4.1.1.2",
+        "0020000D StudyInstanceUID_keyword": f"{ROOT}.1.{n // 2}",
+        "0020000E SeriesInstanceUID_keyword": f"{ROOT}.2.{n}",
+        "00200011 SeriesNumber_integer": n,
+        "00180050 SliceThickness_float": 1.25,
+        "dataset": ["ds-a"],
+        "instance_count": 10 + n,
+        "batch_ids": [f"batch-{n}"],
+        "calling_ae": "DS-A",
+        "called_ae": "ALPHA",
+        "received_at": f"2024-05-{10 + n:02d}T08:00:00+00:00",
+        "validation": {"errors": 0, "warnings": 0, "checked_at": "2024-05-01T00:00:00+00:00"},
+    }
+    doc.update(fields)
+    return doc
+
+
+def uid(n: int) -> str:
+    return f"{ROOT}.2.{n}"

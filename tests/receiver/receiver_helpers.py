@@ -1,0 +1,94 @@
+"""Helpers shared by the receiver tests: test files, byte comparison, crafted instances."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+#: pydicom's files, one or more per transfer syntax (asked for by name: no downloads).
+PYDICOM_FILES = (
+    "CT_small.dcm",  # Explicit VR Little Endian
+    "MR_small_implicit.dcm",  # Implicit VR Little Endian
+    "MR_small_bigendian.dcm",  # Explicit VR Big Endian
+    "image_dfl.dcm",  # Deflated Explicit VR Little Endian
+    "JPEG2000.dcm",  # JPEG 2000
+    "SC_rgb_jpeg_dcmtk.dcm",  # JPEG Baseline
+    "JPEG-LL.dcm",  # JPEG Lossless SV1
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS
+    "MR_small_RLE.dcm",  # RLE Lossless
+    "rtplan.dcm",
+    "rtdose.dcm",
+)
+
+
+def has_part10_header(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(128)
+        return fh.read(4) == b"DICM"
+
+
+def sample_files() -> list[Path]:
+    """pydicom's files above plus every Part 10 file of pydicom-data when installed."""
+    files = [Path(str(get_testdata_file(name))) for name in PYDICOM_FILES]
+    try:
+        import pydicom_data
+    except ImportError:
+        return files
+    extra = sorted(Path(pydicom_data.__file__).parent.rglob("*.dcm"))
+    return files + [p for p in extra if has_part10_header(p)]
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The bytes after the file meta information (group 0002, always Explicit VR LE)."""
+    data = path.read_bytes()
+    assert data[128:132] == b"DICM", f"{path} is not a Part 10 file"
+    pos = 132
+    while pos + 8 <= len(data):
+        group, _elem = struct.unpack("<HH", data[pos : pos + 4])
+        if group != 0x0002:
+            break
+        vr = data[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            length = struct.unpack("<L", data[pos + 8 : pos + 12])[0]
+            pos += 12 + length
+        else:
+            length = struct.unpack("<H", data[pos + 6 : pos + 8])[0]
+            pos += 8 + length
+    return data[pos:]
+
+
+def sop_instance_uid(path: Path) -> str:
+    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+    return str(ds.SOPInstanceUID)
+
+
+def good_dataset() -> Dataset:
+    """A small, valid Secondary Capture-like dataset with fresh UIDs."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    return ds
+
+
+def bad_datasets() -> dict[str, tuple[Dataset, str]]:
+    """Crafted bad instances: name -> (dataset, words the rejection reason must contain)."""
+    missing = good_dataset()
+    del missing.SeriesInstanceUID
+    empty = good_dataset()
+    empty.StudyInstanceUID = ""
+    too_long = good_dataset()
+    too_long.SeriesInstanceUID = "1." + "2" * 63
+    leading_zero = good_dataset()
+    leading_zero.StudyInstanceUID = "1.2.03"
+    return {
+        "missing series": (missing, "SeriesInstanceUID is missing"),
+        "empty study": (empty, "StudyInstanceUID is empty"),
+        "65 chars": (too_long, "65 characters"),
+        "leading zero": (leading_zero, "not a valid UID"),
+    }

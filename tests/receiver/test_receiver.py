@@ -1,0 +1,258 @@
+"""The receiver with real dcmtk senders and a pynetdicom SCU, on the real platform database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from dicomflow.db.projects import ProjectStore
+from dicomflow.spool import BatchState, Spool
+from receiver.app import Receiver
+from tests.receiver.receiver_helpers import (
+    bad_datasets,
+    dataset_bytes,
+    good_dataset,
+    sample_files,
+    sop_instance_uid,
+)
+
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def dcmsend(port: int, files: list[Path], called: str, calling: str = "SCANNER") -> str:
+    result = subprocess.run(
+        [
+            "dcmsend",
+            "-v",
+            "-aec",
+            called,
+            "-aet",
+            calling,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        env=NODELAY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result.stdout + result.stderr
+
+
+def _send_files_as_they_are(port: int, files: list[Path], called: str, calling: str) -> None:
+    """Send files with pynetdicom streaming each file's data set bytes unchanged.
+
+    dcmsend re-encodes what it parses (e.g. it drops trailing padding), so it cannot show
+    that the receiver keeps bytes; pynetdicom with chunked sending transmits the file as is.
+    """
+    from pynetdicom import _config
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        ae = AE(ae_title=calling)
+        headers = {
+            p: pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            for p in files
+        }
+        pairs = {
+            (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in headers.values()
+        }
+        for sop_class, syntax in sorted(pairs):
+            ae.add_requested_context(sop_class, syntax)
+        assoc = ae.associate("127.0.0.1", port, ae_title=called, max_pdu=65536)
+        assert assoc.is_established
+        for path in files:
+            status = assoc.send_c_store(path)
+            assert status.Status == 0, (path.name, status)
+        assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+
+
+def test_every_transfer_syntax_is_stored_byte_identical(receiver: Receiver, spool: Spool) -> None:
+    files = sample_files()
+    # pynetdicom proposes at most 128 contexts per association: send in groups.
+    for i in range(0, len(files), 40):
+        _send_files_as_they_are(receiver.port, files[i : i + 40], "KP-RECV", "Scanner-1")
+    receiver.stop()
+
+    batches = spool.batches()
+    assert {(b.project, b.dataset, b.state) for b in batches} == {
+        ("recv", "scanner-1", BatchState.PENDING)
+    }
+    assert {b.close_reason for b in batches} == {"association released"}
+    entries = [(b, e) for b in batches for e in spool.manifest(b.id)]
+    stored = {e.sop_instance_uid: b.path / e.file for b, e in entries}
+    sent = {sop_instance_uid(p): p for p in files}
+    assert set(stored) == set(sent)
+    for uid, path in sent.items():
+        assert dataset_bytes(stored[uid]) == dataset_bytes(path), f"{path.name} was re-encoded"
+    syntaxes = {e.transfer_syntax_uid for _b, e in entries}
+    assert {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.1.99",
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.5",
+    } <= syntaxes
+
+
+def test_dcmsend_delivers_every_file(receiver: Receiver, spool: Spool) -> None:
+    """dcmsend may convert a file to Explicit VR LE when it offers that too in the context
+    (the receiver prefers it); lossy-compressed files it never converts."""
+    files = sample_files()
+    output = dcmsend(receiver.port, files, "KP-RECV", "Scanner-1")
+    receiver.stop()
+    (batch,) = spool.batches()
+    stored = {e.sop_instance_uid: e.transfer_syntax_uid for e in spool.manifest(batch.id)}
+    lossy = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.91"}
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        uid, original = str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID)
+        assert uid in stored, (path.name, output[-1000:])
+        if original in lossy:
+            assert stored[uid] == original, path.name
+
+
+def _scu(calling: str = "SCU") -> AE:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    return ae
+
+
+def test_bad_instances_fail_with_their_reason_and_the_good_ones_are_stored(
+    receiver: Receiver, spool: Spool
+) -> None:
+    bad = bad_datasets()
+    garbage = good_dataset()
+    good = [good_dataset() for _ in range(2)]
+    assoc = _scu().associate("127.0.0.1", receiver.port, ae_title="recv")
+    assert assoc.is_established
+    statuses: dict[str, Dataset] = {}
+    statuses["good 0"] = assoc.send_c_store(good[0])
+    for name, (ds, _words) in bad.items():
+        statuses[name] = assoc.send_c_store(ds)
+    # Garbage: a valid command set whose data set bytes are random.
+    from pynetdicom import _config
+
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes, not a parsed data set
+    try:
+        statuses["garbage"] = assoc.send_c_store(_GarbageFile(garbage))  # type: ignore[arg-type]
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+    statuses["good 1"] = assoc.send_c_store(good[1])
+    assoc.release()
+    receiver.stop()
+
+    assert statuses["good 0"].Status == statuses["good 1"].Status == 0x0000
+    for name, (_ds, words) in bad.items():
+        assert statuses[name].Status == 0xA900, name
+        assert words in statuses[name].ErrorComment, name
+    assert statuses["garbage"].Status == 0xC000
+    (batch,) = spool.batches()
+    assert [e.sop_instance_uid for e in spool.manifest(batch.id)] == [
+        g.SOPInstanceUID for g in good
+    ]
+    problems = spool.problems()
+    assert len(problems) == len(bad) + 1
+    reasons = sorted(p.reason for p in problems)
+    assert all(p.origin.called_ae == "recv" and p.origin.calling_ae == "SCU" for p in problems)
+    assert any("cannot be parsed" in r for r in reasons)
+    assert all((p.path / "instance.dcm").stat().st_size > 0 for p in problems)
+
+
+class _GarbageFile:
+    """A C-STORE source that is a file of random data set bytes (pynetdicom sends it as is)."""
+
+    def __new__(cls, template: Dataset) -> Path:  # type: ignore[misc]
+        import tempfile
+
+        from pydicom.filewriter import write_file_meta_info
+
+        fd, name = tempfile.mkstemp(suffix=".dcm")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(b"\x00" * 128 + b"DICM")
+            meta = Dataset()
+            meta.MediaStorageSOPClassUID = CTImageStorage
+            meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            write_file_meta_info(fh, meta)  # type: ignore[arg-type]
+            fh.write(os.urandom(4000))
+        return Path(name)
+
+
+def test_unknown_project_is_rejected(receiver: Receiver, spool: Spool) -> None:
+    result = subprocess.run(
+        ["echoscu", "-aec", "NO-SUCH-PROJECT", "127.0.0.1", str(receiver.port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "Called AE Title Not Recognized" in result.stderr
+    assert "Rejected Permanent" in result.stderr
+    assert spool.batches() == []
+
+
+def test_echo_and_kaapana_prefix(receiver: Receiver) -> None:
+    for called in ("RECV", "kp-recv", "KP-RECV"):
+        result = subprocess.run(
+            ["echoscu", "-aec", called, "127.0.0.1", str(receiver.port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+
+
+def test_unknown_projects_can_be_routed_to_admin(spool: Spool, projects: ProjectStore) -> None:
+    service = Receiver(spool, projects, None, port=0, route_unknown_projects_to_admin=True)
+    service.start()
+    try:
+        assoc = _scu("Lab-PC").associate("127.0.0.1", service.port, ae_title="UNKNOWN-PRJ")
+        assert assoc.is_established
+        assert assoc.send_c_store(good_dataset()).Status == 0
+        assoc.release()
+    finally:
+        service.stop()
+    (batch,) = spool.batches()
+    assert (batch.project, batch.dataset) == ("admin", "lab-pc")
+    assert "lab-pc" in projects.datasets("admin")
+
+
+def test_sixteen_parallel_senders(receiver: Receiver, spool: Spool, tmp_path: Path) -> None:
+    senders = 16
+    per_sender = 5
+    dirs = []
+    for i in range(senders):
+        directory = tmp_path / f"sender{i}"
+        directory.mkdir()
+        for j in range(per_sender):
+            good_dataset().save_as(directory / f"{j}.dcm", enforce_file_format=True)
+        dirs.append(directory)
+
+    def send(i: int) -> str:
+        return dcmsend(receiver.port, sorted(dirs[i].iterdir()), "RECV", f"SENDER{i}")
+
+    with ThreadPoolExecutor(senders) as pool:
+        list(pool.map(send, range(senders)))
+    receiver.stop()
+    batches = spool.batches()
+    assert len(batches) == senders
+    assert sorted(b.dataset for b in batches) == sorted(f"sender{i}" for i in range(senders))
+    assert all(b.instances == per_sender for b in batches)
+    all_uids = [e.sop_instance_uid for b in batches for e in spool.manifest(b.id)]
+    assert len(all_uids) == len(set(all_uids)) == senders * per_sender

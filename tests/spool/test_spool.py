@@ -1,0 +1,202 @@
+"""The spool on a temporary directory: durability facts, states, limits, recovery, problems."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from dicomflow.spool import (
+    BatchState,
+    CloseReason,
+    Door,
+    InstanceRejectedError,
+    Origin,
+    Spool,
+    StoreStatus,
+)
+from dicomflow.spool.cli import batches as batches_command
+
+ORIGIN = Origin(Door.DIMSE, "127.0.0.1:5000", "SCANNER", "KP-PROJ")
+
+
+def make_instance(directory: Path, **changes: str | None) -> Path:
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    path = directory / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool", max_instances=3, idle_seconds=0.2)
+
+
+def test_instances_become_durable_files_with_a_manifest(spool: Spool, tmp_path: Path) -> None:
+    sources = [make_instance(tmp_path) for _ in range(2)]
+    originals = [p.read_bytes() for p in sources]
+    intake = spool.intake("proj", "scanner", ORIGIN)
+    entries = [intake.store(p, move=True) for p in sources]
+
+    assert not any(p.exists() for p in sources), "move=True takes the files away"
+    (batch,) = spool.batches()
+    assert batch.state is BatchState.OPEN
+    assert (batch.instances, batch.bytes) == (2, sum(len(b) for b in originals))
+    manifest = spool.manifest(batch.id)
+    assert manifest == entries
+    for entry, original in zip(manifest, originals, strict=True):
+        assert (batch.path / entry.file).read_bytes() == original
+        assert entry.transfer_syntax_uid == "1.2.840.10008.1.2.1"
+        assert len(entry.sha256) == 64
+    assert not [p for p in batch.path.iterdir() if p.name.startswith(".tmp-")]
+
+    intake.close(CloseReason.RELEASED)
+    record = spool.batch(batch.id)
+    assert record.state is BatchState.PENDING
+    assert record.close_reason == "association released"
+    spool.mark_triggered(batch.id, "batch-x", "dag")
+    assert spool.batch(batch.id).state is BatchState.TRIGGERED
+    spool.mark_done(batch.id)
+    assert spool.batch(batch.id).state is BatchState.DONE
+
+
+def test_limits_roll_over_to_a_new_batch(spool: Spool, tmp_path: Path) -> None:
+    closed: list[str] = []
+    spool.add_close_listener(closed.append)
+    intake = spool.intake("proj", "scanner", ORIGIN)
+    for _ in range(4):
+        intake.store(make_instance(tmp_path), move=False)
+    assert len(intake.batch_ids) == 2
+    first, second = (spool.batch(i) for i in intake.batch_ids)
+    assert (first.state, first.instances, first.close_reason) == (
+        BatchState.PENDING,
+        3,
+        "maximum instances reached",
+    )
+    assert (second.state, second.instances) == (BatchState.OPEN, 1)
+    assert closed == [first.id]
+
+
+def test_idle_batches_close_and_the_session_continues_in_a_new_one(
+    spool: Spool, tmp_path: Path
+) -> None:
+    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake.store(make_instance(tmp_path), move=False)
+    assert spool.close_idle() == []
+    time.sleep(0.3)
+    assert spool.close_idle() == intake.batch_ids
+    intake.store(make_instance(tmp_path), move=False)
+    assert len(intake.batch_ids) == 2
+    assert spool.batch(intake.batch_ids[0]).close_reason == "idle timeout"
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "words"),
+    [
+        ({"SeriesInstanceUID": None}, StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, "missing"),
+        ({"StudyInstanceUID": ""}, StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, "empty"),
+        ({"SOPInstanceUID": "1." + "2" * 63}, StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, "65"),
+        ({"SeriesInstanceUID": "1.2.03"}, StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, "valid"),
+    ],
+)
+def test_bad_instances_are_kept_with_their_reason(
+    spool: Spool, tmp_path: Path, changes: dict[str, str | None], status: StoreStatus, words: str
+) -> None:
+    path = make_instance(tmp_path, **changes)
+    original = path.read_bytes()
+    intake = spool.intake("proj", "scanner", ORIGIN)
+    with pytest.raises(InstanceRejectedError) as info:
+        intake.store(path, move=True)
+    assert info.value.status is status
+    assert words in info.value.reason
+    assert spool.batches() == [], "no batch is opened for a rejected instance"
+    (problem,) = spool.problems()
+    assert (problem.path / "instance.dcm").read_bytes() == original
+    reason = json.loads((problem.path / "reason.json").read_text())
+    assert reason["reason"] == info.value.reason
+    assert (reason["peer"], reason["calling_ae"], reason["called_ae"]) == (
+        "127.0.0.1:5000",
+        "SCANNER",
+        "KP-PROJ",
+    )
+
+
+def test_garbage_is_rejected_as_unparseable(spool: Spool, tmp_path: Path) -> None:
+    path = tmp_path / "garbage.dcm"
+    path.write_bytes(b"\x00" * 128 + b"DICM" + bytes(range(256)) * 8)
+    with pytest.raises(InstanceRejectedError) as info:
+        spool.intake("proj", "d", ORIGIN).store(path, move=False)
+    assert info.value.status is StoreStatus.CANNOT_UNDERSTAND
+    assert len(spool.problems()) == 1
+
+
+def test_recovery_closes_half_open_batches_and_drops_unacknowledged_files(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "spool"
+    first = Spool(root)
+    intake = first.intake("proj", "scanner", ORIGIN)
+    entries = [intake.store(make_instance(tmp_path), move=False) for _ in range(2)]
+    batch_path = first.batch_path(intake.batch_ids[0])
+    # What a crash can leave: a torn manifest line, a temporary file, a file never recorded.
+    with open(batch_path / "manifest.jsonl", "ab") as fh:
+        fh.write(b'{"file": "000003.dcm", "sop_ins')
+    (batch_path / ".tmp-000003.dcm").write_bytes(b"partial")
+    (batch_path / "000003.dcm").write_bytes(b"never acknowledged")
+    (first.incoming_dir / "tmpabc.dcm").write_bytes(b"half a transfer")
+    empty = first.open_batch("proj", "other", ORIGIN)
+    pending = first.intake("proj", "p2", ORIGIN)
+    pending.store(make_instance(tmp_path), move=False)
+    pending.close(CloseReason.RELEASED)
+
+    # A new process over the same directory.
+    second = Spool(root)
+    report = second.recover()
+    assert report.closed == [batch_path.name]
+    assert report.removed_empty == [empty.id]
+    assert report.dropped_files == 2
+    assert report.pending == sorted([batch_path.name, pending.batch_ids[0]])
+    assert second.manifest(batch_path.name) == entries
+    assert sorted(p.name for p in batch_path.glob("*.dcm")) == ["000001.dcm", "000002.dcm"]
+    assert second.batch(batch_path.name).close_reason == "recovered after restart"
+    assert list(second.incoming_dir.iterdir()) == []
+    assert second.recover().closed == [], "recovery is idempotent"
+
+
+def test_batches_command_lists_json(spool: Spool, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake.store(make_instance(tmp_path), move=False)
+    intake.close(CloseReason.RELEASED)
+
+    class FakeSettings:  # the command only reads these two things of the settings
+        spool_dir = spool.root
+
+        class receiver:
+            batch_max_instances = 10
+            batch_max_bytes = 10
+            batch_idle_seconds = 1.0
+
+    result = CliRunner().invoke(batches_command, ["--json"], obj=FakeSettings())
+    assert result.exit_code == 0, result.output
+    (listed,) = json.loads(result.output)
+    assert (listed["id"], listed["state"], listed["instances"]) == (
+        intake.batch_ids[0],
+        "pending",
+        1,
+    )
+    table = CliRunner().invoke(batches_command, ["--state", "open"], obj=FakeSettings())
+    assert "no batches" in table.output
