@@ -1,8 +1,9 @@
 """service-process-incoming-dcm: one run per received batch (conf: ``{"batch_id": ...}``).
 
-read the batch -> store to PACS, thumbnails, validation (in parallel)
-               -> index (after the PACS holds the instances) and project/dataset mapping
-               -> finish (batch done, spool files removed) only when every step succeeded.
+read the batch -> store to PACS | thumbnails | validate            (in parallel)
+store + thumbnails -> index (searchable once the PACS holds it)   store -> map to project
+validate + index -> record the validation in the documents
+finish (batch done, spool files removed) only when every step succeeded.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ with DAG(
     index = BatchStepOperator(
         task_id="index_series",
         step="index_series",
-        from_tasks={
-            "thumbnails": ("thumbnails", "thumbnails"),
-            "validation": ("validate", "validation"),
-        },
+        from_tasks={"thumbnails": ("thumbnails", "thumbnails")},
+    )
+    record = BatchStepOperator(
+        task_id="record_validation",
+        step="record_validation",
+        from_tasks={"validation": ("validate", "validation")},
     )
     finish = BatchStepOperator(task_id="finish", step="finish")
 
     read >> [store, thumbnails, validation]
     store >> mapping
-    [store, thumbnails, validation] >> index
-    [index, mapping] >> finish
+    [store, thumbnails] >> index
+    [index, validation] >> record
+    [record, mapping] >> finish

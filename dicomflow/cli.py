@@ -6,12 +6,14 @@ import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from dicomflow.config import ConfigError, Settings, load_settings, settings_table
+from dicomflow.index.cli import series_group
 from dicomflow.spool.cli import batches
 
 if TYPE_CHECKING:
@@ -198,6 +200,200 @@ def project_list(settings: Settings, as_json: bool) -> None:
 
 
 main.add_command(batches)
+main.add_command(series_group)
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """Adapts the importer's progress to a click progress bar (bytes of input)."""
+
+    def __init__(self, label: str = "importing") -> None:
+        self._label = label
+        self._bar: contextlib.ExitStack | None = None
+        self._advance: Callable[[int], None] | None = None
+
+    def start(self, total_bytes: int) -> None:
+        stack = contextlib.ExitStack()
+        bar = stack.enter_context(
+            click.progressbar(
+                length=max(total_bytes, 1),
+                label=self._label,
+                file=sys.stderr,
+                show_pos=False,
+                show_percent=True,
+                show_eta=True,
+            )
+        )
+        self._bar, self._advance = stack, bar.update
+
+    def advance(self, nbytes: int, name: str) -> None:
+        if self._advance is not None:
+            self._advance(nbytes)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@main.command("import")
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
+@click.option("--project", required=True, help="An existing project.")
+@click.option("--dataset", required=True, help="Dataset name (an AE title); created if new.")
+@click.option(
+    "--extension",
+    default=".dcm",
+    show_default=True,
+    help="Only files with this extension; '' detects DICOM by content, whatever the name.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@pass_settings
+def import_command(
+    settings: Settings,
+    paths: tuple[Path, ...],
+    project: str,
+    dataset: str,
+    extension: str,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
+    """Import DICOM from PATHS (files, folders, zip archives) into a project's dataset.
+
+    The files go through the receiver's checks into spool batches, and each batch is handed
+    to Airflow's service-process-incoming-dcm (pending for the receiver's outbox when
+    Airflow is down). Nothing given is modified or deleted. Exits 1 when an input failed.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from dicomflow.airflow_api.client import AirflowClient
+    from dicomflow.importer import ImportOutcome, ImportRefusedError, import_paths
+
+    bar = None if no_progress or as_json else _ProgressBar()
+    try:
+        with AirflowClient.from_settings(settings) as client:
+            report = import_paths(
+                settings,
+                paths,
+                project,
+                dataset,
+                extension=extension,
+                trigger=client,
+                progress=bar,
+            )
+    except ImportRefusedError as exc:
+        raise CliError(str(exc)) from None
+    except OperationalError as exc:
+        raise CliError(
+            f"the platform database is not reachable (is `dicomflow up` done?): {exc.orig}"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if report.outcome is ImportOutcome.FAILED:
+        sys.exit(1)
+
+
+@main.command("import-nifti")
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
+@click.option("--project", required=True, help="An existing project.")
+@click.option("--dataset", required=True, help="Dataset name (an AE title); created if new.")
+@click.option(
+    "--modality",
+    type=click.Choice(["MR", "CT"], case_sensitive=False),
+    default="MR",
+    show_default=True,
+    help="Modality of volumes that no tag (0008|0060) or nnU-Net channel name gives.",
+)
+@click.option(
+    "--unknown-labels",
+    type=click.Choice(["error", "segment"]),
+    default="error",
+    show_default=True,
+    help="Label values not described: fail the case, or one segment 'unknown (label N)' each.",
+)
+@click.option(
+    "--4d",
+    "four_d",
+    type=click.Choice(["split", "refuse"]),
+    default="split",
+    show_default=True,
+    help="4D volumes: one series per volume, or fail the case.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@pass_settings
+def import_nifti_command(
+    settings: Settings,
+    paths: tuple[Path, ...],
+    project: str,
+    dataset: str,
+    modality: str,
+    unknown_labels: str,
+    four_d: str,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
+    """Convert NIfTI in PATHS to DICOM (image series + SEG) and import it into a dataset.
+
+    PATHS are folders (basic layout with meta_data.json / seg_info.json, nnU-Net v2 datasets,
+    or folders holding them), .nii/.nii.gz files or zip archives of those. Each case is
+    converted and fed through the receiver's checks into spool batches, each batch handed
+    to Airflow's service-process-incoming-dcm. A bad case or folder is named in the report
+    and does not stop the others. Nothing given is modified. Exits 1 when anything failed.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from dicomflow.airflow_api.client import AirflowClient
+    from dicomflow.importer import ImportRefusedError
+    from dicomflow.importer.nifti import import_nifti
+    from dicomflow.importer.nifti_report import NiftiImportOutcome
+    from dicomflow.nifti import FourDPolicy, Modality, NiftiImportOptions, UnknownLabelPolicy
+
+    options = NiftiImportOptions(
+        default_modality=Modality(modality.upper()),
+        unknown_labels=UnknownLabelPolicy(unknown_labels),
+        four_d=FourDPolicy(four_d),
+    )
+    bar = None if no_progress or as_json else _ProgressBar("converting and importing")
+    try:
+        with AirflowClient.from_settings(settings) as client:
+            report = import_nifti(
+                settings,
+                paths,
+                project,
+                dataset,
+                options=options,
+                trigger=client,
+                progress=bar,
+            )
+    except ImportRefusedError as exc:
+        raise CliError(str(exc)) from None
+    except OperationalError as exc:
+        raise CliError(
+            f"the platform database is not reachable (is `dicomflow up` done?): {exc.orig}"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if report.outcome is not NiftiImportOutcome.IMPORTED:
+        sys.exit(1)
 
 
 # --- configuration ---------------------------------------------------------------------------

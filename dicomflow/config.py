@@ -126,6 +126,21 @@ class ReceiverSettings(_Section):
     max_associations: int = Field(ge=1, le=1000)
 
 
+class UploadSettings(_Section):
+    max_file_bytes: int = Field(ge=1)
+    max_upload_bytes: int = Field(ge=1)
+    max_files: int = Field(ge=1)
+    max_unpacked_bytes: int = Field(ge=1)
+    max_archive_entries: int = Field(ge=1)
+    nested_zip_depth: int = Field(ge=0, le=10)
+    resume_days: int = Field(ge=1, le=365)
+
+
+class ValidationSettings(_Section):
+    sample: int = Field(ge=0)
+    workers: int = Field(ge=1, le=64)
+
+
 class WebSettings(_Section):
     managed: bool
     host: str
@@ -148,6 +163,8 @@ class Settings(_Section):
     index: IndexSettings
     airflow: AirflowSettings
     receiver: ReceiverSettings
+    uploads: UploadSettings
+    validation: ValidationSettings
     web: WebSettings
     admin_user: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     admin_password: str
@@ -161,6 +178,16 @@ class Settings(_Section):
     def run_dir(self) -> Path:
         """Pid files and sockets."""
         return self.data_dir / "run"
+
+    @property
+    def uploads_staging_dir(self) -> Path:
+        """Partial browser uploads (tus) waiting to be completed and moved to the object store."""
+        return self.data_dir / "uploads"
+
+    @property
+    def imports_dir(self) -> Path:
+        """Scratch space of imports (downloaded uploads, unpacked archives), beside the spool."""
+        return self.data_dir / "imports"
 
     @property
     def spool_dir(self) -> Path:

@@ -107,12 +107,15 @@ class Receiver:
         """A receiver on the platform database, spool and Airflow of ``settings``."""
         from dicomflow.airflow_api.client import AirflowClient
         from dicomflow.db.projects import ProjectStore
-        from dicomflow.db.session import make_engine
+        from dicomflow.db.session import create_schema, make_engine
 
         rs = settings.receiver
+        engine = make_engine(settings.platform_db_url)
+        # The receiver may start on a database an older version set up.
+        create_schema(engine)
         return cls(
             Spool.from_settings(settings),
-            ProjectStore(make_engine(settings.platform_db_url)),
+            ProjectStore(engine),
             AirflowClient.from_settings(settings),
             host=rs.host,
             port=rs.port,

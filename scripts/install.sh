@@ -10,6 +10,8 @@ extras=""
 apt_packages=(python3-venv postgresql orthanc orthanc-dicomweb dcmtk dicom3tools dcm2niix)
 if [[ "${1:-}" == "--test" ]]; then
   extras="[test]"
+  # The Data Upload page's tests drive Debian's Chromium with Playwright (no browser download).
+  apt_packages+=(chromium)
 fi
 
 sudo_cmd=()

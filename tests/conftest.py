@@ -24,10 +24,11 @@ from dicomflow.stack.components import (
     Component,
     Orthanc,
     Postgres,
+    Receiver,
     SeaweedS3,
 )
+from dicomflow.stack.isolated import stack_data_dir, stack_environment
 from dicomflow.stack.supervisor import Stack
-from tests.support import stack_data_dir, stack_environment
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +124,16 @@ def airflow(session_stack: _SessionStack, settings: Settings) -> AirflowServer:
     return AirflowServer(
         settings.airflow.base_url, settings.admin_user, settings.admin_password, settings
     )
+
+
+@pytest.fixture(scope="session")
+def full_stack(
+    session_stack: _SessionStack,
+    postgres: Settings,
+    orthanc: Settings,
+    s3: Settings,
+    airflow: AirflowServer,
+) -> Settings:
+    """Everything but the web service: the receiver too, triggering the processing DAG."""
+    session_stack.need(Receiver(postgres))
+    return postgres

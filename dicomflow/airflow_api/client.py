@@ -196,6 +196,14 @@ class AirflowClient:
         return list(response.json().get("dag_runs", []))
 
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The task instances of a DAG run (state, start and end dates, try number)."""
+        response = self._api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        if response.status_code != 200:
+            raise _refused(response, f"list task instances of run {run_id!r}")
+        return list(response.json().get("task_instances", []))
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()

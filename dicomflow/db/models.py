@@ -61,3 +61,15 @@ class DatasetSeries(Base):
     )
     series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class PendingOverlay(Base):
+    """A SEG or RTSTRUCT whose thumbnail is a placeholder until its image series arrives."""
+
+    __tablename__ = "pending_overlays"
+
+    annotation_series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    referenced_series_uid: Mapped[str] = mapped_column(String(64), index=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    projects: Mapped[str] = mapped_column(Text)  # space-separated project names
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -128,14 +128,96 @@ def list_series(ctx: click.Context, project: str, as_json: bool, **options: Any)
 @series_group.command("show")
 @click.argument("series_uid")
 @click.option("--project", default=ADMIN_PROJECT, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole document as JSON.")
 @click.pass_context
-def show_series(ctx: click.Context, series_uid: str, project: str) -> None:
-    """Print one series document as JSON."""
-    index = open_index(_settings(ctx))
+def show_series(ctx: click.Context, series_uid: str, project: str, as_json: bool) -> None:
+    """Show a series: its document, its instances in the PACS, thumbnail and report locations."""
+    from dicomflow.catalog import SeriesNotFoundError, describe_series
+
     try:
-        doc = index.get(project, series_uid)
-    finally:
-        index.close()
-    if doc is None:
-        raise click.ClickException(f"series {series_uid} is not in project {project!r}")
-    click.echo(json.dumps(doc, indent=2, default=str))
+        described = describe_series(_settings(ctx), series_uid, project)
+    except SeriesNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+        return
+    doc = described["document"]
+    validation = doc.get("validation") or {}
+    rows = [
+        ("series", series_uid),
+        ("patient", doc.get(PATIENT_ID, "")),
+        ("modality", doc.get(MODALITY, "")),
+        ("description", doc.get(SERIES_DESCRIPTION, "")),
+        ("study date", doc.get(STUDY_DATE, "")),
+        ("projects", ", ".join(doc.get("project", []))),
+        ("datasets", ", ".join(doc.get("dataset", []))),
+        (
+            "instances",
+            f"{doc.get('instance_count')} indexed, {described['pacs']['instances']} in the PACS",
+        ),
+        (
+            "validation",
+            f"{validation.get('errors', '-')} errors, {validation.get('warnings', '-')} warnings",
+        ),
+        ("thumbnail", described["thumbnail"] or "none"),
+        ("report", described["validation_report"] or "none"),
+    ]
+    for name, value in rows:
+        click.echo(f"{name:12} {value}")
+
+
+def _write_object(ctx: click.Context, fetch: Any, series_uid: str, project: str, out: str) -> None:
+    from dicomflow.catalog import SeriesNotFoundError
+    from dicomflow.storage.client import ObjectNotFoundError
+
+    try:
+        data = fetch(_settings(ctx), series_uid, project)
+    except (SeriesNotFoundError, ObjectNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    with click.open_file(out, "wb") as fh:
+        fh.write(data)
+    if out != "-":
+        click.echo(f"wrote {len(data)} bytes to {out}", err=True)
+
+
+@series_group.command("thumbnail")
+@click.argument("series_uid")
+@click.option("-o", "--output", "out", required=True, help="PNG file to write ('-': stdout).")
+@click.option("--project", default=ADMIN_PROJECT, show_default=True)
+@click.pass_context
+def thumbnail(ctx: click.Context, series_uid: str, out: str, project: str) -> None:
+    """Save the thumbnail of a series."""
+    from dicomflow.catalog import thumbnail_png
+
+    _write_object(ctx, thumbnail_png, series_uid, project, out)
+
+
+@series_group.command("report")
+@click.argument("series_uid")
+@click.option("-o", "--output", "out", required=True, help="HTML file to write ('-': stdout).")
+@click.option("--project", default=ADMIN_PROJECT, show_default=True)
+@click.pass_context
+def report(ctx: click.Context, series_uid: str, out: str, project: str) -> None:
+    """Save the validation report of a series."""
+    from dicomflow.catalog import validation_report
+
+    _write_object(ctx, validation_report, series_uid, project, out)
+
+
+@series_group.command("export")
+@click.argument("series_uid")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False))
+@click.option("--project", default=ADMIN_PROJECT, show_default=True)
+@click.pass_context
+def export(ctx: click.Context, series_uid: str, out: str, project: str) -> None:
+    """Save the series' instances as the PACS holds them, one file each."""
+    from pathlib import Path
+
+    from dicomflow.catalog import SeriesNotFoundError, export_series
+    from dicomflow.storage.client import ObjectNotFoundError
+
+    try:
+        files = export_series(_settings(ctx), series_uid, project, Path(out))
+    except (SeriesNotFoundError, ObjectNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {len(files)} instance(s) to {out}")

@@ -80,7 +80,8 @@ for (def e : params.doc.entrySet()) {
 # Removing one project from the admin copy; the copy goes when no project is left.
 REMOVE_PROJECT_SCRIPT = """
 def projects = ctx._source.project;
-if (projects instanceof List) { projects.removeIf(p -> p == params.project); }
+String gone = params.project;
+if (projects instanceof List) { projects.removeIf(p -> p == gone); }
 if (projects == null || !(projects instanceof List) || projects.isEmpty()) { ctx.op = 'delete'; }
 """
 
@@ -91,7 +92,8 @@ _SORT_FIELDS = {
     "modality": MODALITY,
     "series_uid": SERIES_UID,
 }
-_TOKEN_RE = re.compile(r"\w+(?:\.\w+)*")
+# Tokens as the template's analyzer cuts them (standard tokenizer, '_' is a separator).
+_TOKEN_RE = re.compile(r"[^\W_]+(?:\.[^\W_]+)*")
 
 
 def load_template(path: Path = TEMPLATE_FILE) -> dict[str, Any]:
@@ -101,9 +103,25 @@ def load_template(path: Path = TEMPLATE_FILE) -> dict[str, Any]:
 
 
 def _prefix_all(field: str, words: str) -> dict[str, Any]:
-    """Every word's tokens as prefixes of the field's tokens, all required."""
-    tokens = [t.lower() for w in search_words(words) for t in _TOKEN_RE.findall(w)]
-    return {"bool": {"filter": [{"prefix": {field: {"value": t}}} for t in tokens]}}
+    """Every word as a prefix of the field's words, all required.
+
+    A word the analyzer splits (``ct-thor``) must match as a phrase whose last part is a
+    prefix, as on PostgreSQL; a single token is a plain prefix query (no expansion limit).
+    """
+    clauses: list[dict[str, Any]] = []
+    for word in search_words(words):
+        tokens = [t.lower() for t in _TOKEN_RE.findall(word)]
+        if len(tokens) == 1:
+            clauses.append({"prefix": {field: {"value": tokens[0]}}})
+        elif tokens:
+            clauses.append(
+                {
+                    "match_phrase_prefix": {
+                        field: {"query": " ".join(tokens), "max_expansions": 1000}
+                    }
+                }
+            )
+    return {"bool": {"filter": clauses}}
 
 
 def build_query(query: SeriesQuery | None) -> dict[str, Any]:

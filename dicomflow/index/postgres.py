@@ -34,7 +34,6 @@ from dicomflow.index.base import (
     search_words,
 )
 
-TABLE = "series_documents"
 # Written as the table's comment; a table of another layout is refused, not misread.
 SCHEMA_TAG = "dicomflow series index, layout 1"
 # Statement size stays moderate and one transaction holds few row locks at a time.
@@ -335,7 +334,10 @@ class PostgresSeriesIndex:
         self._ensure_schema()
         folded = prepare_batch(project, documents)
         targets = [project] if project == ADMIN_PROJECT else [project, ADMIN_PROJECT]
-        rows = sorted((p, uid, doc) for uid, doc in folded.items() for p in targets)
+        rows = sorted(
+            ((p, uid, doc) for uid, doc in folded.items() for p in targets),
+            key=lambda row: (row[0], row[1]),
+        )
         for start in range(0, len(rows), CHUNK):
             chunk = json.dumps(rows[start : start + CHUNK], default=str)
             # One transaction per chunk: short row-lock holds, and a crash loses at most a chunk
@@ -360,6 +362,14 @@ class PostgresSeriesIndex:
         params = {"p": project, "u": series_uid}
         with self._engine.begin() as conn:
             if project == ADMIN_PROJECT:
+                # Rows locked in upsert's order first, so a concurrent upsert cannot deadlock.
+                conn.execute(
+                    text(
+                        "SELECT 1 FROM series_documents WHERE series_uid = :u "
+                        'ORDER BY project COLLATE "C" FOR UPDATE'
+                    ),
+                    params,
+                )
                 deleted = conn.execute(
                     text("DELETE FROM series_documents WHERE series_uid = :u"), params
                 ).rowcount

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -236,7 +237,11 @@ def convert_case(
 
 
 def convert_folder(
-    src: Path, out_dir: Path, *, options: NiftiImportOptions | None = None
+    src: Path,
+    out_dir: Path,
+    *,
+    options: NiftiImportOptions | None = None,
+    on_case: Callable[[CaseResult], None] | None = None,
 ) -> ConversionReport:
     """Convert every case of an import folder (or a single NIfTI file) to DICOM.
 
@@ -249,6 +254,9 @@ def convert_folder(
         per image series (one file per slice) and ``seg/seg.dcm``.
     options : NiftiImportOptions or None, optional
         Import options.
+    on_case : callable or None, optional
+        Called with each case's result as soon as it is converted, e.g. to hand
+        its files on and delete them before the next case is written.
 
     Returns
     -------
@@ -279,4 +287,6 @@ def convert_folder(
             f" ({result.reason})" if result.reason else "",
         )
         report.cases.append(result)
+        if on_case is not None:
+            on_case(result)
     return report

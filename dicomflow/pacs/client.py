@@ -112,10 +112,10 @@ class DicomWebClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DicomWebClient:
-        """The PACS the settings describe."""
+    def from_settings(cls, settings: Settings, **options: Any) -> DicomWebClient:
+        """The PACS the settings describe (``options``: ``timeout``, ``attempts``, ``backoff``)."""
         pacs = settings.pacs
-        return cls(pacs.base_url, pacs.username, pacs.password)
+        return cls(pacs.base_url, pacs.username, pacs.password, **options)
 
     def close(self) -> None:
         """Release the connections."""

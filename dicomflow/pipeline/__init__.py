@@ -12,6 +12,7 @@ from dicomflow.pipeline.steps import (
     make_thumbnails,
     map_series,
     read_batch,
+    record_validation,
     store_to_pacs,
     validate,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "make_thumbnails",
     "map_series",
     "read_batch",
+    "record_validation",
     "store_to_pacs",
     "validate",
 ]

@@ -14,6 +14,7 @@ import pydicom
 from sqlalchemy import text
 
 from dicomflow.config import Settings
+from dicomflow.db.overlays import OverlayQueue
 from dicomflow.db.projects import ProjectStore
 from dicomflow.db.session import make_engine
 from dicomflow.dicom.document import build_series_document, merge_series_documents
@@ -22,7 +23,7 @@ from dicomflow.index import open_index
 from dicomflow.pacs.client import DicomWebClient
 from dicomflow.pipeline.batch import SpooledBatch, report_key, thumbnail_key
 from dicomflow.storage.client import ObjectStore
-from dicomflow.thumbnails import render_series_thumbnail
+from dicomflow.thumbnails import ThumbnailKind, render_series_thumbnail
 from dicomflow.validation import render_report_html, validate_series
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,12 @@ def store_to_pacs(settings: Settings, batch_id: str) -> Summary:
     batch = SpooledBatch(settings, batch_id)
     stored = skipped = 0
     conflicts: list[dict[str, str]] = []
+    # A retried task meets the same conflicts again: keep each one aside once.
+    kept = {
+        (p.details.get("batch_id"), p.details.get("sop_instance_uid")): p.id
+        for p in batch.spool.problems()
+        if p.reason.startswith("conflict:")
+    }
     failed: dict[str, str] = {}
     with DicomWebClient.from_settings(settings) as pacs:
         for group in batch.series:
@@ -103,21 +110,24 @@ def store_to_pacs(settings: Settings, batch_id: str) -> Summary:
                 if _dataset_digest(theirs) == _dataset_digest(inst.path.read_bytes()):
                     skipped += 1
                     continue
-                reason = (
-                    f"conflict: SOP Instance UID {inst.sop_instance_uid} is already in the PACS "
-                    "with different content; the stored instance was kept"
-                )
-                problem = batch.spool.keep_problem(
-                    inst.path,
-                    reason,
-                    batch.record.origin,
-                    batch.record.project,
-                    details={
-                        "batch_id": batch_id,
-                        "series_instance_uid": group.series_instance_uid,
-                    },
-                )
-                conflicts.append({"sop_instance_uid": inst.sop_instance_uid, "problem": problem.id})
+                problem_id = kept.get((batch_id, inst.sop_instance_uid))
+                if problem_id is None:
+                    reason = (
+                        f"conflict: SOP Instance UID {inst.sop_instance_uid} is already in the "
+                        "PACS with different content; the stored instance was kept"
+                    )
+                    problem_id = batch.spool.keep_problem(
+                        inst.path,
+                        reason,
+                        batch.record.origin,
+                        batch.record.project,
+                        details={
+                            "batch_id": batch_id,
+                            "series_instance_uid": group.series_instance_uid,
+                            "sop_instance_uid": inst.sop_instance_uid,
+                        },
+                    ).id
+                conflicts.append({"sop_instance_uid": inst.sop_instance_uid, "problem": problem_id})
             size = settings.pacs.stow_batch_size
             for start in range(0, len(to_send), size):
                 chunk = to_send[start : start + size]
@@ -172,11 +182,22 @@ def _referenced_series(group: SeriesGroup) -> str | None:
 
 
 @contextmanager
+def _as_files(instances: list[bytes]) -> Iterator[list[Path]]:
+    """Instances fetched from the PACS, as files in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="dicomflow-pacs-") as tmp:
+        paths = []
+        for number, data in enumerate(instances):
+            path = Path(tmp) / f"{number:05d}.dcm"
+            path.write_bytes(data)
+            paths.append(path)
+        yield paths
+
+
+@contextmanager
 def _reference_files(
-    batch: SpooledBatch, group: SeriesGroup, pacs: DicomWebClient
+    batch: SpooledBatch, group: SeriesGroup, uid: str | None, pacs: DicomWebClient
 ) -> Iterator[list[Path] | None]:
     """The files of the image series a SEG or RTSTRUCT annotates: from the batch or the PACS."""
-    uid = _referenced_series(group)
     if uid is None:
         yield None
         return
@@ -188,55 +209,93 @@ def _reference_files(
     if not instances:
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="dicomflow-ref-") as tmp:
-        paths = []
-        for number, data in enumerate(instances):
-            path = Path(tmp) / f"{number:05d}.dcm"
-            path.write_bytes(data)
-            paths.append(path)
+    with _as_files(instances) as paths:
         yield paths
 
 
+def _is_annotation(group: SeriesGroup) -> bool:
+    return bool({SEG_CLASS, RTSTRUCT_CLASS} & set(group.sop_class_uids))
+
+
 def make_thumbnails(settings: Settings, batch_id: str) -> Summary:
-    """Render one PNG per series into the project's and the admin bucket."""
+    """Render one PNG per series into the project's and the admin bucket.
+
+    A SEG or RTSTRUCT whose image series is not in the PACS yet gets a labelled placeholder and
+    waits in the platform database; when a later batch brings that series, the annotation's
+    thumbnail is redone over it.
+    """
     batch = SpooledBatch(settings, batch_id)
     store = ObjectStore.from_settings(settings)
     for project in batch.projects:
         store.ensure_bucket(project)
+    engine = make_engine(settings.platform_db_url)
+    overlays = OverlayQueue(engine)
     made: dict[str, str | None] = {}
-    with DicomWebClient.from_settings(settings) as pacs:
-        for group in batch.series:
-            annotation = {SEG_CLASS, RTSTRUCT_CLASS} & set(group.sop_class_uids)
-            if annotation:
-                with _reference_files(batch, group, pacs) as refs:
-                    result = render_series_thumbnail(group, referenced_files=refs)
-            else:
-                result = render_series_thumbnail(group)
-            log.info(
-                "series %s: thumbnail %s (%s)",
-                group.series_instance_uid,
-                result.kind,
-                result.reason,
-            )
-            if result.png is None:
-                made[group.series_instance_uid] = None
-                continue
-            key = thumbnail_key(group.series_instance_uid)
-            for project in batch.projects:
-                store.put_bytes(project, key, result.png, "image/png")
-            made[group.series_instance_uid] = key
-    return {"thumbnails": made}
+    redone: list[str] = []
+    try:
+        with DicomWebClient.from_settings(settings) as pacs:
+            for group in batch.series:
+                uid = group.series_instance_uid
+                if _is_annotation(group):
+                    ref_uid = _referenced_series(group)
+                    with _reference_files(batch, group, ref_uid, pacs) as refs:
+                        result = render_series_thumbnail(group, referenced_files=refs)
+                    if result.kind is ThumbnailKind.PLACEHOLDER and ref_uid is not None:
+                        overlays.wait_for(uid, ref_uid, group.study_instance_uid, batch.projects)
+                    else:
+                        overlays.done(uid)
+                else:
+                    result = render_series_thumbnail(group)
+                log.info("series %s: thumbnail %s (%s)", uid, result.kind, result.reason)
+                made[uid] = _put_thumbnail(store, batch.projects, uid, result.png)
+            for group in batch.series:
+                for waiting in overlays.waiting_on(group.series_instance_uid):
+                    instances = pacs.retrieve_series(
+                        waiting.study_uid, waiting.annotation_series_uid
+                    )
+                    with _as_files(instances) as paths:
+                        result = render_series_thumbnail(paths, referenced_files=group.paths)
+                    if result.kind is ThumbnailKind.OVERLAY:
+                        _put_thumbnail(
+                            store, waiting.projects, waiting.annotation_series_uid, result.png
+                        )
+                        overlays.done(waiting.annotation_series_uid)
+                        redone.append(waiting.annotation_series_uid)
+                        log.info(
+                            "series %s: thumbnail redone over its image series %s",
+                            waiting.annotation_series_uid,
+                            group.series_instance_uid,
+                        )
+    finally:
+        engine.dispose()
+    return {"thumbnails": made, "redone": redone}
 
 
-def validate(settings: Settings, batch_id: str, sample: int | None = None) -> Summary:
-    """Run dciodvfy on the batch's instances; keep counts and an HTML report per series."""
+def _put_thumbnail(
+    store: ObjectStore, projects: list[str], series_uid: str, png: bytes | None
+) -> str | None:
+    if png is None:
+        return None
+    key = thumbnail_key(series_uid)
+    for project in projects:
+        store.ensure_bucket(project)
+        store.put_bytes(project, key, png, "image/png")
+    return key
+
+
+def validate(settings: Settings, batch_id: str) -> Summary:
+    """Run dciodvfy on the batch's instances; keep counts and an HTML report per series.
+
+    ``validation.sample`` in the settings limits how many instances of a series are checked.
+    """
+    sample = settings.validation.sample or None
     batch = SpooledBatch(settings, batch_id)
     store = ObjectStore.from_settings(settings)
     for project in batch.projects:
         store.ensure_bucket(project)
     results: dict[str, dict[str, Any]] = {}
     for group in batch.series:
-        outcome = validate_series(group, sample=sample)
+        outcome = validate_series(group, sample=sample, workers=settings.validation.workers)
         key = report_key(group.series_instance_uid)
         page = render_report_html(
             outcome, details={"batch": batch_id, "modality": group.modality or "-"}
@@ -270,12 +329,29 @@ def _series_lock(settings: Settings, series_uid: str) -> Iterator[None]:
 
 
 def index_series(
+    settings: Settings, batch_id: str, thumbnails: dict[str, str | None] | None = None
+) -> Summary:
+    """Make the batch's series searchable: one document per series, project and ``admin``.
+
+    Runs once the PACS holds the instances, so a series found in the index can be fetched.
+    """
+    return _write_documents(settings, batch_id, thumbnails=thumbnails)
+
+
+def record_validation(
+    settings: Settings, batch_id: str, validation: dict[str, dict[str, Any]] | None = None
+) -> Summary:
+    """Add the validation results to the series documents (validation may finish last)."""
+    return _write_documents(settings, batch_id, validation=validation)
+
+
+def _write_documents(
     settings: Settings,
     batch_id: str,
     thumbnails: dict[str, str | None] | None = None,
     validation: dict[str, dict[str, Any]] | None = None,
 ) -> Summary:
-    """Write one document per series into the project's index and ``admin``, merged."""
+    """Build each series' document from the batch and merge it into the stored one."""
     batch = SpooledBatch(settings, batch_id)
     record = batch.record
     index = open_index(settings)

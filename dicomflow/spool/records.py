@@ -32,6 +32,7 @@ class CloseReason(StrEnum):
     MAX_BYTES = "maximum bytes reached"
     RECOVERED = "recovered after restart"
     SHUTDOWN = "receiver stopped"
+    IMPORT_END = "import finished"
 
 
 class Door(StrEnum):
@@ -39,6 +40,10 @@ class Door(StrEnum):
 
     DIMSE = "dimse"
     STOW = "stow-rs"
+    #: ``dicomflow import`` from files on the platform's machine.
+    IMPORT = "import"
+    #: The Data Upload page, imported by the DAG import-dicoms-from-data-upload.
+    UPLOAD = "upload"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 
+import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from dicomflow.config import Settings
 
 
+class ObjectStoreError(Exception):
+    """The object store refused an operation."""
+
+
 class ObjectNotFoundError(LookupError):
     """The key is not in the bucket."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object as listed: key, size in bytes, last modification time (UTC)."""
+
+    key: str
+    size: int
+    last_modified: datetime | None
 
 
 class ObjectStore:
@@ -80,13 +98,23 @@ class ObjectStore:
             response.release_conn()
 
     def exists(self, project: str, key: str) -> bool:
-        """Whether the object exists."""
+        """Whether the object exists.
+
+        Raises
+        ------
+        ObjectStoreError
+            When the store refuses the question or cannot be reached.
+        """
         try:
             self._client.stat_object(self.bucket(project), key)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
                 return False
-            raise
+            raise ObjectStoreError(
+                f"{self.bucket(project)}/{key}: {exc.code} {exc.message}"
+            ) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ObjectStoreError(f"the object store cannot be reached: {exc}") from exc
         return True
 
     def presigned_get(self, project: str, key: str, expires: timedelta) -> str:
@@ -102,3 +130,53 @@ class ObjectStore:
             )
             if obj.object_name is not None
         ]
+
+    def list_objects(self, project: str, prefix: str = "") -> list[ObjectInfo]:
+        """Objects under a prefix, recursively, with size and time; none when no bucket."""
+        try:
+            return [
+                ObjectInfo(obj.object_name, obj.size or 0, obj.last_modified)
+                for obj in self._client.list_objects(
+                    self.bucket(project), prefix=prefix, recursive=True
+                )
+                if obj.object_name is not None
+            ]
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return []
+            raise
+
+    def put_file(
+        self, project: str, key: str, path: Path, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Write a local file as an object (multipart for large files, by the SDK)."""
+        self._client.fput_object(self.bucket(project), key, str(path), content_type=content_type)
+
+    def download_file(self, project: str, key: str, path: Path) -> None:
+        """Read an object into a local file.
+
+        Raises
+        ------
+        ObjectNotFoundError
+            When the object does not exist.
+        """
+        try:
+            self._client.fget_object(self.bucket(project), key, str(path))
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                raise ObjectNotFoundError(f"{self.bucket(project)}/{key} does not exist") from exc
+            raise
+
+    def remove(self, project: str, keys: Iterable[str]) -> int:
+        """Delete objects (missing ones are no error); return how many were asked for."""
+        wanted = [DeleteObject(key) for key in keys]
+        if not wanted:
+            return 0
+        errors = list(self._client.remove_objects(self.bucket(project), wanted))
+        if errors:
+            first = errors[0]
+            raise ObjectStoreError(
+                f"{len(errors)} of {len(wanted)} objects of {self.bucket(project)} were not "
+                f"deleted; first: {first.name}: {first.code} {first.message}"
+            )
+        return len(wanted)

@@ -6,10 +6,11 @@ import html
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import HTMLResponse
+from sqlalchemy.engine import Engine
 
 from dicomflow.config import Settings, load_settings
 from dicomflow.db.projects import ProjectStore
-from dicomflow.db.session import make_engine
+from dicomflow.db.session import create_schema, make_engine
 from dicomflow.web.auth import require_login
 
 
@@ -23,6 +24,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or load_settings(create_secrets=False)
     engine = make_engine(settings.platform_db_url)
+    # The service may start on a database an older version set up.
+    create_schema(engine)
     projects = ProjectStore(engine)
     app = FastAPI(title="dicomflow", version="0.1.0")
     login = Depends(require_login(settings))
@@ -37,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def home() -> str:
         links = [
             ("Series", "/series"),
+            ("Data Upload", "/uploads"),
             ("REST API", "/docs"),
             ("Airflow", settings.airflow.base_url),
         ]
@@ -52,14 +56,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(pages)
-    for router in _routers(settings, projects):
+    for router in _routers(settings, engine, projects):
         app.include_router(router, dependencies=[login])
     return app
 
 
-def _routers(settings: Settings, projects: ProjectStore) -> list[APIRouter]:
-    """The other doors: STOW-RS into the spool, search over the index."""
+def _routers(settings: Settings, engine: Engine, projects: ProjectStore) -> list[APIRouter]:
+    """The other doors: STOW-RS into the spool, uploads, search over the index, series files."""
+    from dicomflow.index import open_index
     from dicomflow.spool.store import Spool
+    from dicomflow.web.search import make_search_router
+    from dicomflow.web.series_files import make_series_files_router
     from dicomflow.web.stow import make_stow_router
+    from dicomflow.web.uploads import make_uploads_router
 
-    return [make_stow_router(Spool.from_settings(settings), projects)]
+    return [
+        make_stow_router(Spool.from_settings(settings), projects),
+        make_uploads_router(settings, projects),
+        make_search_router(open_index(settings, engine=engine), projects),
+        make_series_files_router(settings),
+    ]

@@ -19,7 +19,7 @@ from dicomflow.dicom.document import (
     merge_series_documents,
 )
 from dicomflow.dicom.headers import SeriesGroup, group_series
-from tests.dicom.dicom_testutil import pydicom_file, write_ct_series
+from tests.dicomfiles import pydicom_file, write_ct_series
 
 
 def one_series(paths: list[Any]) -> SeriesGroup:

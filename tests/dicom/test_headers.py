@@ -10,7 +10,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicomflow.dicom.headers import group_series, read_instance_info
-from tests.dicom.dicom_testutil import pydicom_file, write_ct_series
+from tests.dicomfiles import pydicom_file, write_ct_series
 
 
 def test_groups_instances_by_series_with_counts_and_sizes(tmp_path: Path) -> None:

@@ -77,8 +77,10 @@ def test_cli_series_list(index_settings: Settings) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"4 series in {project}")
     assert "modality: CT 3, MR 1" in result.output
-    result = runner.invoke(series_group, ["show", uid(3), "--project", project], obj=index_settings)
-    assert json.loads(result.output)["00080060 Modality_keyword"] == "MR"
+    result = runner.invoke(
+        series_group, ["show", uid(3), "--project", project, "--json"], obj=index_settings
+    )
+    assert json.loads(result.output)["document"]["00080060 Modality_keyword"] == "MR"
     result = runner.invoke(series_group, ["list", "--from", "2024-13-01"], obj=index_settings)
     assert result.exit_code == 2
     assert "--from" in result.output
@@ -129,6 +131,8 @@ def test_index_template_maps_every_suffix() -> None:
     for text_field in ("all_text", "description_text", "patient_name_text"):
         assert props[text_field]["type"] == "text"
     assert props["instance_counts"]["enabled"] is False  # batch ids must not become fields
+    analysis = template["template"]["settings"]["index"]["analysis"]
+    assert props["all_text"]["analyzer"] in analysis["analyzer"]
 
 
 def test_opensearch_query_covers_every_filter() -> None:
@@ -177,7 +181,7 @@ def test_opensearch_query_covers_every_filter() -> None:
         '"validation.errors"',
         '"validation.warnings"',
         '"00080016 SOPClassUID_keyword": ["1.2"]',
-        '"all_text": {"value": "thorax"}',
+        '"all_text": {"query": "ct thorax"',
         '"0020000D StudyInstanceUID_keyword": "1.3"',
     ):
         assert expected in body

@@ -6,16 +6,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
 from dicomflow.config import Settings
 from dicomflow.pacs.client import DicomWebClient, PacsUnavailableError
-
-
-def _testfile(name: str) -> Path:
-    path = get_testdata_file(name)
-    assert path is not None, name
-    return Path(str(path))
+from tests.dicomfiles import fresh_copy, pydicom_file
 
 
 @pytest.fixture
@@ -23,8 +17,8 @@ def pacs(orthanc: Settings) -> DicomWebClient:
     return DicomWebClient.from_settings(orthanc)
 
 
-def test_store_query_and_retrieve_byte_identical(pacs: DicomWebClient) -> None:
-    files = [_testfile("CT_small.dcm"), _testfile("MR_small.dcm"), _testfile("JPEG2000.dcm")]
+def test_store_query_and_retrieve_byte_identical(pacs: DicomWebClient, tmp_path: Path) -> None:
+    files = [fresh_copy(n, tmp_path) for n in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")]
     result = pacs.store(files)
     expected = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
     assert result.stored == expected and result.failed == {}
@@ -53,6 +47,6 @@ def test_wrong_credentials_are_refused(orthanc: Settings) -> None:
 def test_unreachable_pacs_fails_clearly_after_retries(tmp_path: Path) -> None:
     client = DicomWebClient("http://127.0.0.1:9/dicom-web", attempts=2, backoff=0.05)
     with pytest.raises(PacsUnavailableError) as err:
-        client.store([_testfile("CT_small.dcm")])
+        client.store([pydicom_file("CT_small.dcm")])
     assert "http://127.0.0.1:9/dicom-web" in str(err.value)
     assert "after 2 attempts" in str(err.value)

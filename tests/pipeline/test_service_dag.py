@@ -20,8 +20,9 @@ from dicomflow.spool.store import Spool
 from dicomflow.stack.components import Orthanc
 from dicomflow.stack.supervisor import Stack
 from dicomflow.storage.client import ObjectStore
+from tests.dicomfiles import fresh_copy
 from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch
-from tests.thumbnails.thumbnail_testutil import pydicom_file, write_ct_series, write_seg
+from tests.thumbnails.thumbnail_testutil import write_ct_series, write_seg
 
 
 def _series_uid(path: Path) -> str:
@@ -50,8 +51,11 @@ def test_batch_of_many_kinds_is_archived_indexed_thumbnailed_validated(
         "test-SR.dcm",  # SR: no pixels
         "SC_rgb_rle.dcm",  # colour, RLE
     ]
-    files = [Path(str(d.filename)) for d in ct] + [seg] + [pydicom_file(n) for n in named]
+    files = [Path(str(d.filename)) for d in ct] + [seg]
+    files += [fresh_copy(name, tmp_path / "named") for name in named]
     files = copy_files(files, tmp_path / "send")
+    sr_uid = _series_uid(files[-2])
+    rtdose_uid = _series_uid(files[-3])
     batch_id = spool_batch(platform, files, project="kinds", dataset="many")
 
     run = run_dag(platform, batch_id)
@@ -84,16 +88,16 @@ def test_batch_of_many_kinds_is_archived_indexed_thumbnailed_validated(
     assert ct_doc["thumbnail_key"] == thumbnail_key(ct_uid)
     assert _png(store, "kinds", thumbnail_key(ct_uid)).std() > 5  # an image, not a blank
 
-    sr_doc = index.get("kinds", _series_uid(pydicom_file("test-SR.dcm")))
+    sr_doc = index.get("kinds", sr_uid)
     assert sr_doc is not None and sr_doc["thumbnail_key"] is None
-    assert not store.exists("kinds", thumbnail_key(_series_uid(pydicom_file("test-SR.dcm"))))
+    assert not store.exists("kinds", thumbnail_key(sr_uid))
 
     # The SEG's reference came in the same batch: segments in colour over the CT.
     seg_png = Image.open(io.BytesIO(store.get_bytes("kinds", thumbnail_key(_series_uid(seg)))))
     rgb = np.asarray(seg_png.convert("RGB")).astype(int)
     assert ((rgb.max(axis=2) - rgb.min(axis=2)) > 60).sum() > 50
 
-    report = store.get_bytes("admin", report_key(_series_uid(pydicom_file("rtdose.dcm"))))
+    report = store.get_bytes("admin", report_key(rtdose_uid))
     assert b"<html" in report.lower()
 
     record = Spool.from_settings(platform).batch(batch_id)
@@ -179,12 +183,31 @@ def test_pacs_down_fails_the_run_and_a_rerun_after_restart_succeeds(
     assert Spool.from_settings(platform).batch(batch_id).state is BatchState.DONE
 
 
-def test_seg_without_its_reference_gets_a_placeholder(platform: Settings, tmp_path: Path) -> None:
+def _coloured_pixels(store: ObjectStore, project: str, key: str) -> int:
+    rgb = np.asarray(Image.open(io.BytesIO(store.get_bytes(project, key))).convert("RGB"))
+    spread = rgb.astype(int).max(axis=2) - rgb.astype(int).min(axis=2)
+    return int((spread > 60).sum())
+
+
+def test_seg_before_its_image_gets_a_placeholder_redone_when_the_image_arrives(
+    platform: Settings, tmp_path: Path
+) -> None:
     ct = write_ct_series(tmp_path / "ct", count=3)
     labels = np.zeros((3, ct[0].Rows, ct[0].Columns), dtype=np.uint8)
     labels[1, 20:60, 20:60] = 1
     seg = write_seg(tmp_path / "seg.dcm", ct, labels)
-    batch_id = spool_batch(platform, copy_files([seg], tmp_path / "send"))
-    assert run_dag(platform, batch_id)["state"] == "success"
-    doc = open_index(platform).get("admin", _series_uid(seg))
-    assert doc is not None and doc["thumbnail_key"] == thumbnail_key(_series_uid(seg))
+    seg_uid = _series_uid(seg)
+    store = ObjectStore.from_settings(platform)
+
+    assert (
+        run_dag(platform, spool_batch(platform, copy_files([seg], tmp_path / "a")))["state"]
+        == "success"
+    )
+    doc = open_index(platform).get("admin", seg_uid)
+    assert doc is not None and doc["thumbnail_key"] == thumbnail_key(seg_uid)
+    assert _coloured_pixels(store, "admin", thumbnail_key(seg_uid)) == 0  # a gray placeholder
+
+    ct_files = [Path(str(d.filename)) for d in ct]
+    run = run_dag(platform, spool_batch(platform, copy_files(ct_files, tmp_path / "b")))
+    assert run["state"] == "success", failed_logs(run)
+    assert _coloured_pixels(store, "admin", thumbnail_key(seg_uid)) > 50  # the segment, in colour

@@ -16,8 +16,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from dicomflow.config import Settings
+from dicomflow.config import Settings, load_settings
 from dicomflow.spool import Spool
+from dicomflow.stack.isolated import free_port
 from tests.receiver.receiver_helpers import good_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,9 +64,18 @@ def _send(port: int, datasets: list, acked: list[str], stop_after: int | None) -
 def test_sigkill_mid_send_loses_and_duplicates_nothing_acknowledged(
     postgres: Settings, stack_env: dict[str, str], projects: object, tmp_path: Path
 ) -> None:
-    settings = postgres
-    env = {**stack_env, "DICOMFLOW_DATA_DIR": str(settings.data_dir)}
-    port = settings.receiver.port
+    # A receiver of its own: its own spool and port, on the session's PostgreSQL. Restart
+    # recovery closes every open batch of its spool, so it must not share the session's.
+    shared = postgres
+    port = free_port()
+    env = {
+        **stack_env,
+        "DICOMFLOW_DATA_DIR": str(tmp_path / "var"),
+        "DICOMFLOW_RECEIVER__PORT": str(port),
+        "DICOMFLOW_POSTGRES__PASSWORD": shared.postgres.password,
+        "DICOMFLOW_ADMIN_PASSWORD": shared.admin_password,
+    }
+    settings = load_settings(environ=env)
     log = tmp_path / "receiver.log"
     datasets = [good_dataset() for _ in range(300)]
     for ds in datasets:

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dicomflow.stack.isolated import stack_data_dir, stack_environment
 from dicomflow.stack.process import marked_processes
-from tests.support import stack_data_dir, stack_environment
 
 DICOMFLOW = [sys.executable, "-m", "dicomflow.cli"]
 

@@ -10,10 +10,11 @@ import numpy as np
 import pydicom
 from numpy.typing import NDArray
 from PIL import Image
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from tests.dicomfiles import pydicom_file
 
 #: Geometry of the synthetic CT series: non-square pixels, so a swapped PixelSpacing
 #: would put contours in the wrong place.
@@ -21,13 +22,6 @@ ROW_SPACING = 0.5
 COLUMN_SPACING = 0.8
 ORIGIN = (-50.0, -40.0, 0.0)
 SLICE_GAP = 2.5
-
-
-def pydicom_file(name: str) -> Path:
-    """Path of a file shipped with pydicom (asked by name: no download attempts)."""
-    found = get_testdata_file(name)
-    assert found is not None, name
-    return Path(str(found))
 
 
 def png_array(png: bytes | None) -> NDArray[np.uint8]:

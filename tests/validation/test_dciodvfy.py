@@ -17,7 +17,7 @@ from dicomflow.validation import (
     sample_evenly,
     validate_series,
 )
-from tests.validation.validation_testutil import pydicom_file, write_ct_series
+from tests.dicomfiles import pydicom_file, write_ct_series
 
 pytestmark = pytest.mark.skipif(
     shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) not installed"

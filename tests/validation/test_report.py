@@ -10,7 +10,7 @@ import pytest
 
 from dicomflow.dicom.headers import group_series
 from dicomflow.validation import render_report_html, validate_series
-from tests.validation.validation_testutil import pydicom_file, write_ct_series
+from tests.dicomfiles import pydicom_file, write_ct_series
 
 
 class _Collector(HTMLParser):

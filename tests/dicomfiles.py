@@ -1,4 +1,4 @@
-"""Helpers for the header/document tests: real pydicom test files turned into series."""
+"""DICOM test data shared by the test folders: pydicom's files, series made from them."""
 
 from __future__ import annotations
 
@@ -48,3 +48,22 @@ def write_ct_series(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def fresh_copy(source: str | Path, folder: Path) -> Path:
+    """A copy of a pydicom file (by name) or any DICOM file with new Study/Series/SOP UIDs.
+
+    Tests share one PACS and one index per session: fresh UIDs keep them from seeing each
+    other's instances. Files without file meta (a few of pydicom's) get one, as a receiver's
+    stored instances have.
+    """
+    path = pydicom_file(source) if isinstance(source, str) else source
+    ds = pydicom.dcmread(path, force=True)
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(target, enforce_file_format=True)
+    return target

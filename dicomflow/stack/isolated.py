@@ -1,4 +1,4 @@
-"""Helpers for tests: free ports and a stack environment of a test's own."""
+"""A throwaway stack on free loopback ports: for tests, benchmarks and trying things out."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def stack_environment(data_dir: Path) -> dict[str, str]:
 def stack_data_dir() -> Path:
     """A data directory every component's user can reach (PostgreSQL runs as ``postgres``).
 
-    pytest's own temporary folders are private to their owner, so they do not do.
+    pytest's temporary folders are private to their owner, so they do not do.
     """
-    path = Path(tempfile.mkdtemp(prefix="dicomflow-test-"))
+    path = Path(tempfile.mkdtemp(prefix="dicomflow-"))
     os.chmod(path, 0o755)
     return path

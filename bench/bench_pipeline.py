@@ -1,0 +1,204 @@
+"""End to end: 2,000 small instances in 20 series through one dcmsend, until all are indexed.
+
+Reference, measured in the same run: Orthanc alone receiving the same files by C-STORE (it
+stores each instance before answering). Ours: the whole platform on a stack of its own: the
+receiver, the processing DAG (PACS, thumbnails, validation, index, mappings). Prints rows
+``measure | ours | reference | ratio | goal`` and the time per pipeline step; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from dicomflow.airflow_api.client import AirflowClient
+from dicomflow.config import Settings, load_settings
+from dicomflow.db.projects import ProjectStore
+from dicomflow.db.session import make_engine
+from dicomflow.index import open_index
+from dicomflow.spool.store import Spool
+from dicomflow.stack.isolated import free_port, stack_data_dir, stack_environment
+from dicomflow.stack.supervisor import Stack
+
+DAG_ID = "service-process-incoming-dcm"
+
+
+def make_instances(folder: Path, series: int, per_series: int) -> list[str]:
+    """``series`` x ``per_series`` CT instances of 64x64 pixels (about 9 KB each)."""
+    source = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
+    pixels = np.ascontiguousarray(source.pixel_array[::2, ::2])
+    source.Rows, source.Columns = pixels.shape
+    source.PixelData = pixels.tobytes()
+    uids = []
+    for s in range(series):
+        series_uid = generate_uid()
+        uids.append(series_uid)
+        for i in range(per_series):
+            source.SeriesInstanceUID = series_uid
+            source.SeriesNumber = s + 1
+            source.SOPInstanceUID = generate_uid()
+            source.file_meta.MediaStorageSOPInstanceUID = source.SOPInstanceUID
+            source.InstanceNumber = i + 1
+            source.ImagePositionPatient = [0.0, 0.0, float(i)]
+            source.save_as(folder / f"s{s:02d}-{i:04d}.dcm", enforce_file_format=True)
+    return uids
+
+
+def dcmsend(port: int, folder: Path, calling: str, called: str) -> float:
+    start = time.monotonic()
+    subprocess.run(
+        [
+            "dcmsend",
+            "127.0.0.1",
+            str(port),
+            "--aetitle",
+            calling,
+            "--call",
+            called,
+            "--scan-directories",
+            str(folder),
+        ],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        check=True,
+        capture_output=True,
+    )
+    return time.monotonic() - start
+
+
+def orthanc_alone(folder: Path, work: Path) -> float:
+    """Seconds for Orthanc (DICOM port on) to receive every file from dcmsend."""
+    http, dicom = free_port(), free_port()
+    config = {
+        "StorageDirectory": str(work / "orthanc"),
+        "IndexDirectory": str(work / "orthanc"),
+        "HttpPort": http,
+        "DicomPort": dicom,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "TcpNoDelay": True,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+    }
+    (work / "orthanc.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        ["Orthanc", str(work / "orthanc.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import socket
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", dicom), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        return dcmsend(dicom, folder, "BENCH", "ORTHANC")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def ours(
+    settings: Settings, folder: Path, series_uids: list[str], per_series: int
+) -> dict[str, float]:
+    ProjectStore(make_engine(settings.platform_db_url)).create_project("bench")
+    index = open_index(settings)
+    start = time.monotonic()
+    send = dcmsend(settings.receiver.port, folder, "bench", "bench")
+    released = time.monotonic()
+    remaining = set(series_uids)
+    while remaining and time.monotonic() - start < 900:
+        for uid in list(remaining):
+            doc = index.get("bench", uid)
+            if doc and doc.get("instance_count") == per_series and doc.get("validation"):
+                remaining.discard(uid)
+        time.sleep(0.05)
+    done = time.monotonic()
+    index.close()
+    if remaining:
+        raise SystemExit(f"{len(remaining)} series were not indexed within 900 s")
+    return {"send": send, "total": done - start, "after_release": done - released}
+
+
+def step_times(settings: Settings) -> dict[str, float]:
+    """Seconds per task, summed over the runs of the benchmark's batches."""
+    totals: dict[str, float] = {}
+    spool = Spool.from_settings(settings)
+    with AirflowClient.from_settings(settings) as client:
+        for batch in spool.batches():
+            if batch.project != "bench" or not batch.run_id:
+                continue
+            for ti in client.task_instances(DAG_ID, batch.run_id):
+                if ti.get("start_date") and ti.get("end_date"):
+                    took = (
+                        datetime.fromisoformat(ti["end_date"])
+                        - datetime.fromisoformat(ti["start_date"])
+                    ).total_seconds()
+                    totals[ti["task_id"]] = totals.get(ti["task_id"], 0.0) + took
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", type=int, default=20)
+    parser.add_argument("--per-series", type=int, default=100)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dicomflow-bench-"))
+    data_dir = stack_data_dir()
+    env = stack_environment(data_dir)
+    settings = load_settings(
+        environ={**{k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}, **env}
+    )
+    stack = Stack(settings)
+    try:
+        files = work / "files"
+        files.mkdir()
+        uids = make_instances(files, args.series, args.per_series)
+        n = args.series * args.per_series
+        reference = orthanc_alone(files, work)
+        stack.up(report=lambda _m: None)
+        result = ours(settings, files, uids, args.per_series)
+        steps = step_times(settings)
+    finally:
+        stack.down(report=lambda _m: None)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"{'measure':58} | {'ours':>10} | {'reference':>10} | {'ratio':>6} | goal")
+    ours_rate, ref_rate = n / result["total"], n / reference
+    rate_name = f"end-to-end rate, {n} instances in {args.series} series (inst/s)"
+    print(
+        f"{rate_name:58} | {ours_rate:10.0f} | {ref_rate:10.0f} | "
+        f"{ours_rate / ref_rate:6.2f} | >= 0.5x Orthanc alone"
+    )
+    print(
+        f"{'receive time by dcmsend (s)':58} | {result['send']:10.2f} | {reference:10.2f} | "
+        f"{reference / result['send']:6.2f} | -"
+    )
+    print(
+        f"{'association release -> last series searchable (s)':58} | "
+        f"{result['after_release']:10.2f} | {'-':>10} | {'-':>6} | <= 2 s"
+    )
+    for task, seconds in sorted(steps.items(), key=lambda kv: -kv[1]):
+        step = f"  step {task} (s, summed over runs)"
+        print(f"{step:58} | {seconds:10.2f} | {'-':>10} | {'-':>6} | -")
+
+
+if __name__ == "__main__":
+    main()

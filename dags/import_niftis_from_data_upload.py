@@ -1,0 +1,82 @@
+"""import-niftis-from-data-upload: convert uploaded NIfTI to DICOM (+SEG) and import it.
+
+import (download, unpack, find basic/nnU-Net folders, convert case by case, feed the spool,
+trigger service-process-incoming-dcm per batch, report) -> delete the uploads, only when
+asked for and every case was imported.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param
+
+from operators.imports import DeleteNiftiUploadsOperator, ImportNiftiUploadsOperator
+
+with DAG(
+    dag_id="import-niftis-from-data-upload",
+    description="Convert uploaded NIfTI (folders, zips; basic or nnU-Net layout) to DICOM "
+    "image series and SEG, and import them into a project's dataset.",
+    schedule=None,
+    catchup=False,
+    max_active_runs=2,
+    params={
+        "project": Param(
+            "admin",
+            type="string",
+            minLength=1,
+            maxLength=16,
+            title="Project",
+            description="An existing project (checked when the run starts).",
+        ),
+        "dataset": Param(
+            "",
+            type="string",
+            minLength=1,
+            maxLength=16,
+            title="Dataset",
+            description="Dataset name (an AE title); created on first use.",
+        ),
+        "uploads": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            minItems=1,
+            title="Uploaded files",
+            description="Upload ids (all their files) or <upload id>/<path>, as the Data "
+            "Upload page lists them: folders or zips of NIfTI with meta_data.json / "
+            "seg_info.json, or nnU-Net datasets.",
+        ),
+        "modality": Param(
+            "MR",
+            type="string",
+            enum=["MR", "CT"],
+            title="Default modality",
+            description="For volumes whose modality no tag (0008|0060) or nnU-Net channel "
+            "name gives.",
+        ),
+        "unknown_labels": Param(
+            "error",
+            type="string",
+            enum=["error", "segment"],
+            title="Label values not described",
+            description="error: the case fails; segment: each becomes a segment "
+            "'unknown (label N)'.",
+        ),
+        "four_d": Param(
+            "split",
+            type="string",
+            enum=["split", "refuse"],
+            title="4D volumes",
+            description="split: one series per volume; refuse: the case fails.",
+        ),
+        "delete_upload": Param(
+            False,
+            type="boolean",
+            title="Delete the uploads afterwards",
+            description="Only when every case was imported.",
+        ),
+    },
+    tags=["dicomflow", "import", "nifti"],
+) as dag:
+    imported = ImportNiftiUploadsOperator(task_id="import_niftis", retries=0)
+    cleanup = DeleteNiftiUploadsOperator(task_id="delete_uploads", retries=0)
+    imported >> cleanup

@@ -1,0 +1,155 @@
+"""Import files from the uploads area (the DAG ``import-dicoms-from-data-upload``).
+
+Each selected file is downloaded next to the spool, imported and removed before the next, so
+the scratch space never holds more than one uploaded file (and the instances it unpacks to).
+The report is stored in the project's bucket under ``import-reports/<run id>.json`` for the
+Data Upload page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+
+from dicomflow.config import Settings
+from dicomflow.importer.importer import Importer, ImportProgress, ProjectDirectory
+from dicomflow.importer.report import ImportOutcome, ImportReport
+from dicomflow.spool.outbox import DagTrigger
+from dicomflow.spool.records import Door
+from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
+from dicomflow.uploads.area import UploadArea
+from dicomflow.uploads.limits import UploadLimits
+
+__all__ = [
+    "REPORTS_PREFIX",
+    "UPLOAD_IMPORT_DAG_ID",
+    "delete_imported_uploads",
+    "import_uploads",
+    "read_report",
+    "report_key",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+#: The DAG that imports uploaded files.
+UPLOAD_IMPORT_DAG_ID = "import-dicoms-from-data-upload"
+REPORTS_PREFIX = "import-reports/"
+_RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9._+:-]")
+
+
+def report_key(run_id: str) -> str:
+    """The object key of an import run's report."""
+    return f"{REPORTS_PREFIX}{_RUN_ID_SAFE.sub('_', run_id)}.json"
+
+
+def upload_area(settings: Settings, store: ObjectStore | None = None) -> UploadArea:
+    """The uploads area of the settings' object store."""
+    return UploadArea(
+        store or ObjectStore.from_settings(settings), UploadLimits.from_settings(settings.uploads)
+    )
+
+
+def import_uploads(
+    settings: Settings,
+    project: str,
+    dataset: str,
+    names: Sequence[str],
+    *,
+    extension: str | None = ".dcm",
+    run_id: str = "",
+    projects: ProjectDirectory | None = None,
+    trigger: DagTrigger | None = None,
+    progress: ImportProgress | None = None,
+    store: ObjectStore | None = None,
+) -> ImportReport:
+    """Import uploaded files of ``project`` into ``dataset``; store and return the report.
+
+    Parameters
+    ----------
+    settings
+        The platform settings.
+    project, dataset
+        Whose uploads, and where the instances go.
+    names
+        Upload ids (every file of the upload) or ``<upload id>/<path>``.
+    extension
+        As for :func:`~dicomflow.importer.importer.import_paths`.
+    run_id
+        The DAG run; names the stored report (none stored when empty).
+    projects, trigger, progress, store
+        Collaborators; defaults come from ``settings`` (``trigger`` ``None``: batches stay
+        pending for the receiver's outbox).
+
+    Raises
+    ------
+    ImportRefusedError
+        When the project does not exist or dataset or extension are invalid.
+    UnknownUploadError
+        When a name matches nothing in the uploads area.
+    """
+    store = store or ObjectStore.from_settings(settings)
+    area = upload_area(settings, store)
+    if projects is None:
+        from dicomflow.db.projects import ProjectStore
+        from dicomflow.db.session import make_engine
+
+        projects = ProjectStore(make_engine(settings.platform_db_url))
+    importer = Importer(
+        settings,
+        project,
+        dataset,
+        projects,
+        door=Door.UPLOAD,
+        peer=f"upload:{run_id or 'direct'}",
+        extension=extension,
+        trigger=trigger,
+        progress=progress,
+    )
+    try:
+        entries = area.select(project, names)
+        importer.start(sum(e.size for e in entries))
+        downloads = importer.scratch / "downloads"
+        for entry in entries:
+            local = area.download(project, entry, downloads)
+            try:
+                importer.add(local, entry.name, owned=True)
+            finally:
+                local.unlink(missing_ok=True)
+    finally:
+        report = importer.finish()
+    if run_id:
+        store.put_bytes(
+            project, report_key(run_id), json.dumps(report.as_dict()).encode(), "application/json"
+        )
+    return report
+
+
+def read_report(store: ObjectStore, project: str, run_id: str) -> ImportReport | None:
+    """The stored report of an import run, or ``None`` while there is none."""
+    try:
+        raw = store.get_bytes(project, report_key(run_id))
+    except ObjectNotFoundError:
+        return None
+    return ImportReport.from_dict(json.loads(raw))
+
+
+def delete_imported_uploads(
+    settings: Settings, project: str, names: Sequence[str], report: ImportReport
+) -> list[str]:
+    """Delete the imported uploads, only when the import succeeded; return the names deleted.
+
+    An import that failed, or found no DICOM, deletes nothing: what the user uploaded stays
+    until an import of it succeeds.
+    """
+    if report.outcome is not ImportOutcome.IMPORTED:
+        LOGGER.warning(
+            "uploads kept: the import's outcome is %r, not %r",
+            report.outcome.value,
+            ImportOutcome.IMPORTED.value,
+        )
+        return []
+    deleted = upload_area(settings).delete(project, names)
+    LOGGER.info("deleted %d uploaded files: %s", len(deleted), ", ".join(deleted))
+    return deleted

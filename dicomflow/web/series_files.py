@@ -1,0 +1,44 @@
+"""REST endpoints for a series' files: its thumbnail and its validation report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from dicomflow.catalog import SeriesNotFoundError, thumbnail_png, validation_report
+from dicomflow.config import Settings
+from dicomflow.db.projects import ADMIN_PROJECT
+from dicomflow.storage.client import ObjectNotFoundError
+
+Fetch = Callable[[Settings, str, str], bytes]
+
+
+def make_series_files_router(settings: Settings) -> APIRouter:
+    """A router with ``/api/series/{uid}/thumbnail`` and ``/validation-report``.
+
+    Mount it behind the platform's login; ``project`` scopes the lookup like the search API.
+    """
+    router = APIRouter()
+
+    async def fetch(fetcher: Fetch, uid: str, project: str, what: str) -> bytes:
+        try:
+            return await run_in_threadpool(fetcher, settings, uid, project)
+        except SeriesNotFoundError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        except ObjectNotFoundError:
+            raise HTTPException(status_code=404, detail=f"series {uid} has no {what}") from None
+
+    @router.get("/api/series/{uid}/thumbnail", summary="Thumbnail (PNG) of a series")
+    async def thumbnail(uid: str, project: str = Query(ADMIN_PROJECT)) -> Response:
+        data = await fetch(thumbnail_png, uid, project, "thumbnail")
+        return Response(data, media_type="image/png")
+
+    @router.get("/api/series/{uid}/validation-report", summary="Validation report (HTML)")
+    async def report(uid: str, project: str = Query(ADMIN_PROJECT)) -> Response:
+        data = await fetch(validation_report, uid, project, "validation report")
+        return Response(data, media_type="text/html; charset=utf-8")
+
+    return router

@@ -1,0 +1,170 @@
+"""Thin operators over :mod:`dicomflow.importer.uploads`: Params in, one core call, out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from dicomflow.config import load_settings
+
+
+class ImportUploadsOperator(BaseOperator):
+    """Import the uploaded files named in the run's Params; fail (without retry) when it failed.
+
+    The report goes to the task log line by line and to the object store for the page.
+    """
+
+    ui_color = "#e3f1d8"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from dicomflow.airflow_api.client import AirflowClient
+        from dicomflow.importer.importer import ImportRefusedError
+        from dicomflow.importer.report import ImportOutcome
+        from dicomflow.importer.uploads import import_uploads
+        from dicomflow.uploads.area import UnknownUploadError
+
+        params = context["params"]
+        settings = load_settings(create_secrets=False)
+        try:
+            with AirflowClient.from_settings(settings) as client:
+                report = import_uploads(
+                    settings,
+                    str(params["project"]).strip(),
+                    str(params["dataset"]).strip(),
+                    [str(name) for name in params["uploads"] or []],
+                    extension=params.get("extension") or "",
+                    run_id=str(context["run_id"]),
+                    trigger=client,
+                )
+        except (ImportRefusedError, UnknownUploadError) as exc:
+            # A wrong project or upload name will not get better by retrying.
+            raise AirflowFailException(str(exc)) from None
+        for line in report.lines():
+            self.log.info("%s", line)
+        if report.outcome is ImportOutcome.FAILED:
+            raise AirflowFailException(
+                "import failed: " + "; ".join(f.detail for f in report.failures)
+            )
+        return {
+            "outcome": report.outcome.value,
+            "found": report.found,
+            "imported": report.imported,
+            "ignored": len(report.ignored),
+            "series": len(report.series),
+            "batches": report.batches,
+        }
+
+
+class DeleteUploadsOperator(BaseOperator):
+    """Delete the imported uploads when the run's Params ask for it and the import succeeded."""
+
+    ui_color = "#f5e0d8"
+
+    def execute(self, context: Any) -> list[str]:
+        from dicomflow.importer.uploads import delete_imported_uploads, read_report
+        from dicomflow.storage.client import ObjectStore
+
+        params = context["params"]
+        if not params.get("delete_upload"):
+            raise AirflowSkipException("delete_upload is false: the uploads are kept")
+        settings = load_settings(create_secrets=False)
+        project = str(params["project"]).strip()
+        report = read_report(ObjectStore.from_settings(settings), project, str(context["run_id"]))
+        if report is None:
+            raise AirflowFailException("the import's report is missing: uploads kept")
+        deleted = delete_imported_uploads(settings, project, list(params["uploads"]), report)
+        if not deleted:
+            raise AirflowSkipException(f"import outcome {report.outcome.value!r}: uploads kept")
+        for name in deleted:
+            self.log.info("deleted upload %s", name)
+        return deleted
+
+
+def _nifti_options(params: Any) -> Any:
+    """The conversion switches of a NIfTI import run's Params."""
+    from dicomflow.nifti import FourDPolicy, Modality, NiftiImportOptions, UnknownLabelPolicy
+
+    return NiftiImportOptions(
+        default_modality=Modality(str(params.get("modality") or "MR").strip().upper()),
+        unknown_labels=UnknownLabelPolicy(str(params.get("unknown_labels") or "error")),
+        four_d=FourDPolicy(str(params.get("four_d") or "split")),
+    )
+
+
+class ImportNiftiUploadsOperator(BaseOperator):
+    """Convert and import the uploaded NIfTI named in the run's Params.
+
+    The good cases are imported whatever happens to the others; the task fails (without
+    retry) when any case or folder failed, after the report naming them was stored.
+    """
+
+    ui_color = "#dcecf7"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from dicomflow.airflow_api.client import AirflowClient
+        from dicomflow.importer.importer import ImportRefusedError
+        from dicomflow.importer.nifti import import_nifti_uploads
+        from dicomflow.importer.nifti_report import NiftiImportOutcome
+        from dicomflow.uploads.area import UnknownUploadError
+
+        params = context["params"]
+        settings = load_settings(create_secrets=False)
+        try:
+            options = _nifti_options(params)
+            with AirflowClient.from_settings(settings) as client:
+                report = import_nifti_uploads(
+                    settings,
+                    str(params["project"]).strip(),
+                    str(params["dataset"]).strip(),
+                    [str(name) for name in params["uploads"] or []],
+                    options=options,
+                    run_id=str(context["run_id"]),
+                    trigger=client,
+                )
+        except (ImportRefusedError, UnknownUploadError, ValueError) as exc:
+            # A wrong project, upload name or switch will not get better by retrying.
+            raise AirflowFailException(str(exc)) from None
+        for line in report.lines():
+            self.log.info("%s", line)
+        if report.outcome is not NiftiImportOutcome.IMPORTED:
+            failures = report.failures() or ["no NIfTI volume found"]
+            raise AirflowFailException(
+                f"NIfTI import {report.outcome.value}: {len(report.ok_cases)} cases imported; "
+                + "; ".join(failures)
+            )
+        return {
+            "outcome": report.outcome.value,
+            "cases": len(report.cases),
+            "imported_cases": len(report.ok_cases),
+            "instances": report.dicom.imported,
+            "series": len(report.dicom.series),
+            "batches": report.dicom.batches,
+        }
+
+
+class DeleteNiftiUploadsOperator(BaseOperator):
+    """Delete the uploads of a NIfTI import when asked for and every case was imported."""
+
+    ui_color = "#f5e0d8"
+
+    def execute(self, context: Any) -> list[str]:
+        from dicomflow.importer.nifti import delete_imported_nifti_uploads, read_nifti_report
+        from dicomflow.storage.client import ObjectStore
+
+        params = context["params"]
+        if not params.get("delete_upload"):
+            raise AirflowSkipException("delete_upload is false: the uploads are kept")
+        settings = load_settings(create_secrets=False)
+        project = str(params["project"]).strip()
+        store = ObjectStore.from_settings(settings)
+        report = read_nifti_report(store, project, str(context["run_id"]))
+        if report is None:
+            raise AirflowFailException("the import's report is missing: uploads kept")
+        deleted = delete_imported_nifti_uploads(settings, project, list(params["uploads"]), report)
+        if not deleted:
+            raise AirflowSkipException(f"import outcome {report.outcome.value!r}: uploads kept")
+        for name in deleted:
+            self.log.info("deleted upload %s", name)
+        return deleted
