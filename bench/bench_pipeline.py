@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -89,19 +90,19 @@ def orthanc_alone(folder: Path, work: Path) -> float:
         "RemoteAccessAllowed": False,
         "DicomCheckCalledAet": False,
         "DicomAlwaysAllowStore": True,
-        "TcpNoDelay": True,
         "AuthenticationEnabled": False,
         "Plugins": [],
     }
     (work / "orthanc.json").write_text(json.dumps(config))
+    # dcmtk inside Orthanc sets TCP_NODELAY only when the variable is set: without it Nagle's
+    # algorithm caps it at ~20 instances/s.
     proc = subprocess.Popen(
         ["Orthanc", str(work / "orthanc.json")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "TCP_NODELAY": "1"},
     )
     try:
-        import socket
-
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -123,18 +124,31 @@ def ours(
     start = time.monotonic()
     send = dcmsend(settings.receiver.port, folder, "bench", "bench")
     released = time.monotonic()
+    unsearchable = set(series_uids)
     remaining = set(series_uids)
+    searchable = released
     while remaining and time.monotonic() - start < 900:
         for uid in list(remaining):
             doc = index.get("bench", uid)
-            if doc and doc.get("instance_count") == per_series and doc.get("validation"):
+            if not doc or doc.get("instance_count") != per_series:
+                continue
+            if uid in unsearchable:
+                unsearchable.discard(uid)
+                if not unsearchable:
+                    searchable = time.monotonic()
+            if doc.get("thumbnail_key") and (doc.get("validation") or {}).get("runs"):
                 remaining.discard(uid)
         time.sleep(0.05)
     done = time.monotonic()
     index.close()
     if remaining:
         raise SystemExit(f"{len(remaining)} series were not indexed within 900 s")
-    return {"send": send, "total": done - start, "after_release": done - released}
+    return {
+        "send": send,
+        "total": done - start,
+        "searchable": searchable - released,
+        "complete": done - released,
+    }
 
 
 def step_times(settings: Settings) -> dict[str, float]:
@@ -193,7 +207,11 @@ def main() -> None:
     )
     print(
         f"{'association release -> last series searchable (s)':58} | "
-        f"{result['after_release']:10.2f} | {'-':>10} | {'-':>6} | <= 2 s"
+        f"{result['searchable']:10.2f} | {'-':>10} | {'-':>6} | <= 2 s"
+    )
+    print(
+        f"{'association release -> thumbnails and validation in (s)':58} | "
+        f"{result['complete']:10.2f} | {'-':>10} | {'-':>6} | -"
     )
     for task, seconds in sorted(steps.items(), key=lambda kv: -kv[1]):
         step = f"  step {task} (s, summed over runs)"

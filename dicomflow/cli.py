@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dicomflow.config import ConfigError, Settings, load_settings, settings_table
-from dicomflow.index.cli import series_group
+from dicomflow.index.cli import index_group, series_group
 from dicomflow.spool.cli import batches
 
 if TYPE_CHECKING:
@@ -201,6 +201,7 @@ def project_list(settings: Settings, as_json: bool) -> None:
 
 main.add_command(batches)
 main.add_command(series_group)
+main.add_command(index_group)
 
 
 # --- import ----------------------------------------------------------------------------------
@@ -239,9 +240,7 @@ class _ProgressBar:
 
 
 @main.command("import")
-@click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--project", required=True, help="An existing project.")
 @click.option("--dataset", required=True, help="Dataset name (an AE title); created if new.")
 @click.option(
@@ -304,9 +303,7 @@ def import_command(
 
 
 @main.command("import-nifti")
-@click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--project", required=True, help="An existing project.")
 @click.option("--dataset", required=True, help="Dataset name (an AE title); created if new.")
 @click.option(
@@ -394,6 +391,37 @@ def import_nifti_command(
             click.echo(line)
     if report.outcome is not NiftiImportOutcome.IMPORTED:
         sys.exit(1)
+
+
+@main.group()
+def dashboards() -> None:
+    """OpenSearch Dashboards: the saved objects that chart the index."""
+
+
+@dashboards.command("import")
+@click.option("--url", default=None, help="Dashboards URL (default: index.dashboards_url).")
+@pass_settings
+def dashboards_import(settings: Settings, url: str | None) -> None:
+    """Load the index pattern, visualizations and dashboard in config/opensearch/."""
+    from dicomflow.index.dashboards import DashboardsError, import_dashboards
+
+    target = url or settings.index.dashboards_url
+    if not target:
+        raise CliError(
+            "no Dashboards URL: pass --url or set index.dashboards_url "
+            "(DICOMFLOW_INDEX__DASHBOARDS_URL)"
+        )
+    idx = settings.index
+    try:
+        count = import_dashboards(
+            target,
+            idx.opensearch_username,
+            idx.opensearch_password,
+            verify=idx.opensearch_verify_certs,
+        )
+    except DashboardsError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"imported {count} saved objects into {target}")
 
 
 # --- configuration ---------------------------------------------------------------------------

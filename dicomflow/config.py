@@ -25,7 +25,13 @@ DEFAULTS_FILE = REPO_ROOT / "config" / "defaults.yaml"
 Port = Field(ge=1, le=65535)
 # DICOMFLOW_* variables that choose files or test targets rather than set a key.
 NOT_SETTINGS = frozenset(
-    {"DICOMFLOW_CONFIG", "DICOMFLOW_DEFAULTS", "DICOMFLOW_OPENSEARCH_URL", "DICOMFLOW_STACK_DIR"}
+    {
+        "DICOMFLOW_CONFIG",
+        "DICOMFLOW_DEFAULTS",
+        "DICOMFLOW_OPENSEARCH_URL",
+        "DICOMFLOW_DASHBOARDS_URL",
+        "DICOMFLOW_STACK_DIR",
+    }
 )
 
 
@@ -98,6 +104,7 @@ class IndexSettings(_Section):
     opensearch_username: str
     opensearch_password: str
     opensearch_verify_certs: bool
+    dashboards_url: str
 
 
 class AirflowSettings(_Section):

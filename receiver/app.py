@@ -24,6 +24,7 @@ LOGGER = logging.getLogger("receiver")
 #: Seconds between looks for idle batches.
 HOUSEKEEPING_INTERVAL = 0.5
 #: Seconds without any PDU after which an association is aborted.
+MAXIMUM_PDU_SIZE = 1 << 20
 NETWORK_TIMEOUT = 120.0
 
 
@@ -88,6 +89,9 @@ class Receiver:
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.network_timeout = NETWORK_TIMEOUT
+        # Senders cut instances into PDUs no larger than we announce; pynetdicom's default of
+        # 16 KB makes a 500 KB instance 32 PDUs decoded in Python. dcmtk announces 128 KB.
+        self.ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
         # The called AE title names the project: it never equals our own title.
         self.ae.require_called_aet = False
         self.ae.supported_contexts = storage_contexts()

@@ -195,6 +195,12 @@ class AirflowClient:
             raise _refused(response, f"list runs of DAG {dag_id!r}")
         return list(response.json().get("dag_runs", []))
 
+    def dag_ids(self) -> set[str]:
+        """Ids of the DAGs Airflow has parsed."""
+        response = self._api("GET", "/api/v2/dags", params={"limit": 1000})
+        if response.status_code != 200:
+            raise _refused(response, "list DAGs")
+        return {str(d["dag_id"]) for d in response.json().get("dags", [])}
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """The task instances of a DAG run (state, start and end dates, try number)."""

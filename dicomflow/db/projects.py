@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -139,18 +140,25 @@ class ProjectStore:
             stmt = select(Dataset.name).where(Dataset.project == project).order_by(Dataset.name)
             return list(session.scalars(stmt))
 
-    def map_series(self, project: str, dataset: str, series_uid: str, study_uid: str = "") -> None:
-        """Record that a series is in a project and a dataset; repeating it changes nothing."""
+    def map_series(self, project: str, dataset: str, series: Sequence[tuple[str, str]]) -> None:
+        """Record that series (``(series uid, study uid)`` pairs) are in a project and dataset.
+
+        One transaction for them all; repeating it changes nothing.
+        """
+        if not series:
+            return
         dataset_id = self.ensure_dataset(project, dataset)
         with Session(self._engine) as session, session.begin():
             session.execute(
                 insert(SeriesProject)
-                .values(series_uid=series_uid, project=project, study_uid=study_uid)
+                .values(
+                    [{"series_uid": s, "project": project, "study_uid": st} for s, st in series]
+                )
                 .on_conflict_do_nothing()
             )
             session.execute(
                 insert(DatasetSeries)
-                .values(dataset_id=dataset_id, series_uid=series_uid)
+                .values([{"dataset_id": dataset_id, "series_uid": s} for s, _ in series])
                 .on_conflict_do_nothing()
             )
 

@@ -27,6 +27,7 @@ __all__ = [
     "RejectedFile",
     "SeriesGroup",
     "group_series",
+    "instance_from_header",
     "read_header",
     "read_instance_info",
 ]
@@ -262,6 +263,34 @@ def read_instance_info(path: PathLike) -> tuple[InstanceInfo, str, str, str | No
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"not a readable DICOM file: {exc}") from exc
 
+    return instance_from_header(ds, file_path, size)
+
+
+def instance_from_header(
+    ds: Dataset, path: Path, size: int = 0
+) -> tuple[InstanceInfo, str, str, str | None]:
+    """What grouping needs from a header already read (a file's, or the PACS's metadata).
+
+    Parameters
+    ----------
+    ds
+        The header.
+    path
+        Where the instance is (for a PACS instance, any name that identifies it).
+    size
+        Its size in bytes, when known.
+
+    Returns
+    -------
+    tuple
+        ``(instance, series_instance_uid, study_instance_uid, modality)``.
+
+    Raises
+    ------
+    ValueError
+        With a user-facing reason when a required UID is missing or malformed.
+    """
+    file_path = path
     for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "SOPClassUID"):
         problem = uid_problem(ds.get(keyword), keyword)
         if problem is not None:

@@ -1,12 +1,13 @@
-"""``dicomflow series ...``: search the index from the shell.
+"""``dicomflow series ...`` searches the index from the shell; ``dicomflow index ...`` maintains it.
 
-The group expects the platform :class:`~dicomflow.config.Settings` in ``ctx.obj`` (the main
+The groups expect the platform :class:`~dicomflow.config.Settings` in ``ctx.obj`` (the main
 command loads them once and passes them down).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -221,3 +222,78 @@ def export(ctx: click.Context, series_uid: str, out: str, project: str) -> None:
     except (SeriesNotFoundError, ObjectNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {len(files)} instance(s) to {out}")
+
+
+@click.group("index")
+def index_group() -> None:
+    """Maintain the series index."""
+
+
+class _RebuildBar:
+    """A click progress bar over the series of a rebuild (on stderr, so stdout stays clean)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        self._bar = click.progressbar(
+            length=max(total, 1), label="rebuilding", file=sys.stderr, show_pos=True
+        )
+        self._bar.__enter__()
+
+    def advance(self, series_uid: str) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+@index_group.command("rebuild")
+@click.option(
+    "--project",
+    default=None,
+    help="Only the series of this project (default: every series). Each is rewritten in all "
+    "of its projects.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def rebuild(ctx: click.Context, project: str | None, as_json: bool, no_progress: bool) -> None:
+    """Rebuild series documents from the PACS and the platform database.
+
+    For a new index backend or a lost index: every series the platform database maps is read
+    back from the PACS (headers only) and indexed again with its projects, datasets,
+    thumbnail and validation report. Exits 1 when a series could not be rebuilt.
+    """
+    from dicomflow.db.projects import ProjectStore
+    from dicomflow.db.session import make_engine
+    from dicomflow.index.rebuild import rebuild_index
+    from dicomflow.pacs.client import PacsUnavailableError
+
+    settings = _settings(ctx)
+    if project is not None and project != ADMIN_PROJECT:
+        engine = make_engine(settings.platform_db_url)
+        try:
+            known = ProjectStore(engine).exists(project)
+        finally:
+            engine.dispose()
+        if not known:
+            raise click.BadParameter(f"project {project!r} does not exist", param_hint="--project")
+    bar = None if no_progress or as_json else _RebuildBar()
+    try:
+        report = rebuild_index(settings, project, progress=bar)
+    except PacsUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if not report.ok:
+        sys.exit(1)

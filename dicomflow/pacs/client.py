@@ -24,6 +24,7 @@ _FAILED_SOP_SEQUENCE = "00081198"
 _REFERENCED_SOP_INSTANCE_UID = "00081155"
 _FAILURE_REASON = "00081197"
 _SOP_INSTANCE_UID = "00080018"
+_STUDY_INSTANCE_UID = "0020000D"
 
 
 class PacsError(RuntimeError):
@@ -53,6 +54,12 @@ class StoreResult:
 
 def _tag_values(item: dict[str, Any], tag: str) -> list[Any]:
     return list(item.get(tag, {}).get("Value", []))
+
+
+def study_uid_of(record: dict[str, Any]) -> str | None:
+    """The Study Instance UID of a QIDO-RS record, if it has one."""
+    values = _tag_values(record, _STUDY_INSTANCE_UID)
+    return str(values[0]) if values else None
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[bytes]:
@@ -231,6 +238,51 @@ class DicomWebClient:
             raise PacsError(f"QIDO-RS answered HTTP {response.status_code}: {response.text[:300]}")
         return [str(_tag_values(item, _SOP_INSTANCE_UID)[0]) for item in response.json()]
 
+    def find_series(self, series_uid: str) -> list[dict[str, Any]]:
+        """QIDO-RS ``GET /series?SeriesInstanceUID=``: the PACS's series record(s), DICOM JSON.
+
+        Empty if the PACS does not hold the series. The Study Instance UID of a series is in
+        each record's ``0020000D`` element (see :func:`study_uid_of`).
+        """
+        response = self._request(
+            "GET",
+            "/series",
+            params={"SeriesInstanceUID": series_uid, "includefield": _STUDY_INSTANCE_UID},
+            headers={"Accept": DICOM_JSON},
+        )
+        if response.status_code in (204, 404) or not response.content:
+            return []
+        if response.status_code != 200:
+            raise PacsError(f"QIDO-RS answered HTTP {response.status_code}: {response.text[:300]}")
+        return [item for item in response.json() if isinstance(item, dict)]
+
+    def series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+        """The headers of every instance of a series as DICOM JSON, without pixels (WADO-RS).
+
+        Bulk data (pixel data, large binary elements) comes as ``BulkDataURI`` references, not
+        bytes, so this is a cheap way to read a whole series' headers. Empty if the PACS does
+        not hold the series.
+        """
+        response = self._request(
+            "GET",
+            f"/studies/{study_uid}/series/{series_uid}/metadata",
+            headers={"Accept": DICOM_JSON},
+        )
+        if response.status_code in (204, 404) or not response.content:
+            return []
+        if response.status_code != 200:
+            raise PacsError(
+                f"WADO-RS metadata answered HTTP {response.status_code}: {response.text[:300]}"
+            )
+        items = response.json()
+        if not isinstance(items, list):
+            raise PacsError(f"WADO-RS metadata of series {series_uid} is not a JSON list")
+        return [item for item in items if isinstance(item, dict)]
+
+    def series_url(self, study_uid: str, series_uid: str) -> str:
+        """The DICOMweb (WADO-RS) address of a series."""
+        return f"{self.base_url}/studies/{study_uid}/series/{series_uid}"
+
     def retrieve_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
         """One instance as the PACS holds it (WADO-RS)."""
         parts = self._retrieve(f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
@@ -259,3 +311,32 @@ class DicomWebClient:
         except httpx.TransportError:
             return False
         return response.status_code in (200, 204)
+
+
+def orthanc_series_id(settings: Settings, series_uid: str, *, timeout: float = 10.0) -> str | None:
+    """Orthanc's own id of a series (for links into its explorer), or ``None``.
+
+    Orthanc-specific (its REST ``POST /tools/lookup``), so only for the platform's managed
+    Orthanc (``pacs.managed``); any other PACS answers ``None`` without being asked.
+
+    Raises
+    ------
+    PacsUnavailableError
+        When the managed Orthanc cannot be reached.
+    """
+    pacs = settings.pacs
+    if not pacs.managed:
+        return None
+    auth = (pacs.username, pacs.password) if pacs.username else None
+    try:
+        response = httpx.post(
+            f"{pacs.orthanc_url}/tools/lookup", content=series_uid, auth=auth, timeout=timeout
+        )
+    except httpx.TransportError as exc:
+        raise PacsUnavailableError(f"Orthanc at {pacs.orthanc_url} did not answer: {exc}") from exc
+    if response.status_code != 200:
+        raise PacsError(f"Orthanc lookup answered HTTP {response.status_code}")
+    for item in response.json():
+        if isinstance(item, dict) and item.get("Type") == "Series" and item.get("ID"):
+            return str(item["ID"])
+    return None

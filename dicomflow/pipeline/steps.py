@@ -12,6 +12,7 @@ from typing import Any
 
 import pydicom
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from dicomflow.config import Settings
 from dicomflow.db.overlays import OverlayQueue
@@ -43,6 +44,10 @@ def _dataset_digest(data: bytes) -> str:
         meta_length = int.from_bytes(data[140:144], "little")
         data = data[144 + meta_length :]
     return hashlib.sha256(data).hexdigest()
+
+
+def _uid_digest(uid: str) -> str:
+    return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
 
 def read_batch(settings: Settings, batch_id: str) -> Summary:
@@ -89,12 +94,6 @@ def store_to_pacs(settings: Settings, batch_id: str) -> Summary:
     batch = SpooledBatch(settings, batch_id)
     stored = skipped = 0
     conflicts: list[dict[str, str]] = []
-    # A retried task meets the same conflicts again: keep each one aside once.
-    kept = {
-        (p.details.get("batch_id"), p.details.get("sop_instance_uid")): p.id
-        for p in batch.spool.problems()
-        if p.reason.startswith("conflict:")
-    }
     failed: dict[str, str] = {}
     with DicomWebClient.from_settings(settings) as pacs:
         for group in batch.series:
@@ -110,23 +109,22 @@ def store_to_pacs(settings: Settings, batch_id: str) -> Summary:
                 if _dataset_digest(theirs) == _dataset_digest(inst.path.read_bytes()):
                     skipped += 1
                     continue
-                problem_id = kept.get((batch_id, inst.sop_instance_uid))
-                if problem_id is None:
-                    reason = (
-                        f"conflict: SOP Instance UID {inst.sop_instance_uid} is already in the "
-                        "PACS with different content; the stored instance was kept"
-                    )
-                    problem_id = batch.spool.keep_problem(
-                        inst.path,
-                        reason,
-                        batch.record.origin,
-                        batch.record.project,
-                        details={
-                            "batch_id": batch_id,
-                            "series_instance_uid": group.series_instance_uid,
-                            "sop_instance_uid": inst.sop_instance_uid,
-                        },
-                    ).id
+                # Named after the batch and the instance: a retried or doubled task keeps the
+                # conflict once.
+                problem_id = f"conflict-{batch_id}-{_uid_digest(inst.sop_instance_uid)}"
+                batch.spool.keep_problem(
+                    inst.path,
+                    f"conflict: SOP Instance UID {inst.sop_instance_uid} is already in the PACS "
+                    "with different content; the stored instance was kept",
+                    batch.record.origin,
+                    batch.record.project,
+                    details={
+                        "batch_id": batch_id,
+                        "series_instance_uid": group.series_instance_uid,
+                        "sop_instance_uid": inst.sop_instance_uid,
+                    },
+                    problem_id=problem_id,
+                )
                 conflicts.append({"sop_instance_uid": inst.sop_instance_uid, "problem": problem_id})
             size = settings.pacs.stow_batch_size
             for start in range(0, len(to_send), size):
@@ -156,14 +154,9 @@ def map_series(settings: Settings, batch_id: str) -> Summary:
     engine = make_engine(settings.platform_db_url)
     try:
         projects = ProjectStore(engine)
-        for group in batch.series:
-            for project in batch.projects:
-                projects.map_series(
-                    project,
-                    batch.record.dataset,
-                    group.series_instance_uid,
-                    group.study_instance_uid,
-                )
+        pairs = [(g.series_instance_uid, g.study_instance_uid) for g in batch.series]
+        for project in batch.projects:
+            projects.map_series(project, batch.record.dataset, pairs)
     finally:
         engine.dispose()
     return {"mapped": len(batch.series), "projects": batch.projects}
@@ -314,18 +307,14 @@ def validate(settings: Settings, batch_id: str) -> Summary:
 
 
 @contextmanager
-def _series_lock(settings: Settings, series_uid: str) -> Iterator[None]:
+def _series_lock(engine: Engine, series_uid: str) -> Iterator[None]:
     """Serialise read-merge-write of one series' document across parallel batches."""
-    engine = make_engine(settings.platform_db_url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(hashtext(:uid))"), {"uid": series_uid})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:uid))"), {"uid": series_uid})
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(hashtext(:uid))"), {"uid": series_uid})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:uid))"), {"uid": series_uid})
 
 
 def index_series(
@@ -354,7 +343,8 @@ def _write_documents(
     """Build each series' document from the batch and merge it into the stored one."""
     batch = SpooledBatch(settings, batch_id)
     record = batch.record
-    index = open_index(settings)
+    engine = make_engine(settings.platform_db_url)
+    index = open_index(settings, engine=engine)
     try:
         for project in batch.projects:
             index.ensure_project(project)
@@ -372,7 +362,7 @@ def _write_documents(
                 thumbnail_key=(thumbnails or {}).get(uid),
                 validation=(validation or {}).get(uid),
             )
-            with _series_lock(settings, uid):
+            with _series_lock(engine, uid):
                 stored = index.get("admin", uid)
                 document = merge_series_documents(stored, new) if stored else new
                 # Counts are exact (distinct SOP Instance UIDs); one fixed key makes the index's
@@ -381,6 +371,7 @@ def _write_documents(
                 index.upsert(record.project, [document])
     finally:
         index.close()
+        engine.dispose()
     return {"indexed": [g.series_instance_uid for g in batch.series]}
 
 

@@ -384,7 +384,8 @@ class Spool:
         *,
         move: bool = False,
         details: dict[str, Any] | None = None,
-    ) -> ProblemRecord:
+        problem_id: str | None = None,
+    ) -> ProblemRecord | None:
         """Keep a rejected instance and its reason in ``problems/<id>/``.
 
         Parameters
@@ -401,10 +402,21 @@ class Spool:
             Take the file away instead of copying it.
         details
             Extra JSON-able facts for ``reason.json``.
+        problem_id
+            A name derived from the problem itself, so that keeping the same problem twice
+            (a retried task, two attempts at once) keeps it once.
+
+        Returns
+        -------
+        ProblemRecord or None
+            The kept problem; ``None`` when ``problem_id`` was already kept.
         """
-        problem_id = new_id()
+        problem_id = problem_id or new_id()
         path = self.problems_dir / problem_id
-        durable.make_dir(path)
+        try:
+            durable.make_dir(path)
+        except FileExistsError:
+            return None
         if isinstance(source, bytes):
             durable.write_bytes(path / PROBLEM_FILE, source)
         else:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from dicomflow.config import REPO_ROOT, Settings, stored_secret, write_effective_config
-from dicomflow.stack.process import MARKER_VARIABLE
+from dicomflow.stack.process import MARKER_VARIABLE, wait_until
 
 ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
@@ -212,7 +212,8 @@ class Postgres(Component):
             "-c",
             "max_connections=200",
             "-c",
-            "shared_buffers=64MB",
+            # The embedded index reads its table and indexes from here (~9 KB per series).
+            "shared_buffers=128MB",
         ]
 
     def healthy(self) -> bool:
@@ -544,6 +545,29 @@ class AirflowDagProcessor(AirflowPart):
 
     def command(self) -> list[str]:
         return [_venv_bin("airflow"), "dag-processor"]
+
+    def after_start(self) -> None:
+        """Wait until the platform's DAGs are parsed, so a trigger right after `up` finds them."""
+        from dicomflow.airflow_api.client import AirflowClient, AirflowError
+
+        # Each file in dags/ holds one DAG whose id is the file name with dashes.
+        wanted = {p.stem.replace("_", "-") for p in (REPO_ROOT / "dags").glob("*.py")}
+        found: set[str] = set()
+
+        def parsed() -> bool:
+            nonlocal found
+            try:
+                found = client.dag_ids()
+            except AirflowError:
+                return False
+            return wanted <= found
+
+        with AirflowClient.from_settings(self.settings) as client:
+            if not wait_until(parsed, 120, interval=0.5):
+                raise StackError(
+                    f"Airflow has not parsed the DAGs {sorted(wanted - found)} after 120 s; "
+                    f"see {self.log_file} and `airflow dags list-import-errors`"
+                )
 
 
 class AirflowTriggerer(AirflowPart):

@@ -16,8 +16,11 @@ import psutil
 
 # Every process the stack starts carries this variable, and so does everything those processes
 # start (Airflow runs each task in a process group of its own). `down` finds them all by it, so it
-# stops exactly what `up` started and nothing else.
+# stops exactly what `up` started and nothing else. Processes that rewrite their title
+# (setproctitle) hide their environment, so each component also leads a session of its own, and
+# the sessions' ids are kept in <data_dir>/run/sessions: descendants stay in their session.
 MARKER_VARIABLE = "DICOMFLOW_STACK_DIR"
+SESSIONS_FILE = "sessions"
 
 
 @dataclass(frozen=True)
@@ -75,20 +78,40 @@ def spawn(
         )
     record = ProcessRecord(proc.pid, psutil.Process(proc.pid).create_time(), list(command))
     pid_file.write_text(json.dumps(record.__dict__))
+    with open(pid_file.parent / SESSIONS_FILE, "a") as sessions:
+        sessions.write(f"{proc.pid}\n")
     return record
 
 
+def _sessions(stack_dir: Path) -> set[int]:
+    try:
+        text = (stack_dir / "run" / SESSIONS_FILE).read_text()
+    except OSError:
+        return set()
+    return {int(line) for line in text.split() if line.isdigit()}
+
+
+def forget_sessions(stack_dir: Path) -> None:
+    """Drop the record of sessions once everything in them has stopped."""
+    (stack_dir / "run" / SESSIONS_FILE).unlink(missing_ok=True)
+
+
 def marked_processes(stack_dir: Path) -> list[psutil.Process]:
-    """Live processes that carry this stack's marker, wherever they were reparented."""
+    """Live processes the stack started, wherever they were reparented.
+
+    A process counts when it carries the stack's marker variable or lives in a session that
+    one of the stack's components leads.
+    """
     wanted = str(stack_dir)
+    sessions = _sessions(stack_dir)
     found = []
     for proc in psutil.process_iter():
         try:
             if proc.pid == os.getpid():
                 continue
-            if proc.environ().get(MARKER_VARIABLE) == wanted:
+            if os.getsid(proc.pid) in sessions or proc.environ().get(MARKER_VARIABLE) == wanted:
                 found.append(proc)
-        except psutil.Error:
+        except (psutil.Error, ProcessLookupError, PermissionError):
             continue
     return found
 

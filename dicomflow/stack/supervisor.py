@@ -13,7 +13,14 @@ import psutil
 
 from dicomflow.config import Settings
 from dicomflow.stack.components import Component, StackError, all_components, port_is_free
-from dicomflow.stack.process import marked_processes, read_record, spawn, terminate, wait_until
+from dicomflow.stack.process import (
+    forget_sessions,
+    marked_processes,
+    read_record,
+    spawn,
+    terminate,
+    wait_until,
+)
 
 Report = Callable[[str], None]
 
@@ -240,8 +247,10 @@ class Stack:
             for name in running:
                 report(f"  {name:<22} stopped")
             stopped += running
-        leftovers = marked_processes(self.settings.data_dir) if (sweep or self._whole) else []
-        if leftovers:
-            report(f"  stopping {len(leftovers)} leftover process(es) started by the stack")
-            terminate(leftovers, 10.0)
+        if sweep or self._whole:
+            leftovers = marked_processes(self.settings.data_dir)
+            if leftovers:
+                report(f"  stopping {len(leftovers)} leftover process(es) started by the stack")
+                terminate(leftovers, 10.0)
+            forget_sessions(self.settings.data_dir)
         return stopped

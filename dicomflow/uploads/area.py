@@ -166,9 +166,7 @@ class UploadArea:
         try:
             raw = self.store.get_bytes(project, f"{RECORDS_PREFIX}{upload_id}.json")
         except ObjectNotFoundError:
-            raise UnknownUploadError(
-                f"project {project!r} has no upload {upload_id!r}"
-            ) from None
+            raise UnknownUploadError(f"project {project!r} has no upload {upload_id!r}") from None
         return UploadRecord(**json.loads(raw))
 
     def put_file(self, project: str, upload_id: str, path: str, local: Path) -> str:

@@ -6,13 +6,15 @@ patient-entered text) is escaped; the page has no scripts and no external resour
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from html import escape
+from html import escape, unescape
+from typing import Any
 
 from dicomflow.validation.dciodvfy import Severity
 from dicomflow.validation.series import SeriesValidation
 
-__all__ = ["render_report_html"]
+__all__ = ["read_report_summary", "render_report_html"]
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
@@ -103,3 +105,38 @@ def render_report_html(
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+_SUMMARY_ROW = re.compile(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>")
+_VALIDATED = re.compile(r"^(\d+) of \d+$")
+
+
+def read_report_summary(page: str) -> dict[str, Any] | None:
+    """The counts of a report :func:`render_report_html` wrote, or ``None`` if it is not one.
+
+    Lets the index be rebuilt after it was lost: the report in the object store is then the
+    only record of a validation (see :mod:`dicomflow.index.rebuild`).
+
+    Returns
+    -------
+    dict or None
+        ``errors``, ``warnings``, ``instances_checked`` and ``checked_at``, as
+        :meth:`~dicomflow.validation.SeriesValidation.summary` gives them.
+    """
+    rows: dict[str, str] = {}
+    for key, value in _SUMMARY_ROW.findall(page):
+        # The first row of a name wins: caller-given details come after the counts.
+        rows.setdefault(unescape(key), unescape(value))
+    try:
+        errors = int(rows["Errors"])
+        warnings = int(rows["Warnings"])
+        checked_at = rows["Checked at"]
+    except (KeyError, ValueError):
+        return None
+    validated = _VALIDATED.match(rows.get("Instances validated", ""))
+    return {
+        "errors": errors,
+        "warnings": warnings,
+        "instances_checked": int(validated.group(1)) if validated else 0,
+        "checked_at": checked_at,
+    }

@@ -62,17 +62,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _routers(settings: Settings, engine: Engine, projects: ProjectStore) -> list[APIRouter]:
-    """The other doors: STOW-RS into the spool, uploads, search over the index, series files."""
+    """The other doors: STOW-RS into the spool, uploads, search, series files and pages."""
     from dicomflow.index import open_index
     from dicomflow.spool.store import Spool
     from dicomflow.web.search import make_search_router
     from dicomflow.web.series_files import make_series_files_router
+    from dicomflow.web.series_page import make_series_page_router
     from dicomflow.web.stow import make_stow_router
     from dicomflow.web.uploads import make_uploads_router
 
+    index = open_index(settings, engine=engine)
     return [
         make_stow_router(Spool.from_settings(settings), projects),
         make_uploads_router(settings, projects),
-        make_search_router(open_index(settings, engine=engine), projects),
+        make_search_router(index, projects),
         make_series_files_router(settings),
+        make_series_page_router(settings, index, projects),
     ]

@@ -215,7 +215,8 @@ def make_uploads_router(
             if ours and info.get("size") is not None and info.get("offset") == info.get("size"):
                 await _move_to_store(uid, meta)
         present = {
-            e.path: e.size for e in await run_in_threadpool(area.entries, project)
+            e.path: e.size
+            for e in await run_in_threadpool(area.entries, project)
             if e.upload_id == upload_id
         }
         missing = [p for p, size in record.files.items() if present.get(p) != size]
@@ -345,5 +346,3 @@ def _staged(staging: Path) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(info, dict):
             found.append((info_path.stem, info))
     return found
-
-

@@ -154,7 +154,9 @@ def test_same_uid_with_other_bytes_is_a_conflict_kept_aside(
 
     spool = Spool.from_settings(platform)
     reasons = [p for p in spool.problems() if ct[0].SOPInstanceUID in p.reason]
-    assert len(reasons) == 1 and reasons[0].reason.startswith("conflict")
+    assert len(reasons) == 1 and reasons[0].reason.startswith("conflict"), [
+        (p.received_at, p.details) for p in reasons
+    ]
     with DicomWebClient.from_settings(platform) as pacs:
         held = pacs.retrieve_instance(
             ct[0].StudyInstanceUID, ct[0].SeriesInstanceUID, ct[0].SOPInstanceUID

@@ -200,3 +200,14 @@ def test_batches_command_lists_json(spool: Spool, tmp_path: Path) -> None:
     )
     table = CliRunner().invoke(batches_command, ["--state", "open"], obj=FakeSettings())
     assert "no batches" in table.output
+
+
+def test_a_named_problem_is_kept_once(spool: Spool, tmp_path: Path) -> None:
+    source = tmp_path / "x.dcm"
+    source.write_bytes(b"not really dicom")
+    origin = Origin(Door.DIMSE, "127.0.0.1:1", "A", "B")
+    first = spool.keep_problem(source, "conflict: x", origin, problem_id="conflict-b-1")
+    again = spool.keep_problem(source, "conflict: x", origin, problem_id="conflict-b-1")
+    assert first is not None and first.id == "conflict-b-1"
+    assert again is None
+    assert [p.id for p in spool.problems()] == ["conflict-b-1"]

@@ -83,10 +83,15 @@ def test_up_status_down_leave_no_process_behind(own_stack: dict[str, str]) -> No
 
         logs = run(own_stack, "logs", "postgres", "-n", "5")
         assert logs.returncode == 0 and logs.stdout.strip()
+        started = marked_processes(data_dir.resolve())
+        # Airflow's API server rewrites its process title (and so hides its environment):
+        # it is found through the session it leads.
+        assert components["airflow-api-server"]["pid"] in {p.pid for p in started}
     finally:
         down = run(own_stack, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert marked_processes(data_dir.resolve()) == []
+    assert [p.pid for p in started if p.is_running()] == []
     final = run(own_stack, "status", "--json")
     assert final.returncode == 1
     assert {c["state"] for c in json.loads(final.stdout)["components"]} == {"stopped"}

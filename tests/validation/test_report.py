@@ -10,6 +10,7 @@ import pytest
 
 from dicomflow.dicom.headers import group_series
 from dicomflow.validation import render_report_html, validate_series
+from dicomflow.validation.report import read_report_summary
 from tests.dicomfiles import pydicom_file, write_ct_series
 
 
@@ -83,3 +84,18 @@ def test_report_of_a_crashed_validator() -> None:
     html = render_report_html(validate_series(series))
     assert "validator crashed (signal 6, SIGABRT)" in html
     assert "Validator crashes</th><td>1<" in html
+
+
+def test_report_summary_reads_back_what_the_report_says(tmp_path: Path) -> None:
+    paths = write_ct_series(tmp_path / "ct", [1, 2, 4])
+    result = validate_series(group_series(paths).series[0])
+    html = render_report_html(result, details={"Errors": "<not this one>"})
+    summary = read_report_summary(html)
+    expected = result.summary()
+    assert summary == {
+        "errors": expected["errors"],
+        "warnings": expected["warnings"],
+        "instances_checked": 3,
+        "checked_at": expected["checked_at"],
+    }
+    assert read_report_summary("<html><body>not a report</body></html>") is None

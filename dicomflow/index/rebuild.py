@@ -1,0 +1,402 @@
+"""Rebuild series documents from the PACS and the platform database.
+
+After a switch of index backend, or when the index was lost, the documents can be made again
+from what outlives the index: the platform database says which series exist and where they
+belong (``series_projects``, ``dataset_series``), the PACS holds their headers (WADO-RS
+metadata: DICOM JSON without pixel data, one request per series), and the object store holds
+their thumbnails and validation reports.
+
+Each rebuilt series is rewritten whole, in every project it belongs to and in ``admin``, so
+the copies agree and no count is carried over twice. Platform fields the PACS cannot know
+(batch ids, sender, AE titles, receipt time, validation runs) are kept from the stored document
+when there is one; without it, the receipt time is when the series was first mapped and the
+validation counts are read back from the stored report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydicom.dataset import Dataset
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from dicomflow.config import Settings
+from dicomflow.db.models import Dataset as DatasetRow
+from dicomflow.db.models import DatasetSeries, SeriesProject
+from dicomflow.db.projects import ADMIN_PROJECT
+from dicomflow.db.session import make_engine
+from dicomflow.dicom.document import build_series_document
+from dicomflow.dicom.headers import InstanceInfo, SeriesGroup, instance_from_header
+from dicomflow.index import open_index
+from dicomflow.index.base import SeriesIndex
+from dicomflow.pacs.client import (
+    DicomWebClient,
+    PacsError,
+    PacsUnavailableError,
+    study_uid_of,
+)
+from dicomflow.pipeline.batch import report_key, thumbnail_key
+from dicomflow.storage.client import ObjectNotFoundError, ObjectStore, ObjectStoreError
+from dicomflow.validation.report import read_report_summary
+
+__all__ = [
+    "MappedSeries",
+    "RebuildProgress",
+    "RebuildReport",
+    "mapped_series",
+    "rebuild_index",
+    "series_group_from_metadata",
+]
+
+log = logging.getLogger(__name__)
+
+#: Fields only the pipeline knows; a rebuild keeps the stored document's values.
+KEPT_FIELDS: tuple[str, ...] = (
+    "batch_ids",
+    "calling_ae",
+    "called_ae",
+    "sender",
+    "received_at",
+    "last_received_at",
+    "validation",
+)
+
+
+class RebuildProgress(Protocol):
+    """Receives the rebuild's progress (e.g. a progress bar)."""
+
+    def start(self, total: int) -> None:
+        """The number of series to rebuild, before the first."""
+
+    def advance(self, series_uid: str) -> None:
+        """One more series handled (rebuilt, missing or failed)."""
+
+
+@dataclass(frozen=True)
+class MappedSeries:
+    """A series as the platform database knows it.
+
+    Attributes
+    ----------
+    series_uid, study_uid
+        Its UIDs (``study_uid`` empty when the mapping did not record it).
+    projects
+        Every project it is mapped to, ``admin`` included when mapped there.
+    datasets
+        Names of its datasets, over all its projects.
+    first_mapped
+        When it was first mapped: the best guess at its receipt when no document is left.
+    """
+
+    series_uid: str
+    study_uid: str
+    projects: tuple[str, ...]
+    datasets: tuple[str, ...]
+    first_mapped: datetime | None
+
+    @property
+    def index_projects(self) -> list[str]:
+        """The projects to write its document to (each write also reaches ``admin``)."""
+        own = [p for p in self.projects if p != ADMIN_PROJECT]
+        return own or [ADMIN_PROJECT]
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild did.
+
+    Attributes
+    ----------
+    project
+        The project whose series were rebuilt (``None``: every series).
+    rebuilt
+        Series UID -> number of instances indexed.
+    missing
+        Series mapped in the platform database that the PACS does not hold (left untouched).
+    failed
+        Series UID -> why it could not be rebuilt (its stored document is left untouched).
+    """
+
+    project: str | None
+    rebuilt: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every mapped series was rebuilt."""
+        return not self.missing and not self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "project": self.project,
+            "rebuilt": self.rebuilt,
+            "instances": sum(self.rebuilt.values()),
+            "missing": self.missing,
+            "failed": self.failed,
+        }
+
+    def lines(self) -> list[str]:
+        """A summary for people."""
+        scope = f"project {self.project}" if self.project else "every project"
+        out = [
+            f"rebuilt {len(self.rebuilt)} series ({sum(self.rebuilt.values())} instances) "
+            f"of {scope}"
+        ]
+        out += [f"missing in the PACS (left as is): {uid}" for uid in self.missing]
+        out += [f"failed: {uid}: {why}" for uid, why in self.failed.items()]
+        return out
+
+
+def mapped_series(engine: Engine, project: str | None = None) -> list[MappedSeries]:
+    """The series the platform database maps, with all their projects and datasets.
+
+    Parameters
+    ----------
+    engine
+        The platform database.
+    project
+        Only series mapped to this project (``None`` or ``admin``: every series). Their
+        other projects and datasets are listed too.
+    """
+    with Session(engine) as session:
+        stmt = select(
+            SeriesProject.series_uid,
+            SeriesProject.project,
+            SeriesProject.study_uid,
+            SeriesProject.created_at,
+        )
+        if project is not None and project != ADMIN_PROJECT:
+            wanted = select(SeriesProject.series_uid).where(SeriesProject.project == project)
+            stmt = stmt.where(SeriesProject.series_uid.in_(wanted))
+        rows = session.execute(stmt).all()
+        uids = {row.series_uid for row in rows}
+        datasets: dict[str, set[str]] = {}
+        dataset_rows = session.execute(
+            select(DatasetSeries.series_uid, DatasetRow.name).join(
+                DatasetRow, DatasetRow.id == DatasetSeries.dataset_id
+            )
+        )
+        for uid, name in dataset_rows:
+            if uid in uids:
+                datasets.setdefault(uid, set()).add(name)
+    by_uid: dict[str, list[Any]] = {}
+    for row in rows:
+        by_uid.setdefault(row.series_uid, []).append(row)
+    out = []
+    for uid in sorted(by_uid):
+        entries = by_uid[uid]
+        out.append(
+            MappedSeries(
+                series_uid=uid,
+                study_uid=next((e.study_uid for e in entries if e.study_uid), ""),
+                projects=tuple(sorted({e.project for e in entries})),
+                datasets=tuple(sorted(datasets.get(uid, ()))),
+                first_mapped=min((e.created_at for e in entries if e.created_at), default=None),
+            )
+        )
+    return out
+
+
+def _no_bulk_data(tag: str, vr: str, uri: str) -> bytes:
+    # Bulk data (pixels, big binaries) never goes into a document: do not fetch it.
+    return b""
+
+
+def series_group_from_metadata(items: Iterable[dict[str, Any]]) -> tuple[SeriesGroup, Dataset]:
+    """A series group and its representative header from WADO-RS metadata (DICOM JSON).
+
+    Each instance's "path" is ``pacs/<SOP Instance UID>``: nothing is on disk, the name only
+    identifies it. The representative header is that of the lowest Instance Number, as for
+    documents built from files.
+
+    Raises
+    ------
+    ValueError
+        When there is no usable instance, or instances disagree on the series or study.
+    """
+    group: SeriesGroup | None = None
+    headers: dict[str, Dataset] = {}
+    for item in items:
+        ds = Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data)
+        # File meta is not part of a stored file's dataset; some PACSs include it here.
+        for tag in [elem.tag for elem in ds if elem.tag.group == 0x0002]:
+            del ds[tag]
+        instance, series_uid, study_uid, modality = instance_from_header(
+            ds, Path("pacs") / str(ds.get("SOPInstanceUID", ""))
+        )
+        if instance.sop_instance_uid in headers:
+            continue
+        if group is None:
+            group = SeriesGroup(series_uid, study_uid, modality, instance.sop_class_uid)
+        elif (series_uid, study_uid) != (group.series_instance_uid, group.study_instance_uid):
+            raise ValueError(
+                f"instance {instance.sop_instance_uid} is of series {series_uid} in study "
+                f"{study_uid}, not {group.series_instance_uid} in {group.study_instance_uid}"
+            )
+        group.instances.append(instance)
+        headers[instance.sop_instance_uid] = ds
+    if group is None:
+        raise ValueError("no instance in the metadata")
+    first = min(group.instances, key=_instance_order)
+    return group, headers[first.sop_instance_uid]
+
+
+def _instance_order(instance: InstanceInfo) -> tuple[bool, int, str]:
+    return (instance.instance_number is None, instance.instance_number or 0, str(instance.path))
+
+
+class _Rebuilder:
+    """The per-series work, with the clients it shares across series."""
+
+    def __init__(
+        self, settings: Settings, index: SeriesIndex, pacs: DicomWebClient, engine: Engine
+    ) -> None:
+        self.index = index
+        self.pacs = pacs
+        self.engine = engine
+        self.store = ObjectStore.from_settings(settings)
+
+    def study_of(self, series: MappedSeries, stored: dict[str, Any] | None) -> str | None:
+        if series.study_uid:
+            return series.study_uid
+        if stored and stored.get("0020000D StudyInstanceUID_keyword"):
+            return str(stored["0020000D StudyInstanceUID_keyword"])
+        for record in self.pacs.find_series(series.series_uid):
+            found = study_uid_of(record)
+            if found:
+                return found
+        return None
+
+    def object_in(self, projects: Iterable[str], key: str) -> str | None:
+        """The first of ``projects`` whose bucket holds ``key``."""
+        for project in projects:
+            try:
+                if self.store.exists(project, key):
+                    return project
+            except ObjectStoreError as exc:
+                log.warning("object store: cannot check %s in %s: %s", key, project, exc)
+        return None
+
+    def stored_validation(self, project: str, uid: str) -> dict[str, Any] | None:
+        try:
+            page = self.store.get_bytes(project, report_key(uid)).decode("utf-8", "replace")
+        except (ObjectNotFoundError, ObjectStoreError):
+            return None
+        summary = read_report_summary(page)
+        return {**summary, "report_key": report_key(uid)} if summary else None
+
+    def rebuild(self, series: MappedSeries) -> int | None:
+        """Rewrite one series' documents; the instance count, or ``None`` if not in the PACS."""
+        uid = series.series_uid
+        stored = self.index.get(ADMIN_PROJECT, uid)
+        study = self.study_of(series, stored)
+        if study is None:
+            return None
+        items = self.pacs.series_metadata(study, uid)
+        if not items:
+            return None
+        group, header = series_group_from_metadata(items)
+        buckets = [ADMIN_PROJECT, *series.index_projects]
+        thumb = thumbnail_key(uid) if self.object_in(buckets, thumbnail_key(uid)) else None
+        report_home = self.object_in(buckets, report_key(uid))
+        validation = None
+        if report_home is not None and not (stored and stored.get("validation")):
+            validation = self.stored_validation(report_home, uid)
+        document = build_series_document(
+            group,
+            header,
+            projects=series.index_projects,
+            datasets=series.datasets,
+            received_at=series.first_mapped,
+            thumbnail_key=thumb,
+            validation=validation,
+        )
+        for name in KEPT_FIELDS:
+            if stored and stored.get(name) is not None:
+                document[name] = stored[name]
+        # The pipeline's convention (steps._write_documents): one fixed key, the exact count.
+        document["instance_counts"] = {"all": document["instance_count"]}
+        with self._series_lock(uid):
+            self.index.delete_series(ADMIN_PROJECT, uid)
+            for project in series.index_projects:
+                self.index.ensure_project(project)
+                self.index.upsert(project, [document])
+        return int(document["instance_count"])
+
+    @contextmanager
+    def _series_lock(self, series_uid: str) -> Iterator[None]:
+        # The pipeline's lock on a series' read-merge-write: a batch of the same series being
+        # indexed right now waits for the rewrite instead of interleaving with it.
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(hashtext(:uid))"), {"uid": series_uid})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:uid))"), {"uid": series_uid})
+
+
+def rebuild_index(
+    settings: Settings,
+    project: str | None = None,
+    progress: RebuildProgress | None = None,
+) -> RebuildReport:
+    """Rebuild the documents of the series the platform database maps.
+
+    Parameters
+    ----------
+    settings
+        The platform settings (index backend, PACS, object store, platform database).
+    project
+        Only the series of this project (``None`` or ``admin``: every series). Each is
+        rewritten in all of its projects, so the copies stay the same.
+    progress
+        Told the number of series, then each series handled.
+
+    Returns
+    -------
+    RebuildReport
+        Rebuilt series with their instance counts, series the PACS does not hold, failures.
+
+    Raises
+    ------
+    PacsUnavailableError
+        When the PACS cannot be reached at all (nothing further is tried).
+    """
+    engine = make_engine(settings.platform_db_url)
+    index = open_index(settings)
+    report = RebuildReport(project=project)
+    try:
+        todo = mapped_series(engine, project)
+        if progress is not None:
+            progress.start(len(todo))
+        with DicomWebClient.from_settings(settings) as pacs:
+            worker = _Rebuilder(settings, index, pacs, engine)
+            for series in todo:
+                try:
+                    count = worker.rebuild(series)
+                except PacsUnavailableError:
+                    raise
+                except (PacsError, ValueError) as exc:
+                    report.failed[series.series_uid] = str(exc)
+                    log.warning("series %s not rebuilt: %s", series.series_uid, exc)
+                else:
+                    if count is None:
+                        report.missing.append(series.series_uid)
+                    else:
+                        report.rebuilt[series.series_uid] = count
+                if progress is not None:
+                    progress.advance(series.series_uid)
+    finally:
+        index.close()
+        engine.dispose()
+    return report

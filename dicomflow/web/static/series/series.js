@@ -1,0 +1,257 @@
+// The Series page: search box and facet filters over GET /api/series, result cards, paging.
+// Every value from a DICOM header is put into the page as text (textContent), never as markup.
+(function () {
+  "use strict";
+  const $ = (sel) => document.querySelector(sel);
+  const F = {
+    patientName: "00100010 PatientName_keyword",
+    patientId: "00100020 PatientID_keyword",
+    modality: "00080060 Modality_keyword",
+    studyDate: "00080020 StudyDate_date",
+    studyDescription: "00081030 StudyDescription_keyword",
+    seriesDescription: "0008103E SeriesDescription_keyword",
+    seriesUid: "0020000E SeriesInstanceUID_keyword",
+  };
+  const DEFAULT_PAGE_SIZE = 24;
+  // Filters whose form field has the query parameter's name.
+  const FILTERS = ["q", "dataset", "modality", "patient_id", "from", "to", "has_errors", "has_warnings"];
+  const state = { project: "admin", page: 1, size: DEFAULT_PAGE_SIZE, seq: 0 };
+
+  async function api(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) {
+      const detail = data && data.detail ? String(data.detail) : response.statusText;
+      throw new Error(detail);
+    }
+    return data;
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (name === "class") node.className = value;
+      else node.setAttribute(name, value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function status(text, isError) {
+    const node = $("#status");
+    node.textContent = text;
+    node.className = isError ? "error" : "";
+  }
+
+  function text(value) {
+    if (value === null || value === undefined) return "";
+    return Array.isArray(value) ? value.join(", ") : String(value);
+  }
+
+  function personName(value) {
+    return text(value).replace(/\^+/g, " ").trim();
+  }
+
+  function filters() {
+    const values = {};
+    for (const name of FILTERS) {
+      const value = $("#" + name).value.trim();
+      if (value) values[name] = value;
+    }
+    return values;
+  }
+
+  function queryString(values, extra) {
+    const params = new URLSearchParams({ project: state.project, ...values, ...(extra || {}) });
+    return params.toString();
+  }
+
+  function without(values, name) {
+    const copy = { ...values };
+    delete copy[name];
+    return copy;
+  }
+
+  // -- cards --------------------------------------------------------------------------------
+
+  function fallback(modality) {
+    return el("div", { class: "fallback" }, modality || "?", el("small", {}, "no thumbnail"));
+  }
+
+  function thumbnail(uid, modality) {
+    const box = el("div", { class: "thumb" });
+    const img = el("img", {
+      alt: "thumbnail",
+      loading: "lazy",
+      src: "/api/series/" + encodeURIComponent(uid) + "/thumbnail?project=" + encodeURIComponent(state.project),
+    });
+    img.addEventListener("error", () => { box.replaceChildren(fallback(modality)); });
+    box.append(img);
+    return box;
+  }
+
+  function badge(validation) {
+    if (!validation) return el("span", { class: "badge none" }, "not validated");
+    const errors = Number(validation.errors || 0);
+    const warnings = Number(validation.warnings || 0);
+    if (!errors && !warnings) return el("span", { class: "badge ok" }, "valid");
+    const kind = errors ? "error" : "warning";
+    return el("span", { class: "badge " + kind }, errors + " error(s), " + warnings + " warning(s)");
+  }
+
+  function card(doc) {
+    const uid = text(doc[F.seriesUid]);
+    const modality = text(doc[F.modality]);
+    const href = "/series/" + encodeURIComponent(uid) + "?project=" + encodeURIComponent(state.project);
+    const patient = [personName(doc[F.patientName]), text(doc[F.patientId])].filter(Boolean).join(" \u00b7 ");
+    const study = [text(doc[F.studyDescription]), text(doc[F.studyDate])].filter(Boolean).join(" \u00b7 ");
+    return el("a", { class: "card", href: href, "data-uid": uid },
+      thumbnail(uid, modality),
+      el("div", { class: "line description", title: text(doc[F.seriesDescription]) },
+        text(doc[F.seriesDescription]) || "(no series description)"),
+      el("div", { class: "line patient" }, "Patient: " + (patient || "-")),
+      el("div", { class: "line study" }, "Study: " + (study || "-")),
+      el("div", { class: "line" },
+        el("span", { class: "modality" }, modality || "-"), " \u00b7 ",
+        el("span", { class: "instances" }, text(doc.instance_count)), " instance(s)"),
+      el("div", { class: "line dataset" }, "Dataset: " + (text(doc.dataset) || "-")),
+      el("div", { class: "line" }, badge(doc.validation)));
+  }
+
+  // -- facets -------------------------------------------------------------------------------
+
+  function showFacet(name, counts) {
+    const select = $("#" + name);
+    const chosen = select.value;
+    const values = Object.keys(counts);
+    if (chosen && !values.includes(chosen)) values.push(chosen);
+    select.replaceChildren(el("option", { value: "" }, "any"));
+    const list = $("#facet-" + name);
+    list.replaceChildren();
+    for (const value of values) {
+      const count = counts[value] || 0;
+      select.append(el("option", { value: value }, value + " (" + count + ")"));
+      const item = el("li", { "data-value": value, class: value === chosen ? "selected" : "" },
+        el("span", { class: "value" }, value), el("span", { class: "count" }, count));
+      item.addEventListener("click", () => {
+        select.value = select.value === value ? "" : value;
+        search(1);
+      });
+      list.append(item);
+    }
+    select.value = chosen;
+  }
+
+  async function facetCounts(values, result) {
+    const seq = state.seq;
+    const jobs = ["modality", "dataset"].map(async (name) => {
+      // A chosen value would hide the others: count them with the other filters only.
+      const counts = values[name]
+        ? (await api("/api/series?" + queryString(without(values, name), { size: 1 }))).facets[name]
+        : result.facets[name];
+      return [name, counts || {}];
+    });
+    const flags = ["has_errors", "has_warnings"].map(async (name) => {
+      const answer = await api("/api/series?" + queryString(without(values, name), { [name]: "true", size: 1 }));
+      return [name, answer.total];
+    });
+    const facets = await Promise.all(jobs);
+    const flagged = await Promise.all(flags);
+    if (seq !== state.seq) return;
+    for (const [name, counts] of facets) showFacet(name, counts);
+    for (const [name, total] of flagged) {
+      $(name === "has_errors" ? "#count-errors" : "#count-warnings").textContent = "(" + total + " with)";
+    }
+  }
+
+  // -- search -------------------------------------------------------------------------------
+
+  async function search(page) {
+    state.page = page || 1;
+    const values = filters();
+    const seq = ++state.seq;
+    const params = queryString(values, { page: state.page, size: state.size });
+    const kept = {};
+    if (state.page > 1) kept.page = state.page;
+    if (state.size !== DEFAULT_PAGE_SIZE) kept.size = state.size;
+    history.replaceState(null, "", "/series?" + queryString(values, kept));
+    status("searching\u2026");
+    let result;
+    try {
+      result = await api("/api/series?" + params);
+    } catch (error) {
+      if (seq === state.seq) status(error.message, true);
+      return;
+    }
+    if (seq !== state.seq) return;
+    const pages = Math.max(1, Math.ceil(result.total / state.size));
+    status(result.total + " series in " + state.project);
+    $("#results").replaceChildren(...result.items.map(card));
+    $("#page-info").textContent = "page " + result.page + " of " + pages;
+    $("#prev-page").disabled = result.page <= 1;
+    $("#next-page").disabled = result.page >= pages;
+    facetCounts(values, result).catch((error) => status(error.message, true));
+  }
+
+  async function loadDatasets() {
+    const datasets = await api("/api/projects/" + encodeURIComponent(state.project) + "/datasets");
+    const select = $("#dataset");
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "any"));
+    for (const d of datasets) select.append(el("option", { value: d.name }, d.name + " (" + d.series + ")"));
+    select.value = datasets.some((d) => d.name === chosen) ? chosen : "";
+  }
+
+  function listen() {
+    const select = $("#project");
+    select.addEventListener("change", async () => {
+      state.project = select.value;
+      $("#dataset").value = "";
+      await loadDatasets();
+      search(1);
+    });
+    for (const name of ["dataset", "modality", "has_errors", "has_warnings", "from", "to"]) {
+      $("#" + name).addEventListener("change", () => search(1));
+    }
+    $("#filters").addEventListener("submit", (event) => { event.preventDefault(); search(1); });
+    $("#reset-button").addEventListener("click", () => {
+      for (const name of FILTERS) $("#" + name).value = "";
+      search(1);
+    });
+    $("#prev-page").addEventListener("click", () => search(state.page - 1));
+    $("#next-page").addEventListener("click", () => search(state.page + 1));
+  }
+
+  async function start() {
+    const initial = new URLSearchParams(location.search);
+    const size = Number(initial.get("size"));
+    if (Number.isInteger(size) && size >= 1 && size <= 1000) state.size = size;
+    const projects = await api("/api/projects");
+    const names = projects.map((p) => p.name);
+    if (!names.includes("admin")) names.unshift("admin");
+    const select = $("#project");
+    for (const name of names) select.append(el("option", { value: name }, name));
+    state.project = names.includes(initial.get("project")) ? initial.get("project") : "admin";
+    select.value = state.project;
+    // The address keeps the filters (back from a series comes back to the same search).
+    for (const name of FILTERS) {
+      const value = initial.get(name);
+      if (value === null) continue;
+      const field = $("#" + name);
+      if (field.tagName === "SELECT" && ![...field.options].some((o) => o.value === value)) {
+        field.append(el("option", { value: value }, value));
+      }
+      field.value = value;
+    }
+    // Listening before the next wait: a choice made meanwhile is not lost.
+    listen();
+    await loadDatasets();
+    await search(Number(initial.get("page")) || 1);
+  }
+
+  start().catch((error) => status(error.message, true));
+})();
