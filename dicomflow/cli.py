@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -17,6 +17,7 @@ from dicomflow.index.cli import index_group, series_group
 from dicomflow.spool.cli import batches
 
 if TYPE_CHECKING:
+    from dicomflow.airflow_api.client import AirflowClient
     from dicomflow.db.projects import ProjectStore
     from dicomflow.stack.supervisor import Stack
 
@@ -239,6 +240,50 @@ class _ProgressBar:
             self._bar = None
 
 
+class _Report(Protocol):
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def lines(self) -> list[str]: ...
+
+
+ReportT = TypeVar("ReportT", bound=_Report)
+
+
+def _run_import(
+    settings: Settings,
+    run: Callable[[AirflowClient, _ProgressBar | None], ReportT],
+    *,
+    label: str | None,
+    no_progress: bool,
+    as_json: bool,
+) -> ReportT:
+    """Run an import with a progress bar and print its report; user errors end the command."""
+    from sqlalchemy.exc import OperationalError
+
+    from dicomflow.airflow_api.client import AirflowClient
+    from dicomflow.importer import ImportRefusedError
+
+    bar = None if no_progress or as_json else _ProgressBar(*([label] if label else []))
+    try:
+        with AirflowClient.from_settings(settings) as client:
+            report = run(client, bar)
+    except ImportRefusedError as exc:
+        raise CliError(str(exc)) from None
+    except OperationalError as exc:
+        raise CliError(
+            f"the platform database is not reachable (is `dicomflow up` done?): {exc.orig}"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    return report
+
+
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--project", required=True, help="An existing project.")
@@ -267,37 +312,17 @@ def import_command(
     to Airflow's service-process-incoming-dcm (pending for the receiver's outbox when
     Airflow is down). Nothing given is modified or deleted. Exits 1 when an input failed.
     """
-    from sqlalchemy.exc import OperationalError
+    from dicomflow.importer import ImportOutcome, import_paths
 
-    from dicomflow.airflow_api.client import AirflowClient
-    from dicomflow.importer import ImportOutcome, ImportRefusedError, import_paths
-
-    bar = None if no_progress or as_json else _ProgressBar()
-    try:
-        with AirflowClient.from_settings(settings) as client:
-            report = import_paths(
-                settings,
-                paths,
-                project,
-                dataset,
-                extension=extension,
-                trigger=client,
-                progress=bar,
-            )
-    except ImportRefusedError as exc:
-        raise CliError(str(exc)) from None
-    except OperationalError as exc:
-        raise CliError(
-            f"the platform database is not reachable (is `dicomflow up` done?): {exc.orig}"
-        ) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        for line in report.lines():
-            click.echo(line)
+    report = _run_import(
+        settings,
+        lambda client, bar: import_paths(
+            settings, paths, project, dataset, extension=extension, trigger=client, progress=bar
+        ),
+        label=None,
+        no_progress=no_progress,
+        as_json=as_json,
+    )
     if report.outcome is ImportOutcome.FAILED:
         sys.exit(1)
 
@@ -350,10 +375,6 @@ def import_nifti_command(
     to Airflow's service-process-incoming-dcm. A bad case or folder is named in the report
     and does not stop the others. Nothing given is modified. Exits 1 when anything failed.
     """
-    from sqlalchemy.exc import OperationalError
-
-    from dicomflow.airflow_api.client import AirflowClient
-    from dicomflow.importer import ImportRefusedError
     from dicomflow.importer.nifti import import_nifti
     from dicomflow.importer.nifti_report import NiftiImportOutcome
     from dicomflow.nifti import FourDPolicy, Modality, NiftiImportOptions, UnknownLabelPolicy
@@ -363,32 +384,15 @@ def import_nifti_command(
         unknown_labels=UnknownLabelPolicy(unknown_labels),
         four_d=FourDPolicy(four_d),
     )
-    bar = None if no_progress or as_json else _ProgressBar("converting and importing")
-    try:
-        with AirflowClient.from_settings(settings) as client:
-            report = import_nifti(
-                settings,
-                paths,
-                project,
-                dataset,
-                options=options,
-                trigger=client,
-                progress=bar,
-            )
-    except ImportRefusedError as exc:
-        raise CliError(str(exc)) from None
-    except OperationalError as exc:
-        raise CliError(
-            f"the platform database is not reachable (is `dicomflow up` done?): {exc.orig}"
-        ) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        for line in report.lines():
-            click.echo(line)
+    report = _run_import(
+        settings,
+        lambda client, bar: import_nifti(
+            settings, paths, project, dataset, options=options, trigger=client, progress=bar
+        ),
+        label="converting and importing",
+        no_progress=no_progress,
+        as_json=as_json,
+    )
     if report.outcome is not NiftiImportOutcome.IMPORTED:
         sys.exit(1)
 
