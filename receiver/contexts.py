@@ -8,18 +8,21 @@ a sender's compressed data arrives as it was compressed, byte for byte.
 
 from __future__ import annotations
 
+from pydicom._uid_dict import UID_dictionary
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
 )
-from pynetdicom import AllStoragePresentationContexts, build_context
+from pynetdicom import AllStoragePresentationContexts, build_context, sop_class
 from pynetdicom._globals import ALL_TRANSFER_SYNTAXES
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-__all__ = ["TRANSFER_SYNTAXES", "storage_contexts"]
+__all__ = ["TRANSFER_SYNTAXES", "storage_contexts", "storage_sop_classes"]
 
 _UNCOMPRESSED = [
     ExplicitVRLittleEndian,
@@ -46,11 +49,28 @@ TRANSFER_SYNTAXES: list[str] = list(
 )
 
 
+def storage_sop_classes() -> list[str]:
+    """Every storage SOP class: pynetdicom's, plus the retired ones pydicom's dictionary knows.
+
+    Old modalities still send retired classes (e.g. the pre-1996 Ultrasound Image Storage);
+    an archive must take them.
+    """
+    known = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
+    classes = list(known)
+    for uid, (name, kind, _info, _retired, keyword) in UID_dictionary.items():
+        if kind != "SOP Class" or not name.endswith(" Storage") or "Commitment" in name:
+            continue
+        if uid == MediaStorageDirectoryStorage or uid in known:
+            continue
+        # pynetdicom hands a C-STORE to its storage service only for classes it knows.
+        if not hasattr(sop_class, keyword):
+            sop_class.register_uid(uid, keyword, StorageServiceClass)
+        classes.append(uid)
+    return classes
+
+
 def storage_contexts() -> list[PresentationContext]:
     """One context per storage SOP class with :data:`TRANSFER_SYNTAXES`, plus Verification."""
-    contexts = [
-        build_context(str(cx.abstract_syntax), TRANSFER_SYNTAXES)
-        for cx in AllStoragePresentationContexts
-    ]
+    contexts = [build_context(uid, TRANSFER_SYNTAXES) for uid in storage_sop_classes()]
     contexts.append(build_context(Verification))
     return contexts

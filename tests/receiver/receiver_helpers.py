@@ -10,6 +10,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from dicomflow.dicom.uids import uid_problem
+
 #: pydicom's files, one or more per transfer syntax (asked for by name: no downloads).
 PYDICOM_FILES = (
     "CT_small.dcm",  # Explicit VR Little Endian
@@ -33,14 +35,19 @@ def has_part10_header(path: Path) -> bool:
 
 
 def sample_files() -> list[Path]:
-    """pydicom's files above plus every Part 10 file of pydicom-data when installed."""
+    """pydicom's files above plus every Part 10 file of pydicom-data (a test dependency)."""
+    # The pydicom-data distribution installs its files as the package ``data_store``.
+    import data_store
+
     files = [Path(str(get_testdata_file(name))) for name in PYDICOM_FILES]
-    try:
-        import pydicom_data
-    except ImportError:
-        return files
-    extra = sorted(Path(pydicom_data.__file__).parent.rglob("*.dcm"))
-    return files + [p for p in extra if has_part10_header(p)]
+    extra = sorted(Path(data_store.__file__).parent.rglob("*.dcm"))
+    # A file with a malformed UID (pydicom-data's bad_sequence.dcm) belongs to the
+    # bad-instance tests. Several files are encodings of one instance (same SOP Instance UID).
+    return [
+        path
+        for path in files + [p for p in extra if has_part10_header(p)]
+        if uid_problem(sop_instance_uid(path), "SOPInstanceUID") is None
+    ]
 
 
 def dataset_bytes(path: Path) -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -91,11 +93,13 @@ def test_every_transfer_syntax_is_stored_byte_identical(receiver: Receiver, spoo
     }
     assert {b.close_reason for b in batches} == {"association released"}
     entries = [(b, e) for b in batches for e in spool.manifest(b.id)]
-    stored = {e.sop_instance_uid: b.path / e.file for b, e in entries}
-    sent = {sop_instance_uid(p): p for p in files}
-    assert set(stored) == set(sent)
-    for uid, path in sent.items():
-        assert dataset_bytes(stored[uid]) == dataset_bytes(path), f"{path.name} was re-encoded"
+    assert {e.sop_instance_uid for _b, e in entries} == {sop_instance_uid(p) for p in files}
+    # Some files are other encodings of the same instance: compare as multisets of bytes.
+    stored = Counter(_digest(dataset_bytes(b.path / e.file)) for b, e in entries)
+    sent = Counter(_digest(dataset_bytes(p)) for p in files)
+    re_encoded = [p.name for p in files if _digest(dataset_bytes(p)) not in stored]
+    assert re_encoded == [], f"re-encoded: {re_encoded}"
+    assert stored == sent
     syntaxes = {e.transfer_syntax_uid for _b, e in entries}
     assert {
         "1.2.840.10008.1.2",
@@ -110,21 +114,34 @@ def test_every_transfer_syntax_is_stored_byte_identical(receiver: Receiver, spoo
     } <= syntaxes
 
 
+def _dcmtk_reads(path: Path) -> bool:
+    return subprocess.run(["dcmdump", "-q", str(path)], capture_output=True).returncode == 0
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def test_dcmsend_delivers_every_file(receiver: Receiver, spool: Spool) -> None:
     """dcmsend may convert a file to Explicit VR LE when it offers that too in the context
     (the receiver prefers it); lossy-compressed files it never converts."""
-    files = sample_files()
+    # dcmtk cannot parse one of pydicom-data's files itself and aborts; another claims the SOP
+    # Class UID '31', which pynetdicom answers with an abort (a known gap, see the README).
+    # The byte-fidelity test above sends both with a sender that does not parse.
+    files = [p for p in sample_files() if _dcmtk_reads(p) and p.name != "explicit_VR-UN.dcm"]
     output = dcmsend(receiver.port, files, "KP-RECV", "Scanner-1")
     receiver.stop()
     (batch,) = spool.batches()
-    stored = {e.sop_instance_uid: e.transfer_syntax_uid for e in spool.manifest(batch.id)}
+    stored: dict[str, set[str]] = {}
+    for e in spool.manifest(batch.id):
+        stored.setdefault(e.sop_instance_uid, set()).add(e.transfer_syntax_uid)
     lossy = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.91"}
     for path in files:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
         uid, original = str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID)
         assert uid in stored, (path.name, output[-1000:])
         if original in lossy:
-            assert stored[uid] == original, path.name
+            assert original in stored[uid], path.name
 
 
 def _scu(calling: str = "SCU") -> AE:
