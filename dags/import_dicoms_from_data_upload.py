@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from operators.imports import DeleteUploadsOperator, ImportUploadsOperator
+from operators.imports import (
+    DeleteUploadsOperator,
+    ImportUploadsOperator,
+    upload_import_params,
+)
 
 with DAG(
     dag_id="import-dicoms-from-data-upload",
@@ -17,43 +21,13 @@ with DAG(
     catchup=False,
     max_active_runs=4,
     params={
-        "project": Param(
-            "admin",
-            type="string",
-            minLength=1,
-            maxLength=16,
-            title="Project",
-            description="An existing project (checked when the run starts).",
-        ),
-        "dataset": Param(
-            "",
-            type="string",
-            minLength=1,
-            maxLength=16,
-            title="Dataset",
-            description="Dataset name (an AE title); created on first use.",
-        ),
-        "uploads": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            minItems=1,
-            title="Uploaded files",
-            description="Upload ids (all their files) or <upload id>/<path>, as the Data "
-            "Upload page lists them.",
-        ),
+        **upload_import_params("", "Only when the import succeeded."),
         "extension": Param(
             ".dcm",
             type="string",
             title="DICOM file extension",
             description="Only files with this extension are considered; empty: every file, "
             "DICOM detected by content.",
-        ),
-        "delete_upload": Param(
-            False,
-            type="boolean",
-            title="Delete the uploads afterwards",
-            description="Only when the import succeeded.",
         ),
     },
     tags=["dicomflow", "import"],

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from operators.imports import DeleteNiftiUploadsOperator, ImportNiftiUploadsOperator
+from operators.imports import (
+    DeleteNiftiUploadsOperator,
+    ImportNiftiUploadsOperator,
+    upload_import_params,
+)
 
 with DAG(
     dag_id="import-niftis-from-data-upload",
@@ -19,31 +23,9 @@ with DAG(
     catchup=False,
     max_active_runs=2,
     params={
-        "project": Param(
-            "admin",
-            type="string",
-            minLength=1,
-            maxLength=16,
-            title="Project",
-            description="An existing project (checked when the run starts).",
-        ),
-        "dataset": Param(
-            "",
-            type="string",
-            minLength=1,
-            maxLength=16,
-            title="Dataset",
-            description="Dataset name (an AE title); created on first use.",
-        ),
-        "uploads": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            minItems=1,
-            title="Uploaded files",
-            description="Upload ids (all their files) or <upload id>/<path>, as the Data "
-            "Upload page lists them: folders or zips of NIfTI with meta_data.json / "
-            "seg_info.json, or nnU-Net datasets.",
+        **upload_import_params(
+            "folders or zips of NIfTI with meta_data.json / seg_info.json, or nnU-Net datasets.",
+            "Only when every case was imported.",
         ),
         "modality": Param(
             "MR",
@@ -67,12 +49,6 @@ with DAG(
             enum=["split", "refuse"],
             title="4D volumes",
             description="split: one series per volume; refuse: the case fails.",
-        ),
-        "delete_upload": Param(
-            False,
-            type="boolean",
-            title="Delete the uploads afterwards",
-            description="Only when every case was imported.",
         ),
     },
     tags=["dicomflow", "import", "nifti"],

@@ -66,6 +66,7 @@ class PacsSettings(_Section):
     http_port: int = Port
     dicom_port: int = Field(ge=0, le=65535)
     stow_batch_size: int = Field(ge=1, le=10000)
+    stow_concurrency: int = Field(ge=1, le=64)
 
     @property
     def base_url(self) -> str:
@@ -105,6 +106,7 @@ class IndexSettings(_Section):
     opensearch_password: str
     opensearch_verify_certs: bool
     dashboards_url: str
+    on_arrival: bool
 
 
 class AirflowSettings(_Section):
@@ -146,6 +148,7 @@ class UploadSettings(_Section):
 class ValidationSettings(_Section):
     sample: int = Field(ge=0)
     workers: int = Field(ge=1, le=64)
+    niceness: int = Field(ge=0, le=19)
 
 
 class WebSettings(_Section):

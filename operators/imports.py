@@ -4,10 +4,52 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Param
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dicomflow.config import load_settings
+
+
+def upload_import_params(uploads_hint: str, delete_hint: str) -> dict[str, Param]:
+    """The Params every import-from-data-upload DAG asks for (the Airflow UI's form).
+
+    Parameters
+    ----------
+    uploads_hint
+        What the uploads may hold, appended to the field's description.
+    delete_hint
+        When the uploads are deleted, as the delete switch's description.
+    """
+    return {
+        "project": Param(
+            "admin",
+            type="string",
+            minLength=1,
+            maxLength=16,
+            title="Project",
+            description="An existing project (checked when the run starts).",
+        ),
+        "dataset": Param(
+            "",
+            type="string",
+            minLength=1,
+            maxLength=16,
+            title="Dataset",
+            description="Dataset name (an AE title); created on first use.",
+        ),
+        "uploads": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            minItems=1,
+            title="Uploaded files",
+            description="Upload ids (all their files) or <upload id>/<path>, as the Data "
+            "Upload page lists them" + (f": {uploads_hint}" if uploads_hint else "."),
+        ),
+        "delete_upload": Param(
+            False, type="boolean", title="Delete the uploads afterwards", description=delete_hint
+        ),
+    }
 
 
 class ImportUploadsOperator(BaseOperator):
@@ -57,28 +99,45 @@ class ImportUploadsOperator(BaseOperator):
         }
 
 
-class DeleteUploadsOperator(BaseOperator):
-    """Delete the imported uploads when the run's Params ask for it and the import succeeded."""
+class _DeleteAfterImportOperator(BaseOperator):
+    """Delete a run's uploads when its Params ask for it and its import report allows it."""
 
     ui_color = "#f5e0d8"
 
-    def execute(self, context: Any) -> list[str]:
-        from dicomflow.importer.uploads import delete_imported_uploads, read_report
-        from dicomflow.storage.client import ObjectStore
+    def _delete(self, settings: Any, project: str, uploads: list[str], run_id: str) -> list[str]:
+        """Delete per the run's report; raise ``LookupError`` when the report is missing."""
+        raise NotImplementedError
 
+    def execute(self, context: Any) -> list[str]:
         params = context["params"]
         if not params.get("delete_upload"):
             raise AirflowSkipException("delete_upload is false: the uploads are kept")
         settings = load_settings(create_secrets=False)
         project = str(params["project"]).strip()
-        report = read_report(ObjectStore.from_settings(settings), project, str(context["run_id"]))
-        if report is None:
-            raise AirflowFailException("the import's report is missing: uploads kept")
-        deleted = delete_imported_uploads(settings, project, list(params["uploads"]), report)
-        if not deleted:
-            raise AirflowSkipException(f"import outcome {report.outcome.value!r}: uploads kept")
+        try:
+            deleted = self._delete(
+                settings, project, list(params["uploads"]), str(context["run_id"])
+            )
+        except LookupError:
+            raise AirflowFailException("the import's report is missing: uploads kept") from None
         for name in deleted:
             self.log.info("deleted upload %s", name)
+        return deleted
+
+
+class DeleteUploadsOperator(_DeleteAfterImportOperator):
+    """Delete the imported uploads when the run's Params ask for it and the import succeeded."""
+
+    def _delete(self, settings: Any, project: str, uploads: list[str], run_id: str) -> list[str]:
+        from dicomflow.importer.uploads import delete_imported_uploads, read_report
+        from dicomflow.storage.client import ObjectStore
+
+        report = read_report(ObjectStore.from_settings(settings), project, run_id)
+        if report is None:
+            raise LookupError(run_id)
+        deleted = delete_imported_uploads(settings, project, uploads, report)
+        if not deleted:
+            raise AirflowSkipException(f"import outcome {report.outcome.value!r}: uploads kept")
         return deleted
 
 
@@ -144,27 +203,17 @@ class ImportNiftiUploadsOperator(BaseOperator):
         }
 
 
-class DeleteNiftiUploadsOperator(BaseOperator):
+class DeleteNiftiUploadsOperator(_DeleteAfterImportOperator):
     """Delete the uploads of a NIfTI import when asked for and every case was imported."""
 
-    ui_color = "#f5e0d8"
-
-    def execute(self, context: Any) -> list[str]:
+    def _delete(self, settings: Any, project: str, uploads: list[str], run_id: str) -> list[str]:
         from dicomflow.importer.nifti import delete_imported_nifti_uploads, read_nifti_report
         from dicomflow.storage.client import ObjectStore
 
-        params = context["params"]
-        if not params.get("delete_upload"):
-            raise AirflowSkipException("delete_upload is false: the uploads are kept")
-        settings = load_settings(create_secrets=False)
-        project = str(params["project"]).strip()
-        store = ObjectStore.from_settings(settings)
-        report = read_nifti_report(store, project, str(context["run_id"]))
+        report = read_nifti_report(ObjectStore.from_settings(settings), project, run_id)
         if report is None:
-            raise AirflowFailException("the import's report is missing: uploads kept")
-        deleted = delete_imported_nifti_uploads(settings, project, list(params["uploads"]), report)
+            raise LookupError(run_id)
+        deleted = delete_imported_nifti_uploads(settings, project, uploads, report)
         if not deleted:
             raise AirflowSkipException(f"import outcome {report.outcome.value!r}: uploads kept")
-        for name in deleted:
-            self.log.info("deleted upload %s", name)
         return deleted

@@ -19,11 +19,15 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_RELEASE
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 
 from dicomflow.db.projects import ADMIN_PROJECT, normalize_ae_name
+from dicomflow.dicom.uids import uid_problem
 from dicomflow.spool.checks import InstanceRejectedError, StoreStatus
 from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import Intake, Spool
+from receiver.dimse import written_content
 
 LOGGER = logging.getLogger("receiver")
 
@@ -201,8 +205,16 @@ class ReceiverHandlers:
         if intake is None:  # cannot happen: stores only follow an accepted association
             return _failure(StoreStatus.PROCESSING_FAILURE, "association has no project")
         path = Path(event.dataset_path)
+        refused = _unsupported_sop_class(str(event.request.AffectedSOPClassUID or ""))
+        if refused is not None:
+            intake.failed += 1
+            try:
+                self.spool.keep_problem(path, refused, intake.origin, intake.project, move=True)
+            except OSError:
+                LOGGER.exception("cannot keep a refused instance from %s", state.peer)
+            return _failure(StoreStatus.SOP_CLASS_NOT_SUPPORTED, refused)
         try:
-            intake.store(path, move=True)
+            intake.store(path, move=True, content=written_content(event.request))
         except InstanceRejectedError as exc:
             return _failure(exc.status, exc.reason)
         except Exception as exc:
@@ -263,6 +275,15 @@ class ReceiverHandlers:
             time.monotonic() - state.started,
             ",".join(intake.batch_ids) if intake and intake.batch_ids else "-",
         )
+
+
+def _unsupported_sop_class(sop_class: str) -> str | None:
+    """Why a C-STORE's Affected SOP Class UID is refused, or ``None`` for a storage class."""
+    if issubclass(uid_to_service_class(sop_class), StorageServiceClass):
+        return None
+    return (
+        uid_problem(sop_class, "SOP Class UID") or f"SOP Class {sop_class} is not a storage class"
+    )
 
 
 def _failure(status: StoreStatus, comment: str) -> Dataset:

@@ -5,23 +5,30 @@ association thread sleeps 1 ms before every look at its message queue. A C-STORE
 crosses both loops two or three times, so a sender waiting for each response gets at most a
 few hundred instances per second however fast the handler is.
 
-The classes here keep pynetdicom's state machine, queues and handlers untouched and only
-change *how the two loops wait*:
+The classes here keep pynetdicom's state machine, queues and handlers and change little
+more than *how the two loops wait*:
 
 * :class:`EventDrivenDUL` waits in ``select()`` on the peer socket and a wake-up socket pair
   that :meth:`EventDrivenDUL.send_pdu` writes to, so it reacts to incoming bytes and to
-  outgoing responses at once, and sleeps up to :data:`IDLE_WAIT` when nothing happens.
+  outgoing primitives at once, and sleeps up to :data:`IDLE_WAIT` when nothing happens.
+  A P-DATA (a C-STORE response) that the state machine would only send is sent by the
+  calling thread itself, without waking the reactor.
 * :class:`EventDrivenAssociation` blocks on the DIMSE message queue with a short timeout
-  instead of sleeping before each non-blocking look.
+  instead of sleeping before each non-blocking look, uses
+  :class:`~receiver.dimse.StreamingDIMSE`, and hands a C-STORE of a SOP Class pynetdicom
+  has no service for to the storage service instead of aborting the association.
+* :class:`BulkReadSocket` reads a PDU with as few ``recv`` calls as the kernel allows
+  instead of 4 KB at a time (a 500 KB instance took ~125 calls).
 * :class:`EventDrivenRequestHandler` creates that association for each accepted
   connection, and :class:`ReceiverServer` sets ``TCP_NODELAY`` on accepted sockets.
 
 Why subclass instead of setting knobs: the only settable knob, ``DULServiceProvider.
 _run_loop_delay``, turns the DUL into a busy loop when lowered, and the association's 1 ms
 sleep is hard-coded. Overriding ``run_reactor``/``send_pdu``/``stop_dul`` (public) and
-``Association._run_reactor``/``RequestHandler._create_association`` (private) ties this
-module to the pynetdicom release it was written against, so :func:`fast_reactor_supported`
-checks the version and the receiver falls back to the stock classes on any other one.
+``Association._run_reactor``/``_serve_request``, ``RequestHandler._create_association`` and
+``AssociationSocket.recv`` (private or internal) ties this module to the pynetdicom release
+it was written against, so :func:`fast_reactor_supported` checks the version and the
+receiver falls back to the stock classes on any other one.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import select
 import socket
 import socketserver
 import ssl
+import threading
 import time
 from copy import deepcopy
 from datetime import datetime
@@ -41,13 +49,19 @@ from typing import Any, cast
 import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import (
     AssociationSocket,
     RequestHandler,
     ThreadedAssociationServer,
 )
+
+from receiver.dimse import StreamingDIMSE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,6 +71,8 @@ SUPPORTED_PYNETDICOM = frozenset({"3.0.4"})
 IDLE_WAIT = 0.05
 #: Longest wait of the association loop for a DIMSE message before it checks release/abort.
 ASSOCIATION_WAIT = 0.005
+#: States in which a P-DATA request only sends its PDU (PS3.8 9.2: Sta6 DT-1, Sta8 AR-7).
+_DATA_TRANSFER_STATES = frozenset({"Sta6", "Sta8"})
 
 
 def fast_reactor_supported() -> bool:
@@ -72,6 +88,9 @@ class EventDrivenDUL(DULServiceProvider):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        # Held while the state machine acts and while a P-DATA is sent directly (see
+        # _send_data_directly), so the state cannot change under a direct send.
+        self._state_lock = threading.RLock()
 
     def wake(self) -> None:
         """Make the reactor look at its queues now."""
@@ -80,9 +99,38 @@ class EventDrivenDUL(DULServiceProvider):
             self._wake_w.send(b"\x00")
 
     def send_pdu(self, primitive: Any) -> None:
-        """Queue a primitive for the peer and wake the reactor to send it."""
+        """Send a P-DATA at once if that is all the state machine would do, else queue it.
+
+        A queued primitive wakes the reactor to send it.
+        """
+        if isinstance(primitive, P_DATA) and self._send_data_directly(primitive):
+            return
         super().send_pdu(primitive)
         self.wake()
+
+    def _send_data_directly(self, primitive: P_DATA) -> bool:
+        """Send a P-DATA-TF PDU from the calling thread; ``False`` when it must be queued.
+
+        In Sta6 (and Sta8) the state machine answers a P-DATA request only by sending the
+        PDU and staying in its state (DT-1, AR-7 in PS3.8 9.2). Handing each C-STORE
+        response to the reactor thread for that cost two thread switches and the GIL going
+        back and forth. Anything else (other states, primitives still queued, a handler
+        watching state transitions) goes through the queue and the state machine as before.
+        """
+        if self.assoc.get_handlers(evt.EVT_FSM_TRANSITION):
+            return False
+        with self._state_lock:
+            if (
+                self._kill_thread
+                or self.to_provider_queue.queue
+                or self.state_machine.current_state not in _DATA_TRANSFER_STATES
+            ):
+                return False
+            self._send(P_DATA_TF(primitive))
+        if not self.event_queue.empty():
+            # A failed send queued Evt17 (transport closed): let the reactor act on it.
+            self.wake()
+        return True
 
     def stop_dul(self) -> bool:
         """Stop the reactor if the state machine is idle (``Sta1``)."""
@@ -159,8 +207,18 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 idle = True
                 continue
-            self.state_machine.do_action(event)
-            idle = False
+            with self._state_lock:
+                self.state_machine.do_action(event)
+            # Nothing left to do now (the usual case once a message is complete and handed to
+            # the association thread): wait in select(), which notices incoming bytes too,
+            # instead of polling once more. The extra poll released the GIL to the association
+            # thread and then waited to get it back, two context switches per message.
+            # In Sta13 the next look closes the socket: no waiting there.
+            idle = (
+                self.event_queue.empty()
+                and not self.to_provider_queue.queue
+                and self.state_machine.current_state != "Sta13"
+            )
 
 
 class EventDrivenAssociation(Association):
@@ -169,9 +227,39 @@ class EventDrivenAssociation(Association):
     def __init__(self, ae: Any, mode: str) -> None:
         super().__init__(ae, mode)
         self.dul = EventDrivenDUL(self)
+        self.dimse = StreamingDIMSE(self)
         # The timeout setters push their values into the DUL's timers: re-apply them.
         self.acse_timeout = self.acse_timeout
         self.network_timeout = self.network_timeout
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        """Serve a request; a C-STORE of a SOP Class no service knows goes to storage.
+
+        pynetdicom aborts the association when a C-STORE names a SOP Class UID it has no
+        service for (a private or malformed one: dcmsend takes it from the data set, e.g.
+        '31'), and every instance after it is lost to the sender. The storage service
+        answers it instead: the receiver's handler refuses that one instance with a status.
+        """
+        if (
+            isinstance(msg, C_STORE)
+            and msg.is_valid_request
+            and not self._sent_release
+            and uid_to_service_class(str(msg.AffectedSOPClassUID)) is ServiceClass
+            and context_id in self._accepted_cx
+        ):
+            # As pynetdicom 3.0.4's _serve_request does around a service class's SCP().
+            self.dimse.cancel_req = {}
+            self._is_paused = True
+            try:
+                StorageServiceClass(self).SCP(msg, self._accepted_cx[context_id])
+            except Exception as exc:
+                LOGGER.exception(exc)
+                self.abort()
+                return
+            self._is_paused = False
+            self.dimse.cancel_req = {}
+            return
+        super()._serve_request(msg, context_id)
 
     def _run_reactor(self) -> None:
         """The acceptor loop of pynetdicom 3.0.4, waiting on the message queue."""
@@ -222,6 +310,29 @@ class EventDrivenAssociation(Association):
                 return
 
 
+class BulkReadSocket(AssociationSocket):
+    """An association socket that reads into one buffer with as few calls as possible."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read ``nr_bytes`` from the socket (fewer only when the peer closed it).
+
+        Blocks like the parent's; timeouts and errors propagate to the caller as there.
+        """
+        sock = cast(socket.socket, self.socket)
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        nr_read = 0
+        while nr_read < nr_bytes:
+            count = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
+            if not count:
+                # The connection was broken: return what arrived, as the parent does.
+                del view
+                del buffer[nr_read:]
+                return buffer
+            nr_read += count
+        return buffer
+
+
 class EventDrivenRequestHandler(RequestHandler):
     """Creates an :class:`EventDrivenAssociation` for each accepted connection."""
 
@@ -229,7 +340,7 @@ class EventDrivenRequestHandler(RequestHandler):
         assoc = EventDrivenAssociation(self.ae, "acceptor")
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        assoc.set_socket(AssociationSocket(assoc, client_socket=self.request))
+        assoc.set_socket(BulkReadSocket(assoc, client_socket=self.request))
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.ae_title
         assoc.acceptor.address_info = self.local

@@ -349,6 +349,7 @@ def build_series_document(
     received_at: datetime | str | None = None,
     thumbnail_key: str | None = None,
     validation: Mapping[str, Any] | None = None,
+    archived: bool = True,
     max_sequence_items: int = DEFAULT_MAX_SEQUENCE_ITEMS,
 ) -> dict[str, Any]:
     """Build the index document of one series from one batch.
@@ -374,6 +375,10 @@ def build_series_document(
         Summary of the validation of this batch's instances: ``errors``, ``warnings``,
         ``instances_checked``, ``checked_at`` and ``report_key`` (e.g.
         :meth:`dicomflow.validation.SeriesValidation.summary` plus the report key).
+    archived
+        Whether the PACS has confirmed this batch's instances. A series is indexed as soon as
+        its batch arrives, before the PACS holds it: ``pacs_state`` then says ``"storing"``
+        until every batch of the series is archived.
     max_sequence_items
         See :func:`dataset_fields`.
 
@@ -416,6 +421,8 @@ def build_series_document(
             "instance_numbers": instance_numbers,
             "sop_class_uids": group.sop_class_uids,
             "batch_ids": [batch_id] if batch_id else [],
+            "archived_batch_ids": [batch_id] if batch_id and archived else [],
+            "pacs_state": PacsState.STORED if archived else PacsState.STORING,
             "calling_ae": calling_ae,
             "called_ae": called_ae,
             "sender": sender,
@@ -432,6 +439,23 @@ def build_series_document(
 def _time_bound(values: Iterable[str | None], pick: Any) -> str | None:
     present = [datetime.fromisoformat(v) for v in values if v]
     return pick(present).isoformat() if present else None
+
+
+class PacsState(StrEnum):
+    """Whether the PACS holds every instance the index counts for a series."""
+
+    #: Every batch of the series is confirmed by the PACS.
+    STORED = "stored"
+    #: At least one batch is indexed but not yet confirmed (being stored, or its store failed
+    #: and waits for a re-run).
+    STORING = "storing"
+
+
+def _archived_batches(document: Mapping[str, Any]) -> list[Any]:
+    # Documents written before the field existed were written only after the PACS store.
+    if "archived_batch_ids" not in document:
+        return list(document.get("batch_ids") or [])
+    return list(document.get("archived_batch_ids") or [])
 
 
 def merge_series_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -454,6 +478,8 @@ def merge_series_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> di
         fields it lacks are added. Sender fields and the thumbnail key follow the newest
         batch; ``received_at`` is the earliest receipt and ``last_received_at`` the latest.
         Validation runs are keyed by batch id: re-validating a batch replaces its run.
+        ``archived_batch_ids`` (batches the PACS confirmed) is a union too, and
+        ``pacs_state`` is ``"stored"`` once it covers every batch id.
 
     Raises
     ------
@@ -468,6 +494,8 @@ def merge_series_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> di
     merged.update({k: v for k, v in old.items() if is_dicom_field(k)})
 
     uids = _sorted_union(old.get("sop_instance_uids"), new.get("sop_instance_uids"))
+    batch_ids = _sorted_union(old.get("batch_ids"), new.get("batch_ids"))
+    archived = _sorted_union(_archived_batches(old), _archived_batches(new))
     numbers = _sorted_union(old.get("instance_numbers"), new.get("instance_numbers"))
     runs: dict[str | None, Mapping[str, Any]] = {}
     for document in (old, new):
@@ -489,7 +517,11 @@ def merge_series_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> di
             "instance_count": len(uids),
             "instance_numbers": numbers,
             "sop_class_uids": _sorted_union(old.get("sop_class_uids"), new.get("sop_class_uids")),
-            "batch_ids": _sorted_union(old.get("batch_ids"), new.get("batch_ids")),
+            "batch_ids": batch_ids,
+            "archived_batch_ids": archived,
+            "pacs_state": PacsState.STORED
+            if set(batch_ids) <= set(archived)
+            else PacsState.STORING,
             "calling_ae": newest("calling_ae"),
             "called_ae": newest("called_ae"),
             "sender": newest("sender"),

@@ -10,9 +10,10 @@ and tells the user why (nothing is silently dropped).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -26,6 +27,7 @@ __all__ = [
     "InstanceInfo",
     "RejectedFile",
     "SeriesGroup",
+    "group_instances",
     "group_series",
     "instance_from_header",
     "read_header",
@@ -48,6 +50,9 @@ HEADER_TAGS: tuple[str, ...] = (
 )
 
 PathLike = str | os.PathLike[str]
+
+#: Version of :meth:`HeaderScan.to_json`'s format.
+_SCAN_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +175,87 @@ class HeaderScan:
     def instance_count(self) -> int:
         """The number of grouped instances."""
         return sum(len(group.instances) for group in self.series)
+
+    def to_json(self, base: Path) -> dict[str, Any]:
+        """A JSON-able form with paths relative to ``base`` (see :meth:`from_json`).
+
+        A batch is scanned once and every later step reads this form: re-reading thousands
+        of headers in each step cost seconds per step.
+        """
+
+        def rel(path: Path) -> str:
+            return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+        return {
+            "version": _SCAN_FORMAT,
+            "series": [
+                {
+                    "series_instance_uid": g.series_instance_uid,
+                    "study_instance_uid": g.study_instance_uid,
+                    "modality": g.modality,
+                    "sop_class_uid": g.sop_class_uid,
+                    "instances": [
+                        [
+                            i.sop_instance_uid,
+                            i.instance_number,
+                            rel(i.path),
+                            i.size,
+                            i.sop_class_uid,
+                            i.number_of_frames,
+                            i.image_position,
+                            i.image_orientation,
+                        ]
+                        for i in g.instances
+                    ],
+                }
+                for g in self.series
+            ],
+            "rejected": [
+                {
+                    "path": rel(r.path),
+                    "reason": r.reason,
+                    "duplicate_of": rel(r.duplicate_of) if r.duplicate_of else None,
+                }
+                for r in self.rejected
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], base: Path) -> HeaderScan:
+        """Inverse of :meth:`to_json`; relative paths are resolved against ``base``.
+
+        Raises
+        ------
+        ValueError
+            When ``data`` is not in the format this version writes.
+        """
+        if data.get("version") != _SCAN_FORMAT:
+            raise ValueError(f"unknown header scan format {data.get('version')!r}")
+        scan = cls()
+        for g in data["series"]:
+            group = SeriesGroup(
+                g["series_instance_uid"], g["study_instance_uid"], g["modality"], g["sop_class_uid"]
+            )
+            for uid, number, path, size, sop_class, frames, position, orientation in g["instances"]:
+                group.instances.append(
+                    InstanceInfo(
+                        sop_instance_uid=uid,
+                        instance_number=number,
+                        path=base / path,
+                        size=size,
+                        sop_class_uid=sop_class,
+                        number_of_frames=frames,
+                        image_position=tuple(position) if position else None,
+                        image_orientation=tuple(orientation) if orientation else None,
+                    )
+                )
+            scan.series.append(group)
+        for r in data["rejected"]:
+            duplicate = r.get("duplicate_of")
+            scan.rejected.append(
+                RejectedFile(base / r["path"], r["reason"], base / duplicate if duplicate else None)
+            )
+        return scan
 
 
 def read_header(path: PathLike, *, specific_tags: Sequence[str] | None = None) -> Dataset:
@@ -340,15 +426,44 @@ def group_series(paths: Iterable[PathLike]) -> HeaderScan:
     series belongs to exactly one study (PS3.3 C.7.3).
     """
     scan = HeaderScan()
+
+    def read(path: Path) -> tuple[InstanceInfo, str, str, str | None] | RejectedFile:
+        try:
+            return read_instance_info(path)
+        except ValueError as exc:
+            return RejectedFile(path, str(exc))
+
+    return group_instances((read(Path(p)) for p in paths), scan)
+
+
+def group_instances(
+    items: Iterable[tuple[InstanceInfo, str, str, str | None] | RejectedFile],
+    scan: HeaderScan | None = None,
+) -> HeaderScan:
+    """Group instances whose headers were already read, by the rules of :func:`group_series`.
+
+    Parameters
+    ----------
+    items
+        ``(instance, series_instance_uid, study_instance_uid, modality)`` as returned by
+        :func:`instance_from_header`, or a file already rejected.
+    scan
+        The scan to add to (a new one by default).
+
+    Returns
+    -------
+    HeaderScan
+        The series groups and the rejected files.
+    """
+    scan = scan if scan is not None else HeaderScan()
     groups: dict[str, SeriesGroup] = {}
     seen: dict[str, Path] = {}
-    for raw_path in paths:
-        path = Path(raw_path)
-        try:
-            instance, series_uid, study_uid, modality = read_instance_info(path)
-        except ValueError as exc:
-            scan.rejected.append(RejectedFile(path, str(exc)))
+    for item in items:
+        if isinstance(item, RejectedFile):
+            scan.rejected.append(item)
             continue
+        instance, series_uid, study_uid, modality = item
+        path = instance.path
         kept = seen.get(instance.sop_instance_uid)
         if kept is not None:
             scan.rejected.append(

@@ -35,8 +35,9 @@ from dicomflow.importer.report import (
     ImportReport,
     SeriesSummary,
 )
+from dicomflow.pipeline import announce_quietly
 from dicomflow.spool.checks import InstanceRejectedError, StoreStatus
-from dicomflow.spool.outbox import INCOMING_DAG_ID, DagTrigger, dag_conf, run_id_for
+from dicomflow.spool.outbox import DagTrigger, run_id_for, trigger_batch
 from dicomflow.spool.records import CloseReason, Door, ManifestEntry, Origin
 from dicomflow.spool.store import Intake, Spool, new_id, utc_now
 
@@ -338,11 +339,8 @@ class Importer:
         if self.trigger is None or self._airflow_down is not None:
             self.report.pending.append(batch_id)
             return
-        run_id = run_id_for(batch_id)
         try:
-            self.trigger.trigger_dag_run(
-                INCOMING_DAG_ID, run_id, dag_conf(self.spool.batch(batch_id))
-            )
+            trigger_batch(self.spool, self.trigger, self.spool.batch(batch_id))
         except AirflowError as exc:
             # The batch is durable and pending: the receiver's outbox triggers it later.
             self._airflow_down = str(exc)
@@ -352,8 +350,9 @@ class Importer:
             )
             self.report.pending.append(batch_id)
             return
-        self.spool.mark_triggered(batch_id, run_id, INCOMING_DAG_ID)
-        self.report.triggered.append(run_id)
+        self.report.triggered.append(run_id_for(batch_id))
+        if self.settings.index.on_arrival:
+            announce_quietly(self.settings, batch_id)
 
     def finish(self) -> ImportReport:
         """Close the last batch, trigger what is left, remove scratch files; return the report."""

@@ -3,14 +3,23 @@
 One table holds every project's documents, keyed by ``(project, series_uid)``; the admin
 project is a second row per series. ``doc`` is the source of truth; the other columns are
 generated from it by the server (so they can never disagree with it) and carry the indexes for
-the common filters, sorts and facets, plus a weighted ``tsvector`` for words: descriptions
-(weight A), patient name (B) and every other keyword field (C).
+the common filters, sorts and facets, plus ``tsvector`` columns for words: of every keyword
+field (free text), of the descriptions and of the patient name.
 
 Writes are one ``INSERT ... ON CONFLICT DO UPDATE`` per chunk whose update applies the merge
 rule of :mod:`dicomflow.index.base` in SQL (``dicomflow_series_merge``), so the read-merge-write
 happens under the row lock inside the server: concurrent writers queue on the row instead of
 overwriting each other. Rows are written in ``(project, series_uid)`` order, one global order,
 so two writers can never wait on each other in a cycle (no deadlock).
+
+A search is one read-only snapshot and its counts are exact. Total and facets group the matches
+by one short generated key (modality, datasets, projects), which the facet, modality and
+study-date indexes carry, so those filters count from an index alone. How the page is found
+depends on how many rows match (see ``_search``): few are collected once for page and facets;
+many are counted on their own and the page walked off the sort index, which meets them early.
+
+The table's comment names its layout. A table of an earlier layout, as a kept data directory
+holds it after an upgrade, is brought to the current one on first use (``_UPGRADES``).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Result
 
 from dicomflow.db.projects import ADMIN_PROJECT, validate_project_name
 from dicomflow.index.base import (
@@ -34,8 +43,9 @@ from dicomflow.index.base import (
     search_words,
 )
 
-# Written as the table's comment; a table of another layout is refused, not misread.
-SCHEMA_TAG = "dicomflow series index, layout 1"
+# Written as the table's comment; a table of another layout is upgraded (see _UPGRADES) or
+# refused, never misread.
+SCHEMA_TAG = "dicomflow series index, layout 2"
 # Statement size stays moderate and one transaction holds few row locks at a time.
 CHUNK = 500
 # Serializes the DDL of concurrent first starts (CREATE OR REPLACE FUNCTION is not safe to race).
@@ -85,9 +95,21 @@ BEGIN
 END
 $$;
 
+-- The elements as text (JSON null as NULL). A loop rather than a query over
+-- jsonb_array_elements_text: the generated columns call it three times per written row, and a
+-- set-returning subquery costs several times more than these few simple expressions.
+-- (Layout 1 had the query; both give the same arrays, so stored values stay valid.)
 CREATE OR REPLACE FUNCTION dicomflow_jsonb_texts(v jsonb) RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT COALESCE(array_agg(e), '{}') FROM jsonb_array_elements_text(dicomflow_jsonb_list(v)) e
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  items jsonb := dicomflow_jsonb_list(v);
+  texts text[] := '{}';
+BEGIN
+  FOR i IN 0 .. jsonb_array_length(items) - 1 LOOP
+    texts := texts || (items ->> i);
+  END LOOP;
+  RETURN texts;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION dicomflow_jsonb_int(v jsonb) RETURNS integer
@@ -152,12 +174,14 @@ CREATE TABLE IF NOT EXISTS series_documents (
 
 CREATE INDEX IF NOT EXISTS series_documents_received
   ON series_documents (project, received_at, series_uid);
-CREATE INDEX IF NOT EXISTS series_documents_study_date
-  ON series_documents (project, study_date, series_uid);
+-- The facet key rides along (INCLUDE) where a filter is broad enough for facets to matter:
+-- total and facets of a modality or study-date filter then read the index only, not the rows.
+CREATE INDEX IF NOT EXISTS series_documents_study_date_facets
+  ON series_documents (project, study_date, series_uid) INCLUDE (facet_key);
 CREATE INDEX IF NOT EXISTS series_documents_patient
   ON series_documents (project, patient_id, series_uid);
-CREATE INDEX IF NOT EXISTS series_documents_modality
-  ON series_documents (project, modality, series_uid);
+CREATE INDEX IF NOT EXISTS series_documents_modality_facets
+  ON series_documents (project, modality, series_uid) INCLUDE (facet_key);
 CREATE INDEX IF NOT EXISTS series_documents_facets ON series_documents (project, facet_key);
 CREATE INDEX IF NOT EXISTS series_documents_study ON series_documents (study_uid);
 CREATE INDEX IF NOT EXISTS series_documents_datasets ON series_documents USING gin (datasets);
@@ -177,6 +201,17 @@ CREATE INDEX IF NOT EXISTS series_documents_name_projects
   ON series_documents USING gin (name_words) WHERE project <> 'admin';
 """
 
+# Earlier layouts upgraded in place: their tag -> what to run after _SCHEMA_SQL (which makes
+# whatever is missing and replaces the functions). Only indexes and function bodies changed, so
+# the rows stay as they are; building the new indexes blocks writes for a while (seconds per
+# 100,000 series), searches go on.
+_UPGRADES: dict[str, str] = {
+    "dicomflow series index, layout 1": """
+DROP INDEX IF EXISTS series_documents_study_date;
+DROP INDEX IF EXISTS series_documents_modality;
+""",
+}
+
 _UPSERT_SQL = text(
     """
     INSERT INTO series_documents AS s (project, series_uid, doc)
@@ -193,6 +228,15 @@ _SECTION = chr(31)
 _ITEM = chr(30)
 
 _PROJECT_ONLY = "project = :project"
+# A condition of a search: (the column it tests, its SQL).
+Clause = tuple[str, str]
+# How a filtered search runs (see _search). Up to about this many matches they are collected
+# once, in one statement, and page, total and facets taken from them (a few milliseconds)...
+FEW_MATCHES = 2000
+# ... with more, total and facets are counted on their own, and the page is walked off the
+# sort index: at most this many rows (a few milliseconds; about 10 when the words of each row
+# must be read from TOAST), after which the matches are sorted after all.
+WALK_BUDGET = 1000
 
 _SORT_COLUMNS = {
     "received_at": "received_at",
@@ -204,27 +248,45 @@ _SORT_COLUMNS = {
 
 
 def create_index_schema(engine: Engine) -> None:
-    """Create the table, its functions and indexes if missing; safe to run concurrently."""
+    """Create the table, its functions and indexes if missing; safe to run concurrently.
+
+    A table of an earlier layout (the data directory outlives upgrades) is upgraded in place.
+
+    Raises
+    ------
+    SeriesIndexError
+        When the table has a layout this version neither has nor knows how to upgrade.
+    """
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _DDL_LOCK_KEY})
-        exists = conn.execute(text("SELECT to_regclass('series_documents') IS NOT NULL")).scalar()
-        if exists:
-            found = conn.execute(
-                text("SELECT obj_description(to_regclass('series_documents'), 'pg_class')")
-            ).scalar()
-            if found != SCHEMA_TAG:
-                raise SeriesIndexError(
-                    f"table series_documents is {found!r}, this version needs {SCHEMA_TAG!r}: "
-                    "drop the table and re-index (the spool or PACS is the source of truth)"
-                )
+        found = _layout(conn)
+        if found == SCHEMA_TAG:
             return
+        if found is not None and found not in _UPGRADES:
+            raise SeriesIndexError(
+                f"table series_documents is {found!r}, this version needs {SCHEMA_TAG!r}: "
+                "drop the table and re-index (the spool or PACS is the source of truth)"
+            )
         # Straight to the driver without parameters: the SQL holds literal '%' signs.
         cursor = conn.connection.cursor()
         try:
             cursor.execute(_SCHEMA_SQL)
+            if found is not None:
+                cursor.execute(_UPGRADES[found])
             cursor.execute(f"COMMENT ON TABLE series_documents IS '{SCHEMA_TAG}'")
         finally:
             cursor.close()
+
+
+def _layout(conn: Connection) -> str | None:
+    """The layout tag of the existing table (``""`` without a comment), ``None`` if none."""
+    exists = conn.execute(text("SELECT to_regclass('series_documents') IS NOT NULL")).scalar()
+    if not exists:
+        return None
+    found = conn.execute(
+        text("SELECT obj_description(to_regclass('series_documents'), 'pg_class')")
+    ).scalar()
+    return str(found or "")
 
 
 def _tsquery(words: str) -> str:
@@ -233,48 +295,60 @@ def _tsquery(words: str) -> str:
 
 
 def _where(project: str, query: SeriesQuery | None) -> tuple[str, dict[str, Any]]:
-    clauses = [_PROJECT_ONLY]
-    params: dict[str, Any] = {"project": project}
+    """The SQL condition of the project's rows matching the query, and its parameters."""
+    clauses, params = _filters(query)
+    return _conjunction(clauses), {**params, "project": project}
+
+
+def _conjunction(clauses: Iterable[Clause]) -> str:
+    """The condition of the project's rows for which every clause holds."""
+    return " AND ".join([_PROJECT_ONLY, *(sql for _, sql in clauses)])
+
+
+def _filters(query: SeriesQuery | None) -> tuple[list[Clause], dict[str, Any]]:
+    """The query's conditions besides the project (all must hold), and their parameters."""
+    clauses: list[Clause] = []
+    params: dict[str, Any] = {}
     if query is None:
-        return clauses[0], params
+        return clauses, params
     if query.dataset:
-        clauses.append("datasets && CAST(:datasets AS text[])")
+        clauses.append(("datasets", "datasets && CAST(:datasets AS text[])"))
         params["datasets"] = list(query.dataset)
     if query.modality:
-        clauses.append("modality = ANY(:modality)")
+        clauses.append(("modality", "modality = ANY(:modality)"))
         params["modality"] = list(query.modality)
     if query.patient_id is not None:
-        clauses.append("patient_id = :patient_id")
+        clauses.append(("patient_id", "patient_id = :patient_id"))
         params["patient_id"] = query.patient_id
     if query.study_uid is not None:
-        clauses.append("study_uid = :study_uid")
+        clauses.append(("study_uid", "study_uid = :study_uid"))
         params["study_uid"] = query.study_uid
     if query.body_part:
-        clauses.append("body_part = ANY(:body_part)")
+        clauses.append(("body_part", "body_part = ANY(:body_part)"))
         params["body_part"] = list(query.body_part)
     if query.sop_class:
-        clauses.append("sop_class = ANY(:sop_class)")
+        clauses.append(("sop_class", "sop_class = ANY(:sop_class)"))
         params["sop_class"] = list(query.sop_class)
     if query.date_from is not None:
-        clauses.append("study_date >= :date_from")
+        clauses.append(("study_date", "study_date >= :date_from"))
         params["date_from"] = query.date_from.isoformat()
     if query.date_to is not None:
-        clauses.append("study_date <= :date_to AND study_date <> ''")
+        clauses.append(("study_date", "study_date <= :date_to AND study_date <> ''"))
         params["date_to"] = query.date_to.isoformat()
     for flag, column in ((query.has_errors, "errors"), (query.has_warnings, "warnings")):
         if flag is True:
-            clauses.append(f"{column} > 0")
+            clauses.append((column, f"{column} > 0"))
         elif flag is False:
-            clauses.append(f"COALESCE({column}, 0) = 0")
+            clauses.append((column, f"COALESCE({column}, 0) = 0"))
     for value, column in (
         (query.description, "description_words"),
         (query.patient_name, "name_words"),
         (query.q, "words"),
     ):
         if value is not None:
-            clauses.append(f"{column} @@ to_tsquery('simple', :{column})")
+            clauses.append((column, f"{column} @@ to_tsquery('simple', :{column})"))
             params[column] = _tsquery(value)
-    return " AND ".join(clauses), params
+    return clauses, params
 
 
 def _facet_counts(
@@ -296,6 +370,168 @@ def _facet_counts(
     for name in FACETS:
         facets[name] = dict(sorted(facets[name].items(), key=lambda kv: (-kv[1], kv[0])))
     return total, facets
+
+
+def _order(query: SeriesQuery, key: str = "", uid: str = "series_uid") -> str:
+    """ORDER BY terms of the query's sort: ``key`` (default the sort column), then ``uid``."""
+    direction = "ASC" if query.order == "asc" else "DESC"
+    return f"{key or _SORT_COLUMNS[query.sort]} {direction}, {uid} {direction}"
+
+
+def _plain_page_sql(where: str, query: SeriesQuery) -> str:
+    """One page, the planner's way: a walk of the sort index when only its column is filtered."""
+    return (
+        f"SELECT doc FROM series_documents WHERE {where} ORDER BY {_order(query)} "
+        "LIMIT :limit OFFSET :offset"
+    )
+
+
+def _sorted_page_sql(where: str, query: SeriesQuery) -> str:
+    """One page sorted from the matches: collected first, their sort keys sorted (top-N).
+
+    The fence (a materialized CTE) keeps the planner from walking the sort index instead, which
+    it does when it expects many matches; its estimates can be far off (a prefix search in a
+    column of few distinct words counts as 2% per word, combined filters as independent), and
+    a walk expected to stop early can then read the whole project.
+    """
+    column = _SORT_COLUMNS[query.sort]
+    return f"""
+        WITH m AS MATERIALIZED (
+          SELECT series_uid, {column} AS sort_key FROM series_documents WHERE {where}),
+        top AS (SELECT series_uid, sort_key FROM m ORDER BY {_order(query, "sort_key")}
+                 LIMIT :limit OFFSET :offset)
+        SELECT d.doc FROM top JOIN series_documents d
+            ON d.project = :project AND d.series_uid = top.series_uid
+         ORDER BY {_order(query, "top.sort_key", "top.series_uid")}
+    """
+
+
+def _walked_page_sql(clauses: list[Clause], query: SeriesQuery) -> str:
+    """One page from the first ``:budget`` rows of the project in sort order that match.
+
+    Conditions on the sort column bound the walk (an index range); the others are tested on
+    the rows walked. The inner LIMIT makes the walk of the sort index certain and bounded (the
+    planner pushes no condition into a subquery with a LIMIT); the page is exact when it comes
+    out full, since no later row sorts before the rows walked.
+    """
+    column = _SORT_COLUMNS[query.sort]
+    bounds = _conjunction(c for c in clauses if c[0] == column)
+    tests = " AND ".join(sql for name, sql in clauses if name != column)
+    return f"""
+        SELECT doc FROM (
+          SELECT doc, {column} AS sort_key, series_uid, ({tests}) AS hit
+            FROM series_documents WHERE {bounds} ORDER BY {_order(query)} LIMIT :budget) walked
+         WHERE hit ORDER BY {_order(query, "sort_key")} LIMIT :limit OFFSET :offset
+    """
+
+
+def _one_pass_sql(where: str, query: SeriesQuery) -> str:
+    """Page and facets from one collection of the matches: rows ``(rank, doc, facet_key, n)``.
+
+    Page rows carry their rank and document, facet rows their key and count. The page's
+    documents are read after the top-N sort of the matches' sort keys, so only theirs.
+    """
+    column = _SORT_COLUMNS[query.sort]
+    return f"""
+        WITH m AS MATERIALIZED (
+          SELECT series_uid, {column} AS sort_key, facet_key FROM series_documents
+           WHERE {where}),
+        top AS (
+          SELECT series_uid, row_number() OVER (ORDER BY {_order(query, "sort_key")}) AS rank
+            FROM (SELECT series_uid, sort_key FROM m ORDER BY {_order(query, "sort_key")}
+                   LIMIT :limit OFFSET :offset) page)
+        SELECT top.rank, d.doc, NULL AS facet_key, NULL AS n
+          FROM top JOIN series_documents d
+            ON d.project = :project AND d.series_uid = top.series_uid
+        UNION ALL
+        SELECT NULL, NULL, facet_key, count(*) FROM m GROUP BY facet_key
+    """
+
+
+def _documents(result: Result[Any]) -> list[dict[str, Any]]:
+    """The documents of a result whose first column is ``doc``."""
+    return [dict(doc) for doc in result.scalars()]
+
+
+def _search(
+    conn: Connection, clauses: list[Clause], params: dict[str, Any], query: SeriesQuery
+) -> tuple[list[dict[str, Any]], int, dict[str, dict[str, int]]]:
+    """Page, total and facets of the project's rows matching every clause.
+
+    Few matches (as the planner estimates them, which costs a fraction of a millisecond) are
+    collected once for everything. With many, reading each match for its sort key as well
+    would cost more than counting (often from an index alone) and walking the sort index for
+    the page separately. A wrong estimate only picks the slower of two exact ways.
+    """
+    where = _conjunction(clauses)
+    params = {**params, "limit": query.size, "offset": query.offset}
+    if clauses and _estimated_matches(conn, where, params) <= FEW_MATCHES:
+        return _one_pass(conn, where, query, params)
+    total, facets = _facets(conn, where, params)
+    return _page(conn, clauses, params, query, total), total, facets
+
+
+def _estimated_matches(conn: Connection, where: str, params: dict[str, Any]) -> float:
+    """The planner's estimate of the number of rows matching ``where``."""
+    sql = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM series_documents WHERE {where}"
+    plan = conn.execute(text(sql), params).scalar_one()
+    if isinstance(plan, str):  # a driver that does not decode json
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _one_pass(
+    conn: Connection, where: str, query: SeriesQuery, params: dict[str, Any]
+) -> tuple[list[dict[str, Any]], int, dict[str, dict[str, int]]]:
+    """Page, total and facets from one statement (see :func:`_one_pass_sql`)."""
+    ranked: list[tuple[int, dict[str, Any]]] = []
+    counts: list[tuple[str, int]] = []
+    for rank, doc, key, count in conn.execute(text(_one_pass_sql(where, query)), params):
+        if rank is not None:
+            ranked.append((int(rank), dict(doc)))
+        else:
+            counts.append((key, int(count)))
+    total, facets = _facet_counts(counts)
+    return [doc for _, doc in sorted(ranked, key=lambda item: item[0])], total, facets
+
+
+def _facets(
+    conn: Connection, where: str, params: dict[str, Any]
+) -> tuple[int, dict[str, dict[str, int]]]:
+    """Total and facets of the rows matching ``where``."""
+    # Few distinct keys (modality x dataset set x project set): grouping by the one short key
+    # is cheap, and the facet, modality and study date indexes carry the key, so without
+    # filters or with only those filters the count reads an index only.
+    sql = f"SELECT facet_key, count(*) FROM series_documents WHERE {where} GROUP BY facet_key"
+    return _facet_counts((key, int(n)) for key, n in conn.execute(text(sql), params))
+
+
+def _page(
+    conn: Connection,
+    clauses: list[Clause],
+    params: dict[str, Any],
+    query: SeriesQuery,
+    total: int,
+) -> list[dict[str, Any]]:
+    """The page's documents, fetched the way the number of matches ``total`` calls for.
+
+    When only the sort column is filtered, the sort index is walked (within the filter's
+    range). Else, with many matches the sort index is walked for a bounded number of rows
+    (many matches are usually met early) and, should the page not fill, or with few matches,
+    the matches are sorted.
+    """
+    expected = min(query.size, total - query.offset)
+    if expected <= 0:
+        return []
+    where = _conjunction(clauses)
+    if all(name == _SORT_COLUMNS[query.sort] for name, _ in clauses):
+        return _documents(conn.execute(text(_plain_page_sql(where, query)), params))
+    if total > FEW_MATCHES:
+        walk = text(_walked_page_sql(clauses, query))
+        items = _documents(conn.execute(walk, {**params, "budget": WALK_BUDGET}))
+        if len(items) == expected:
+            return items
+    return _documents(conn.execute(text(_sorted_page_sql(where, query)), params))
 
 
 class PostgresSeriesIndex:
@@ -412,69 +648,21 @@ class PostgresSeriesIndex:
         return True
 
     def search(self, project: str, query: SeriesQuery) -> SearchResult:
-        """A page of matches with total and facets, from one snapshot.
-
-        Without filters, the page comes from the sort index and the facets from the facet
-        index (two statements). With filters, one statement finds the matches once and takes
-        both the page and the facets from them, instead of scanning the matches twice.
-        """
+        """A page of matches with total and facets, from one snapshot (see :func:`_search`)."""
         self._ensure_schema()
-        where, params = _where(project, query)
-        column = _SORT_COLUMNS[query.sort]
-        direction = "ASC" if query.order == "asc" else "DESC"
-        order = f"{column} {direction}, series_uid {direction}"
-        params = {**params, "limit": query.size, "offset": query.offset}
+        clauses, params = _filters(query)
         with self._engine.connect() as conn, conn.begin():
-            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-            if where == _PROJECT_ONLY:
-                page_sql = (
-                    f"SELECT doc FROM series_documents WHERE {where} ORDER BY {order} "
-                    "LIMIT :limit OFFSET :offset"
+            # JIT compiling pays off only for long analytic queries: on a broad search it
+            # would cost more than it saves once the table is big enough to trigger it.
+            conn.execute(
+                text(
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL jit = off"
                 )
-                items = [dict(d) for d in conn.execute(text(page_sql), params).scalars()]
-                total, facets = self._facets(conn, where, params)
-            else:
-                items, total, facets = self._filtered(conn, where, order, params)
+            )
+            items, total, facets = _search(conn, clauses, {**params, "project": project}, query)
         return SearchResult(
             total=total, page=query.page, size=query.size, items=items, facets=facets
         )
-
-    @staticmethod
-    def _filtered(
-        conn: Connection, where: str, order: str, params: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], int, dict[str, dict[str, int]]]:
-        sql = f"""
-            WITH m AS MATERIALIZED (
-              SELECT series_uid, received_at, study_date, patient_id, modality, facet_key
-                FROM series_documents WHERE {where}),
-            page AS (
-              -- Numbered after the limit: a top-N sort, not a sort of every match.
-              SELECT series_uid, row_number() OVER () AS rank FROM (
-                SELECT series_uid FROM m ORDER BY {order} LIMIT :limit OFFSET :offset) top)
-            SELECT page.rank, d.doc, NULL AS facet_key, NULL AS n
-              FROM page JOIN series_documents d
-                ON d.project = :project AND d.series_uid = page.series_uid
-            UNION ALL
-            SELECT NULL, NULL, facet_key, count(*) FROM m GROUP BY facet_key
-        """
-        ranked: list[tuple[int, dict[str, Any]]] = []
-        counts: list[tuple[str, int]] = []
-        for rank, doc, key, count in conn.execute(text(sql), params):
-            if rank is not None:
-                ranked.append((int(rank), dict(doc)))
-            else:
-                counts.append((key, int(count)))
-        total, facets = _facet_counts(counts)
-        return [doc for _, doc in sorted(ranked, key=lambda item: item[0])], total, facets
-
-    @staticmethod
-    def _facets(
-        conn: Connection, where: str, params: dict[str, Any]
-    ) -> tuple[int, dict[str, dict[str, int]]]:
-        # Few distinct keys (modality x dataset set x project set): grouping by the one short
-        # key is cheap, and without filters it reads only the (project, facet_key) index.
-        sql = f"SELECT facet_key, count(*) FROM series_documents WHERE {where} GROUP BY facet_key"
-        return _facet_counts((key, int(n)) for key, n in conn.execute(text(sql), params))
 
     def counts(self, project: str, query: SeriesQuery | None = None) -> IndexCounts:
         """Series, instances, distinct studies and patients."""

@@ -7,6 +7,8 @@ re-run: object keys and document ids come from DICOM UIDs, PACS writes skip what
 
 from dicomflow.pipeline.steps import (
     StepError,
+    announce_batch,
+    announce_quietly,
     finish,
     index_series,
     make_thumbnails,
@@ -19,6 +21,8 @@ from dicomflow.pipeline.steps import (
 
 __all__ = [
     "StepError",
+    "announce_batch",
+    "announce_quietly",
     "finish",
     "index_series",
     "make_thumbnails",

@@ -1,11 +1,14 @@
 """Durable file operations: data and names survive a crash once these return.
 
 A file is written under a temporary name in its final directory, flushed with ``fsync``,
-renamed and the directory flushed, so a reader sees either nothing or the whole file.
+renamed and the directory flushed, so a reader sees either nothing or the whole file. Batch
+instance files, which count only once a durable manifest lists them, take a shorter way
+(:func:`adopt_file`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -90,6 +93,61 @@ def place_file(source: Path, path: Path, *, move: bool) -> None:
     fsync_file(tmp)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    if move and not renamed:
+        source.unlink(missing_ok=True)
+
+
+def adopt_file(source: Path, path: Path, *, move: bool) -> None:
+    """Put the file ``source`` at ``path`` and flush its data, under its final name at once.
+
+    Only for a directory whose files count once a durable manifest lists them (a batch):
+
+    * until the caller has recorded ``path`` there, a crash may leave the file partial or
+      missing, and recovery removes every file the manifest does not list, so the temporary
+      name of :func:`place_file` (a second rename) is not needed;
+    * the file is flushed *after* the rename, and the directory is not flushed: on the
+      journaling file systems the spool is meant for (ext4, XFS, btrfs) the flush of a
+      renamed file also makes its new name durable (ext4 and XFS commit the journal up to
+      the rename, btrfs logs the new name with the inode), and the manifest's own flush
+      that follows commits it in any case. A directory flush here cost a third device
+      cache flush per instance (~15-20 % of the small-instance receive rate).
+
+    Parameters
+    ----------
+    source
+        The complete file.
+    path
+        Its final name.
+    move
+        Take ``source`` away (a rename when on the same file system, else a copy and an
+        unlink); when false, ``source`` is left untouched.
+
+    Raises
+    ------
+    OSError
+        When the disk refuses; a moved ``source`` is then put back where it was (best
+        effort), so the caller can still keep it elsewhere.
+    """
+    renamed = False
+    if move:
+        try:
+            os.replace(source, path)
+            renamed = True
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+    try:
+        if not renamed:
+            with open(source, "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        fsync_file(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            if renamed:
+                os.replace(path, source)
+            else:
+                path.unlink(missing_ok=True)
+        raise
     if move and not renamed:
         source.unlink(missing_ok=True)
 

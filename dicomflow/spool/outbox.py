@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from dicomflow.airflow_api.client import AirflowError, AirflowRequestError, TriggerResult
@@ -45,6 +46,25 @@ def dag_conf(batch: BatchRecord) -> dict[str, object]:
     }
 
 
+def trigger_batch(
+    spool: Spool, client: DagTrigger, batch: BatchRecord, dag_id: str = INCOMING_DAG_ID
+) -> TriggerResult:
+    """Create the DAG run of a closed batch and record it in the spool.
+
+    Safe to call twice, from two processes at once: the run id is the batch's, so the second
+    call finds the run (``created`` false) and records the same facts.
+
+    Raises
+    ------
+    AirflowError
+        When Airflow cannot be reached or refuses; the batch stays pending.
+    """
+    run_id = run_id_for(batch.id)
+    result = client.trigger_dag_run(dag_id, run_id, dag_conf(batch))
+    spool.mark_triggered(batch.id, run_id, dag_id)
+    return result
+
+
 class Outbox(threading.Thread):
     """A background thread that triggers every pending batch exactly once.
 
@@ -60,6 +80,9 @@ class Outbox(threading.Thread):
         First and longest wait (seconds) between attempts while Airflow fails.
     poll_interval
         How often the spool is rescanned when nothing wakes the outbox.
+    on_triggered
+        Called with each batch id right after its run was created (e.g. to index the batch at
+        once while Airflow schedules the run); what it raises is logged and ignored.
     """
 
     def __init__(
@@ -71,6 +94,7 @@ class Outbox(threading.Thread):
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
         poll_interval: float = 10.0,
+        on_triggered: Callable[[str], object] | None = None,
     ) -> None:
         super().__init__(name="outbox", daemon=True)
         self.spool = spool
@@ -79,6 +103,7 @@ class Outbox(threading.Thread):
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
+        self.on_triggered = on_triggered
         self.triggered = 0
         self.failed_attempts = 0
         self._wake = threading.Event()
@@ -130,13 +155,12 @@ class Outbox(threading.Thread):
         for batch in self.spool.pending():
             if self._stopping.is_set():
                 break
-            run_id = run_id_for(batch.id)
             try:
-                result = self.client.trigger_dag_run(self.dag_id, run_id, dag_conf(batch))
+                result = trigger_batch(self.spool, self.client, batch, self.dag_id)
             except AirflowRequestError as exc:
                 LOGGER.error("outbox: batch %s not triggered: %s", batch.id, exc)
                 raise
-            self.spool.mark_triggered(batch.id, run_id, self.dag_id)
+            run_id = run_id_for(batch.id)
             self.triggered += 1
             count += 1
             LOGGER.info(
@@ -146,4 +170,9 @@ class Outbox(threading.Thread):
                 run_id,
                 "" if result.created else " (run already existed)",
             )
+            if self.on_triggered is not None:
+                try:
+                    self.on_triggered(batch.id)
+                except Exception:  # a follow-up nicety must not stop the triggers
+                    LOGGER.exception("outbox: after triggering batch %s", batch.id)
         return count

@@ -46,6 +46,7 @@ from dicomflow.spool.records import (
     ManifestEntry,
     Origin,
     ProblemRecord,
+    WrittenContent,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ DONE_FILE = "done.json"
 PROBLEM_FILE = "instance.dcm"
 REASON_FILE = "reason.json"
 _HASH_CHUNK = 1 << 20
+
+
+def _listed(values: tuple[float, ...] | None) -> list[float] | None:
+    return list(values) if values is not None else None
 
 
 def utc_now() -> str:
@@ -118,8 +123,17 @@ class Batch:
         self._lock = threading.Lock()
         self._manifest = durable.DurableLog(path / MANIFEST_FILE)
 
-    def add(self, source: Path, facts: InstanceFacts, *, move: bool) -> ManifestEntry:
+    def add(
+        self,
+        source: Path,
+        facts: InstanceFacts,
+        *,
+        move: bool,
+        content: WrittenContent | None = None,
+    ) -> ManifestEntry:
         """Make an instance file durable in this batch and record it in the manifest.
+
+        ``content`` gives the file's size and SHA-256 when its writer knows them.
 
         Raises
         ------
@@ -131,10 +145,13 @@ class Batch:
         with self._lock:
             if self.closed:
                 raise BatchClosedError(self.id)
-            size = source.stat().st_size
-            digest = _sha256(source)
+            if content is not None:
+                size, digest = content.size, content.sha256
+            else:
+                size, digest = source.stat().st_size, _sha256(source)
             name = f"{self.instances + 1:06d}.dcm"
-            durable.place_file(source, self.path / name, move=move)
+            # Under its final name at once: recovery drops any file the manifest lacks.
+            durable.adopt_file(source, self.path / name, move=move)
             entry = ManifestEntry(
                 file=name,
                 sop_instance_uid=facts.sop_instance_uid,
@@ -145,6 +162,11 @@ class Batch:
                 size=size,
                 sha256=digest,
                 received_at=utc_now(),
+                modality=facts.modality,
+                instance_number=facts.instance_number,
+                number_of_frames=facts.number_of_frames,
+                image_position=_listed(facts.image_position),
+                image_orientation=_listed(facts.image_orientation),
             )
             self._manifest.append(entry.as_dict())
             self.instances += 1
@@ -223,7 +245,9 @@ class Intake:
     bytes: int = 0
     _batch: Batch | None = None
 
-    def store(self, source: Path, *, move: bool) -> ManifestEntry:
+    def store(
+        self, source: Path, *, move: bool, content: WrittenContent | None = None
+    ) -> ManifestEntry:
         """Check an instance file and make it durable in the current batch.
 
         Parameters
@@ -232,6 +256,9 @@ class Intake:
             A DICOM Part 10 file.
         move
             Take the file away instead of copying it.
+        content
+            What the writer of ``source`` knows of its bytes (hash, size, first bytes): the
+            file is then not read again.
 
         Returns
         -------
@@ -244,7 +271,7 @@ class Intake:
             When the instance is refused; it has been kept in the problem area.
         """
         try:
-            facts = inspect_instance(source)
+            facts = inspect_instance(source, content.head if content is not None else None)
         except InstanceRejectedError as exc:
             self.failed += 1
             self.spool.keep_problem(source, exc.reason, self.origin, self.project, move=move)
@@ -252,7 +279,7 @@ class Intake:
         while True:
             batch = self._current()
             try:
-                entry = batch.add(source, facts, move=move)
+                entry = batch.add(source, facts, move=move, content=content)
             except BatchClosedError:
                 continue
             except OSError as exc:

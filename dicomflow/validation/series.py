@@ -119,6 +119,7 @@ def validate_series(
     workers: int = DEFAULT_WORKERS,
     executable: str = "dciodvfy",
     timeout: float = DEFAULT_TIMEOUT,
+    niceness: int = 0,
 ) -> SeriesValidation:
     """Run ``dciodvfy`` on the instances of a series and check completeness.
 
@@ -135,6 +136,8 @@ def validate_series(
         Name or path of ``dciodvfy``.
     timeout
         Seconds per instance before its run is reported as crashed.
+    niceness
+        ``nice`` level of the validator processes (see :func:`run_dciodvfy`).
 
     Returns
     -------
@@ -157,6 +160,7 @@ def validate_series(
             sop_instance_uid=instance.sop_instance_uid,
             executable=resolved,
             timeout=timeout,
+            niceness=niceness,
         )
 
     if workers <= 1 or len(chosen) <= 1:

@@ -35,12 +35,15 @@ __all__ = ["make_series_page_router", "pacs_links"]
 
 STATIC_DIR = Path(__file__).parent / "static" / "series"
 _STATIC = {
+    "common.js": "text/javascript",
     "series.js": "text/javascript",
     "detail.js": "text/javascript",
     "series.css": "text/css",
 }
 # Platform fields too long or too internal for the page's summary table.
-_HIDDEN_PLATFORM_FIELDS = frozenset({"sop_instance_uids", "instance_numbers", "instance_counts"})
+_HIDDEN_PLATFORM_FIELDS = frozenset(
+    {"sop_instance_uids", "instance_numbers", "instance_counts", "archived_batch_ids"}
+)
 
 
 class ProjectLookup(Protocol):

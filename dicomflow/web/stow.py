@@ -13,6 +13,7 @@ import mmap
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from dicomflow.db.projects import InvalidNameError, normalize_ae_name, validate_dataset_name
 from dicomflow.spool.checks import InstanceRejectedError, StoreStatus
@@ -130,7 +132,11 @@ def stow_response(outcomes: list[StowOutcome]) -> dict[str, Any]:
     return body
 
 
-def make_stow_router(spool: Spool, projects: ProjectDirectory) -> APIRouter:
+def make_stow_router(
+    spool: Spool,
+    projects: ProjectDirectory,
+    hand_off: Callable[[list[str]], object] | None = None,
+) -> APIRouter:
     """A router with the STOW-RS endpoint; mount it behind authentication.
 
     Parameters
@@ -139,6 +145,9 @@ def make_stow_router(spool: Spool, projects: ProjectDirectory) -> APIRouter:
         Where instances go (the receiver's spool).
     projects
         Which projects exist; datasets are created on first use.
+    hand_off
+        Called with the request's closed batches after the answer was sent (to trigger their
+        processing at once); without it they wait, pending, for the receiver's outbox.
     """
     router = APIRouter()
 
@@ -183,7 +192,7 @@ def make_stow_router(spool: Spool, projects: ProjectDirectory) -> APIRouter:
             origin = Origin(
                 Door.STOW, f"{client.host}:{client.port}" if client else "-", "", project
             )
-            outcomes = await run_in_threadpool(
+            outcomes, batch_ids = await run_in_threadpool(
                 _store_parts,
                 spool,
                 projects,
@@ -199,7 +208,13 @@ def make_stow_router(spool: Spool, projects: ProjectDirectory) -> APIRouter:
         if not outcomes:
             raise HTTPException(400, "the request holds no parts")
         status = 200 if failed == 0 else 202 if failed < len(outcomes) else 409
-        return JSONResponse(stow_response(outcomes), status_code=status, media_type=DICOM_JSON)
+        background = BackgroundTask(hand_off, batch_ids) if hand_off and batch_ids else None
+        return JSONResponse(
+            stow_response(outcomes),
+            status_code=status,
+            media_type=DICOM_JSON,
+            background=background,
+        )
 
     return router
 
@@ -212,7 +227,7 @@ def _store_parts(
     origin: Origin,
     body_path: Path,
     boundary: str,
-) -> list[StowOutcome]:
+) -> tuple[list[StowOutcome], list[str]]:
     try:
         parts = split_multipart(body_path, boundary)
     except ValueError as exc:
@@ -255,4 +270,4 @@ def _store_parts(
                         part_path.unlink(missing_ok=True)
     finally:
         intake.close(CloseReason.REQUEST_END)
-    return outcomes
+    return outcomes, list(intake.batch_ids)

@@ -233,3 +233,32 @@ def test_merge_refuses_another_series(tmp_path: Path) -> None:
     b = build_series_document(one_series(write_ct_series(tmp_path / "y", [1])))
     with pytest.raises(ValueError, match="cannot merge"):
         merge_series_documents(a, b)
+
+
+def test_pacs_state_is_stored_only_when_every_batch_is_archived(tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+
+    series_uid, study_uid = generate_uid(), generate_uid()
+    group_1 = one_series(
+        write_ct_series(tmp_path / "b1", [1], series_uid=series_uid, study_uid=study_uid)
+    )
+    group_2 = one_series(
+        write_ct_series(tmp_path / "b2", [2], series_uid=series_uid, study_uid=study_uid)
+    )
+    arrived_1 = build_series_document(group_1, batch_id="b1", archived=False)
+    stored_1 = build_series_document(group_1, batch_id="b1")
+    arrived_2 = build_series_document(group_2, batch_id="b2", archived=False)
+    assert arrived_1["pacs_state"] == "storing" and stored_1["pacs_state"] == "stored"
+
+    # The arrival document and the DAG's document of one batch merge in either order.
+    assert merge_series_documents(arrived_1, stored_1)["pacs_state"] == "stored"
+    assert merge_series_documents(stored_1, arrived_1)["pacs_state"] == "stored"
+    # A second batch arriving makes the series "storing" again until it is archived too.
+    growing = merge_series_documents(stored_1, arrived_2)
+    assert growing["pacs_state"] == "storing" and growing["instance_count"] == 2
+    stored_2 = build_series_document(group_2, batch_id="b2")
+    assert merge_series_documents(growing, stored_2)["pacs_state"] == "stored"
+
+    # Documents indexed before the state existed were written after the PACS store.
+    legacy = {k: v for k, v in stored_1.items() if k not in ("archived_batch_ids", "pacs_state")}
+    assert merge_series_documents(legacy, stored_1)["pacs_state"] == "stored"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -126,8 +127,8 @@ def test_dcmsend_delivers_every_file(receiver: Receiver, spool: Spool) -> None:
     """dcmsend may convert a file to Explicit VR LE when it offers that too in the context
     (the receiver prefers it); lossy-compressed files it never converts."""
     # dcmtk cannot parse one of pydicom-data's files itself and aborts; another claims the SOP
-    # Class UID '31', which pynetdicom answers with an abort (a known gap, see the README).
-    # The byte-fidelity test above sends both with a sender that does not parse.
+    # Class UID '31', which the receiver refuses (see the test below). The byte-fidelity test
+    # above sends both with a sender that does not parse.
     files = [p for p in sample_files() if _dcmtk_reads(p) and p.name != "explicit_VR-UN.dcm"]
     output = dcmsend(receiver.port, files, "KP-RECV", "Scanner-1")
     receiver.stop()
@@ -142,6 +143,34 @@ def test_dcmsend_delivers_every_file(receiver: Receiver, spool: Spool) -> None:
         assert uid in stored, (path.name, output[-1000:])
         if original in lossy:
             assert original in stored[uid], path.name
+
+
+def test_a_malformed_sop_class_uid_is_refused_and_the_association_goes_on(
+    receiver: Receiver, spool: Spool, tmp_path: Path
+) -> None:
+    """dcmsend takes the SOP Class UID of the C-STORE from the data set: here '31'.
+
+    pynetdicom alone aborts the association there (it has no service for that class); the
+    receiver answers that instance with a failure status and keeps it as a problem, and the
+    instances after it are stored.
+    """
+    import data_store
+
+    bad = next(Path(data_store.__file__).parent.rglob("explicit_VR-UN.dcm"))
+    good = tmp_path / "good.dcm"
+    good_dataset().save_as(good, enforce_file_format=True)
+    output = dcmsend(receiver.port, [bad, good], "RECV")
+    receiver.stop()
+
+    assert re.search(r"with status SUCCESS\s*:\s*1\b", output), output[-2000:]
+    assert re.search(r"with status REFUSED\s*:\s*1\b", output), output[-2000:]
+    assert "Peer Aborted" not in output
+    (batch,) = spool.batches()
+    assert batch.close_reason == "association released"
+    assert [e.sop_instance_uid for e in spool.manifest(batch.id)] == [sop_instance_uid(good)]
+    (problem,) = spool.problems()
+    assert "'31' is not a valid UID" in problem.reason
+    assert dataset_bytes(problem.path / "instance.dcm") != b""
 
 
 def _scu(calling: str = "SCU") -> AE:

@@ -7,6 +7,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -280,3 +281,32 @@ def _study(settings: Settings, project: str, uid: str) -> str:
         index.close()
     assert doc is not None
     return str(doc["0020000D StudyInstanceUID_keyword"])
+
+
+def test_series_indexed_on_arrival_shows_storing_until_the_pacs_has_it(
+    page: Any, postgres: Settings, platform_engine: Engine, tmp_path: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    from dicomflow.pipeline import announce_batch
+
+    project = f"st-{uuid.uuid4().hex[:8]}"
+    ProjectStore(platform_engine).create_project(project, "storing badge")
+    ct = write_ct_series(tmp_path / "ct", [1, 2])
+    batch_id = spool_batch(postgres, [Path(p) for p in ct], project=project)
+    announce_batch(postgres, batch_id)
+    uid = _series_uid(ct[0])
+
+    page.goto(f"/series?project={project}")
+    card = page.locator(f".card[data-uid='{uid}']")
+    expect(card.locator(".badge.storing")).to_have_text("storing in PACS")
+    card.click()
+    expect(page.locator("#summary")).to_contain_text("not every instance is in the PACS yet")
+
+    run = run_dag(postgres, batch_id)
+    assert run["state"] == "success", failed_logs(run)
+    page.goto(f"/series?project={project}")
+    card = page.locator(f".card[data-uid='{uid}']")
+    expect(card).to_be_visible()
+    assert card.locator(".badge.storing").count() == 0
+    assert card.locator(".badge.none").count() == 0, "validated by the DAG"

@@ -3,49 +3,7 @@
 (function () {
   "use strict";
   const $ = (sel) => document.querySelector(sel);
-  const F = {
-    patientName: "00100010 PatientName_keyword",
-    patientId: "00100020 PatientID_keyword",
-    modality: "00080060 Modality_keyword",
-    studyDate: "00080020 StudyDate_date",
-    studyDescription: "00081030 StudyDescription_keyword",
-    seriesDescription: "0008103E SeriesDescription_keyword",
-    studyUid: "0020000D StudyInstanceUID_keyword",
-  };
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (name === "class") node.className = value;
-      else node.setAttribute(name, value);
-    }
-    for (const child of children) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function text(value) {
-    if (value === null || value === undefined) return "";
-    if (Array.isArray(value)) return value.map(text).join(", ");
-    if (typeof value === "object") return JSON.stringify(value);
-    return String(value);
-  }
-
-  function status(message, isError) {
-    const node = $("#status");
-    node.textContent = message;
-    node.className = isError ? "error" : "";
-  }
-
-  function badge(validation) {
-    if (!validation) return el("span", { class: "badge none" }, "not validated");
-    const errors = Number(validation.errors || 0);
-    const warnings = Number(validation.warnings || 0);
-    const kind = errors ? "error" : warnings ? "warning" : "ok";
-    return el("span", { class: "badge " + kind }, errors + " error(s), " + warnings + " warning(s)");
-  }
+  const { F, el, text, status, api, validationBadge, storingBadge } = window.dicomflowSeries;
 
   function row(name, value) {
     return el("tr", {}, el("th", {}, name), el("td", {}, value));
@@ -80,7 +38,8 @@
       row("Dataset(s)", text(doc.dataset)),
       row("Series UID", uid),
       row("Study UID", text(doc[F.studyUid])),
-      row("Validation", badge(doc.validation)));
+      row("PACS", storingBadge(doc, "storing: not every instance is in the PACS yet") || "stored"),
+      row("Validation", validationBadge(doc.validation)));
 
     const links = $("#pacs-links");
     links.replaceChildren();
@@ -92,7 +51,7 @@
       "DICOMweb (WADO-RS): " + data.pacs.dicomweb_url)));
     if (data.pacs.error) links.append(el("li", { class: "hint" }, "PACS lookup failed: " + data.pacs.error));
 
-    $("#validation-badge").replaceChildren(badge(doc.validation));
+    $("#validation-badge").replaceChildren(validationBadge(doc.validation));
     const reportUrl = base + "/validation-report" + scope;
     fetch(reportUrl).then((response) => {
       if (response.ok) {
@@ -126,10 +85,8 @@
     const uid = decodeURIComponent(location.pathname.replace(/^\/series\//, ""));
     const project = new URLSearchParams(location.search).get("project") || "admin";
     status("loading\u2026");
-    const response = await fetch("/api/series/" + encodeURIComponent(uid) + "/details?project=" +
-      encodeURIComponent(project), { headers: { Accept: "application/json" } });
-    const data = await response.json().catch(() => null);
-    if (!response.ok) throw new Error(data && data.detail ? String(data.detail) : response.statusText);
+    const data = await api("/api/series/" + encodeURIComponent(uid) + "/details?project=" +
+      encodeURIComponent(project));
     render(data);
   }
 

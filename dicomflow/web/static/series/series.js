@@ -3,54 +3,11 @@
 (function () {
   "use strict";
   const $ = (sel) => document.querySelector(sel);
-  const F = {
-    patientName: "00100010 PatientName_keyword",
-    patientId: "00100020 PatientID_keyword",
-    modality: "00080060 Modality_keyword",
-    studyDate: "00080020 StudyDate_date",
-    studyDescription: "00081030 StudyDescription_keyword",
-    seriesDescription: "0008103E SeriesDescription_keyword",
-    seriesUid: "0020000E SeriesInstanceUID_keyword",
-  };
+  const { F, el, text, status, api, validationBadge, storingBadge } = window.dicomflowSeries;
   const DEFAULT_PAGE_SIZE = 24;
   // Filters whose form field has the query parameter's name.
   const FILTERS = ["q", "dataset", "modality", "patient_id", "from", "to", "has_errors", "has_warnings"];
   const state = { project: "admin", page: 1, size: DEFAULT_PAGE_SIZE, seq: 0 };
-
-  async function api(url) {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
-    let data = null;
-    try { data = await response.json(); } catch (e) { data = null; }
-    if (!response.ok) {
-      const detail = data && data.detail ? String(data.detail) : response.statusText;
-      throw new Error(detail);
-    }
-    return data;
-  }
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (name === "class") node.className = value;
-      else node.setAttribute(name, value);
-    }
-    for (const child of children) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function status(text, isError) {
-    const node = $("#status");
-    node.textContent = text;
-    node.className = isError ? "error" : "";
-  }
-
-  function text(value) {
-    if (value === null || value === undefined) return "";
-    return Array.isArray(value) ? value.join(", ") : String(value);
-  }
 
   function personName(value) {
     return text(value).replace(/\^+/g, " ").trim();
@@ -94,15 +51,6 @@
     return box;
   }
 
-  function badge(validation) {
-    if (!validation) return el("span", { class: "badge none" }, "not validated");
-    const errors = Number(validation.errors || 0);
-    const warnings = Number(validation.warnings || 0);
-    if (!errors && !warnings) return el("span", { class: "badge ok" }, "valid");
-    const kind = errors ? "error" : "warning";
-    return el("span", { class: "badge " + kind }, errors + " error(s), " + warnings + " warning(s)");
-  }
-
   function card(doc) {
     const uid = text(doc[F.seriesUid]);
     const modality = text(doc[F.modality]);
@@ -119,7 +67,7 @@
         el("span", { class: "modality" }, modality || "-"), " \u00b7 ",
         el("span", { class: "instances" }, text(doc.instance_count)), " instance(s)"),
       el("div", { class: "line dataset" }, "Dataset: " + (text(doc.dataset) || "-")),
-      el("div", { class: "line" }, badge(doc.validation)));
+      el("div", { class: "line" }, validationBadge(doc.validation), storingBadge(doc, "storing in PACS")));
   }
 
   // -- facets -------------------------------------------------------------------------------

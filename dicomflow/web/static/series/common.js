@@ -1,0 +1,64 @@
+// What the Series pages share: field names, element building (values always as text, never as
+// markup), the JSON fetch that turns an error answer into its detail, and the badges.
+(function () {
+  "use strict";
+  const F = {
+    patientName: "00100010 PatientName_keyword",
+    patientId: "00100020 PatientID_keyword",
+    modality: "00080060 Modality_keyword",
+    studyDate: "00080020 StudyDate_date",
+    studyDescription: "00081030 StudyDescription_keyword",
+    seriesDescription: "0008103E SeriesDescription_keyword",
+    studyUid: "0020000D StudyInstanceUID_keyword",
+    seriesUid: "0020000E SeriesInstanceUID_keyword",
+  };
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (name === "class") node.className = value;
+      else node.setAttribute(name, value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === "") continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function text(value) {
+    if (value === null || value === undefined) return "";
+    if (Array.isArray(value)) return value.map(text).join(", ");
+    if (typeof value === "object") return JSON.stringify(value);
+    return String(value);
+  }
+
+  function status(message, isError) {
+    const node = document.querySelector("#status");
+    node.textContent = message;
+    node.className = isError ? "error" : "";
+  }
+
+  async function api(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    const data = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(data && data.detail ? String(data.detail) : response.statusText);
+    return data;
+  }
+
+  function validationBadge(validation) {
+    if (!validation) return el("span", { class: "badge none" }, "not validated");
+    const errors = Number(validation.errors || 0);
+    const warnings = Number(validation.warnings || 0);
+    if (!errors && !warnings) return el("span", { class: "badge ok" }, "valid");
+    const kind = errors ? "error" : "warning";
+    return el("span", { class: "badge " + kind }, errors + " error(s), " + warnings + " warning(s)");
+  }
+
+  // Indexed on arrival, before the PACS confirmed every instance (see pacs_state).
+  function storingBadge(doc, label) {
+    return doc.pacs_state === "storing" ? el("span", { class: "badge storing" }, label) : null;
+  }
+
+  window.dicomflowSeries = { F, el, text, status, api, validationBadge, storingBadge };
+})();

@@ -1,0 +1,316 @@
+"""A DIMSE provider that streams C-STORE data sets into the spool and answers them cheaply.
+
+Per small instance, pynetdicom 3.0.4 spent more time in its own Python than the receiver
+spent making the instance durable: it builds and encodes a pydicom file meta data set and a
+``NamedTemporaryFile`` for every C-STORE, flushes that buffered file after every fragment,
+and builds, validates and encodes a pydicom command data set for every response. The
+receiver then read each file twice more, to hash it and to check its header.
+
+:class:`StreamingDIMSE` keeps pynetdicom's message handling and changes three things:
+
+* a C-STORE data set streams into an :class:`IncomingFile` in the spool's ``incoming``
+  area (``tempfile.tempdir``, see :func:`receiver.app.use_spool_for_temporary_files`):
+  unbuffered writes, the file meta encoded directly, SHA-256 and the first bytes of the
+  header taken as the fragments arrive (the spool reads the file no more);
+* a plain C-STORE response (no error comment or offending element) is encoded directly;
+* everything else is done by the parent, as before.
+
+The overridden ``receive_primitive`` mirrors pynetdicom 3.0.4's ``receive_primitive`` and
+``DIMSEMessage.decode_msg``; like the reactors it is used only on that release (see
+:func:`receiver.reactor.fast_reactor_supported`). Tests compare the file meta and the
+responses byte for byte with what pynetdicom and pydicom write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import tempfile
+import threading
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import (
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    _config,
+    evt,
+)
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
+from pynetdicom.dimse_primitives import C_CANCEL, C_STORE, N_EVENT_REPORT, DimseServiceType
+from pynetdicom.dsutils import create_file_meta, decode
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.utils import make_target
+
+from dicomflow.spool.checks import HEAD_BYTES
+from dicomflow.spool.records import WrittenContent
+
+if TYPE_CHECKING:
+    from pydicom.uid import UID
+
+__all__ = ["IncomingFile", "StreamingDIMSE", "encode_file_meta", "written_content"]
+
+LOGGER = logging.getLogger(__name__)
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_C_STORE_RSP = 0x8001
+_NO_DATA_SET = 0x0101
+
+
+class IncomingFile:
+    """The file a C-STORE data set streams into: preamble, file meta, then the data set.
+
+    It stands in for the ``NamedTemporaryFile`` pynetdicom would create (``name``,
+    ``close()``; pynetdicom unlinks ``name`` after the handler if it is still there).
+
+    Parameters
+    ----------
+    meta
+        The encoded file meta information group (see :func:`encode_file_meta`).
+    directory
+        Where to create it; by default ``tempfile.gettempdir()``.
+    """
+
+    def __init__(self, meta: bytes, directory: Path | None = None) -> None:
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=directory)
+        self.name = name
+        self.path = Path(name)
+        self._fd = fd
+        self._sha256 = hashlib.sha256()
+        self._head = bytearray()
+        self.size = 0
+        try:
+            self.write(_PREAMBLE + meta)
+        except OSError:
+            self.close()
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Append ``data``; return its length."""
+        view = memoryview(data)
+        length = len(view)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._sha256.update(data)
+        missing = HEAD_BYTES + 1 - len(self._head)
+        if missing > 0:
+            self._head += data[:missing]
+        self.size += length
+        return length
+
+    def close(self) -> None:
+        """Close the file (it stays on disk)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def content(self) -> WrittenContent:
+        """What was written: SHA-256, size and the first bytes."""
+        return WrittenContent(self._sha256.hexdigest(), self.size, bytes(self._head))
+
+
+def written_content(request: object) -> WrittenContent | None:
+    """What :class:`StreamingDIMSE` wrote of a C-STORE request's data set, if it wrote it."""
+    # pynetdicom keeps the file object of a streamed data set on the request primitive.
+    incoming = getattr(request, "_dataset_file", None)
+    return incoming.content() if isinstance(incoming, IncomingFile) else None
+
+
+def _ui(value: str) -> bytes:
+    data = value.encode("ascii")
+    return data + b"\x00" if len(data) % 2 else data
+
+
+def _explicit(tag: int, vr: bytes, value: bytes) -> bytes:
+    """One Explicit VR Little Endian element of a short VR."""
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def encode_file_meta(
+    sop_class_uid: str | None, sop_instance_uid: str | None, transfer_syntax_uid: str
+) -> bytes:
+    """The file meta group pynetdicom writes for a received data set, byte for byte.
+
+    As ``write_file_meta_info(fp, create_file_meta(...))`` encodes it; a missing value or
+    one that is not plain ASCII goes through pydicom itself (and fails as it fails there).
+    """
+    if sop_class_uid is None or sop_instance_uid is None:
+        return _pydicom_file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+    try:
+        body = (
+            # (0002,0001) File Meta Information Version, OB: a long VR.
+            struct.pack("<HH2sHL", 0x0002, 0x0001, b"OB", 0, 2)
+            + b"\x00\x01"
+            + _explicit(0x00020002, b"UI", _ui(sop_class_uid))
+            + _explicit(0x00020003, b"UI", _ui(sop_instance_uid))
+            + _explicit(0x00020010, b"UI", _ui(transfer_syntax_uid))
+            + _explicit(0x00020012, b"UI", _ui(PYNETDICOM_IMPLEMENTATION_UID))
+            + _explicit(0x00020013, b"SH", _sh(PYNETDICOM_IMPLEMENTATION_VERSION))
+        )
+    except UnicodeEncodeError:
+        return _pydicom_file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+    return _explicit(0x00020000, b"UL", struct.pack("<L", len(body))) + body
+
+
+def _sh(value: str) -> bytes:
+    data = value.encode("ascii")
+    return data + b" " if len(data) % 2 else data
+
+
+def _pydicom_file_meta(
+    sop_class_uid: str | None, sop_instance_uid: str | None, transfer_syntax: str
+) -> bytes:
+    meta: FileMetaDataset = create_file_meta(
+        sop_class_uid=cast("UID", sop_class_uid),
+        sop_instance_uid=cast("UID", sop_instance_uid),
+        transfer_syntax=cast("UID", transfer_syntax),
+    )
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta)
+    return buffer.getvalue()
+
+
+def encode_plain_store_response(primitive: C_STORE) -> bytes | None:
+    """The command set of a C-STORE response without optional fields, or ``None``.
+
+    Implicit VR Little Endian, elements in tag order, as pynetdicom encodes it; ``None``
+    when the response carries more than the fixed fields (error comment, offending element)
+    or lacks one of them: pynetdicom encodes those.
+    """
+    if (
+        primitive.MessageIDBeingRespondedTo is None
+        or primitive.Status is None
+        or primitive.ErrorComment is not None
+        or primitive.OffendingElement is not None
+        or not primitive.AffectedSOPClassUID
+        or not primitive.AffectedSOPInstanceUID
+    ):
+        return None
+    try:
+        sop_class = _ui(str(primitive.AffectedSOPClassUID))
+        sop_instance = _ui(str(primitive.AffectedSOPInstanceUID))
+    except UnicodeEncodeError:
+        return None
+    body = (
+        _implicit(0x00000002, sop_class)
+        + _implicit(0x00000100, struct.pack("<H", _C_STORE_RSP))
+        + _implicit(0x00000120, struct.pack("<H", int(primitive.MessageIDBeingRespondedTo)))
+        + _implicit(0x00000800, struct.pack("<H", _NO_DATA_SET))
+        + _implicit(0x00000900, struct.pack("<H", int(primitive.Status)))
+        + _implicit(0x00001000, sop_instance)
+    )
+    return _implicit(0x00000000, struct.pack("<L", len(body))) + body
+
+
+def _implicit(tag: int, value: bytes) -> bytes:
+    return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+class StreamingDIMSE(DIMSEServiceProvider):
+    """pynetdicom 3.0.4's DIMSE provider, streaming C-STORE data sets (see the module)."""
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        """Decode a P-DATA primitive; queue the DIMSE message once it is complete.
+
+        pynetdicom 3.0.4's ``receive_primitive`` with :meth:`_decode` for the decoding.
+        """
+        if self.message is None:
+            self.message = DIMSEMessage()
+        message = self.message
+        if not self._decode(message, primitive):
+            return
+        evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": message})
+        context_id = cast(int, message.context_id)
+        try:
+            d_primitive = message.message_to_primitive()
+        except Exception as exc:
+            LOGGER.error("Received an invalid DIMSE message")
+            LOGGER.exception(exc)
+            self.dul.event_queue.put("Evt19")
+            return
+        if isinstance(d_primitive, C_CANCEL) and len(self.cancel_req) < 10:
+            self.cancel_req[cast(int, d_primitive.MessageIDBeingRespondedTo)] = d_primitive
+        elif isinstance(d_primitive, N_EVENT_REPORT) and d_primitive.is_valid_request:
+            # As upstream: served at once in a thread of its own, not to block the DUL.
+            threading.Thread(
+                target=make_target(self.assoc._serve_request), args=(d_primitive, context_id)
+            ).start()
+        else:
+            self.msg_queue.put((context_id, cast(DimseServiceType, d_primitive)))
+        # As upstream (pynetdicom issue #41): drop the message, ready for the next one.
+        message.encoded_command_set = BytesIO()
+        message.data_set = BytesIO()
+        message._data_set_file = None
+        message._data_set_path = None
+        self.message = None
+
+    def _decode(self, message: DIMSEMessage, primitive: P_DATA) -> bool:
+        """``DIMSEMessage.decode_msg`` of pynetdicom 3.0.4, streaming into an IncomingFile.
+
+        Returns
+        -------
+        bool
+            Whether the message is complete.
+        """
+        for context_id, data in primitive.presentation_data_value_list:
+            # Message Control Header: bit 0 command/data set, bit 1 last fragment (PS3.8 E.2).
+            control = data[0]
+            if control & 1:
+                message.encoded_command_set.write(data[1:])
+                if not control & 2:
+                    continue
+                message.context_id = context_id
+                command = decode(message.encoded_command_set, True, True)
+                message.command_set = command
+                message.__class__ = _MESSAGE_TYPES[cast(int, command.CommandField)][1]
+                if command.CommandDataSetType == _NO_DATA_SET:
+                    return True
+                if _config.STORE_RECV_CHUNKED_DATASET and isinstance(message, C_STORE_RQ):
+                    context = self.assoc._accepted_cx[context_id]
+                    incoming = IncomingFile(
+                        encode_file_meta(
+                            command.AffectedSOPClassUID,
+                            command.AffectedSOPInstanceUID,
+                            context.transfer_syntax[0],
+                        )
+                    )
+                    message._data_set_file = cast(Any, incoming)
+                    message._data_set_path = incoming.path
+            else:
+                target = message._data_set_file
+                if target is not None:
+                    # Always the IncomingFile made above. A view, not a copy: a fragment of a
+                    # large data set is up to a PDU long.
+                    cast(IncomingFile, target).write(memoryview(data)[1:])
+                else:
+                    cast(BytesIO, message.data_set).write(data[1:])
+                if control & 2:
+                    return True
+        return False
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """Send a DIMSE message; a plain C-STORE response is encoded directly."""
+        encoded = (
+            encode_plain_store_response(primitive)
+            if isinstance(primitive, C_STORE)
+            # Someone watching sent messages gets them as pynetdicom builds them.
+            and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
+            else None
+        )
+        max_pdu = self.maximum_pdu_size
+        # As upstream, a fragment holds at most max_pdu - 6 bytes of the command set.
+        if encoded is None or (max_pdu and len(encoded) > max_pdu - 6):
+            super().send_msg(primitive, context_id)
+            return
+        pdata = P_DATA()
+        # One PDV: the last (and only) command fragment (PS3.8 E.2).
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
+        self.dul.send_pdu(pdata)
