@@ -40,6 +40,11 @@ def report_key(series_uid: str) -> str:
     return f"{REPORT_PREFIX}/{series_uid}.html"
 
 
+def record_key(series_uid: str) -> str:
+    """Object key of a series' validation findings (JSON), merged batch by batch."""
+    return f"{REPORT_PREFIX}/{series_uid}.json"
+
+
 def scan_from_manifest(entries: Sequence[ManifestEntry], directory: Path) -> HeaderScan | None:
     """Group a batch by series from its manifest alone, without reading a file.
 

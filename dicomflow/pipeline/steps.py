@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -23,10 +24,10 @@ from dicomflow.dicom.document import build_series_document, merge_series_documen
 from dicomflow.dicom.headers import SeriesGroup
 from dicomflow.index import open_index
 from dicomflow.pacs.client import DicomWebClient
-from dicomflow.pipeline.batch import SpooledBatch, report_key, thumbnail_key
-from dicomflow.storage.client import ObjectStore
+from dicomflow.pipeline.batch import SpooledBatch, record_key, report_key, thumbnail_key
+from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
 from dicomflow.thumbnails import ThumbnailKind, render_series_thumbnail
-from dicomflow.validation import render_report_html, validate_series
+from dicomflow.validation import SeriesValidation, render_report_html, validate_series
 
 log = logging.getLogger(__name__)
 
@@ -283,46 +284,68 @@ def validate(settings: Settings, batch_id: str) -> Summary:
     """Run dciodvfy on the batch's instances; keep counts and an HTML report per series.
 
     ``validation.sample`` in the settings limits how many instances of a series are checked.
+    The report covers the whole series: a series that arrives in several batches gets one
+    report over all of them (the findings are kept as JSON next to it and merged).
     """
     sample = settings.validation.sample or None
     batch = SpooledBatch.from_settings(settings, batch_id)
     store = ObjectStore.from_settings(settings)
     for project in batch.projects:
         store.ensure_bucket(project)
+    engine = make_engine(settings.platform_db_url)
     results: dict[str, dict[str, Any]] = {}
-    for group in batch.series:
-        outcome = validate_series(
-            group,
-            sample=sample,
-            workers=settings.validation.workers,
-            niceness=settings.validation.niceness,
-        )
-        key = report_key(group.series_instance_uid)
-        page = render_report_html(
-            outcome, details={"batch": batch_id, "modality": group.modality or "-"}
-        )
-        for project in batch.projects:
-            store.put_bytes(project, key, page.encode(), "text/html; charset=utf-8")
-        results[group.series_instance_uid] = {**outcome.summary(), "report_key": key}
-        log.info(
-            "series %s: %d error(s), %d warning(s) in %d instance(s)",
-            group.series_instance_uid,
-            outcome.errors,
-            outcome.warnings,
-            len(outcome.instances),
-        )
+    try:
+        for group in batch.series:
+            uid = group.series_instance_uid
+            outcome = validate_series(
+                group,
+                sample=sample,
+                workers=settings.validation.workers,
+                niceness=settings.validation.niceness,
+            )
+            with _series_lock(engine, uid, "validation report"):
+                whole = _with_earlier_batches(store, outcome)
+                page = render_report_html(
+                    whole, details={"last batch": batch_id, "modality": group.modality or "-"}
+                )
+                record = json.dumps(whole.to_json()).encode()
+                for project in batch.projects:
+                    store.put_bytes(project, record_key(uid), record, "application/json")
+                    store.put_bytes(
+                        project, report_key(uid), page.encode(), "text/html; charset=utf-8"
+                    )
+            results[uid] = {**outcome.summary(), "report_key": report_key(uid)}
+            log.info(
+                "series %s: %d error(s), %d warning(s) in %d instance(s)",
+                uid,
+                outcome.errors,
+                outcome.warnings,
+                len(outcome.instances),
+            )
+    finally:
+        engine.dispose()
     return {"validation": results}
 
 
+def _with_earlier_batches(store: ObjectStore, outcome: SeriesValidation) -> SeriesValidation:
+    """The validation of the series so far (kept in ``admin``), with this batch's merged in."""
+    try:
+        earlier = json.loads(store.get_bytes("admin", record_key(outcome.series_instance_uid)))
+    except ObjectNotFoundError:
+        return outcome
+    return SeriesValidation.from_json(earlier).merged_with(outcome)
+
+
 @contextmanager
-def _series_lock(engine: Engine, series_uid: str) -> Iterator[None]:
-    """Serialise read-merge-write of one series' document across parallel batches."""
+def _series_lock(engine: Engine, series_uid: str, what: str = "") -> Iterator[None]:
+    """Serialise a read-merge-write of one series (its document, or ``what``) across batches."""
+    key = f"{what}:{series_uid}" if what else series_uid
     with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(hashtext(:uid))"), {"uid": series_uid})
+        conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": key})
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:uid))"), {"uid": series_uid})
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": key})
 
 
 def announce_batch(settings: Settings, batch_id: str) -> Summary:

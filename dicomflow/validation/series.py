@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from dicomflow.dicom.completeness import duplicate_instance_numbers, missing_instance_numbers
 from dicomflow.dicom.headers import InstanceInfo, SeriesGroup
 from dicomflow.validation.dciodvfy import (
     DEFAULT_TIMEOUT,
+    Finding,
     InstanceValidation,
+    Severity,
     find_dciodvfy,
     run_dciodvfy,
 )
@@ -48,6 +51,9 @@ class SeriesValidation:
         How many instances lack an Instance Number.
     checked_at
         When the validation finished (UTC).
+    instance_numbers
+        Instance Number (or ``None``) by SOP Instance UID of every instance judged for
+        completeness, validated or not.
     """
 
     series_instance_uid: str
@@ -57,6 +63,7 @@ class SeriesValidation:
     duplicate_instance_numbers: list[int] = field(default_factory=list)
     instances_without_number: int = 0
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    instance_numbers: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -77,6 +84,82 @@ class SeriesValidation:
     def sampled(self) -> bool:
         """True when only some of the instances were validated."""
         return len(self.instances) < self.total_instances
+
+    def merged_with(self, newer: SeriesValidation) -> SeriesValidation:
+        """This validation and a later one of the same series (e.g. of its next batch).
+
+        Instances are told apart by SOP Instance UID, the later result of an instance wins,
+        and completeness is judged again over every instance number known to either.
+        """
+        if newer.series_instance_uid != self.series_instance_uid:
+            raise ValueError(
+                f"cannot merge the validation of {newer.series_instance_uid} "
+                f"into that of {self.series_instance_uid}"
+            )
+        by_uid = {_instance_key(i): i for i in self.instances}
+        by_uid.update({_instance_key(i): i for i in newer.instances})
+        numbers = {**self.instance_numbers, **newer.instance_numbers}
+        order = {uid: (n is None, n or 0, uid) for uid, n in numbers.items()}
+        instances = sorted(
+            by_uid.values(), key=lambda i: order.get(_instance_key(i), (True, 0, _instance_key(i)))
+        )
+        values = list(numbers.values())
+        return SeriesValidation(
+            series_instance_uid=self.series_instance_uid,
+            instances=instances,
+            total_instances=max(len(numbers), len(instances)),
+            missing_instance_numbers=missing_instance_numbers(values),
+            duplicate_instance_numbers=duplicate_instance_numbers(values),
+            instances_without_number=sum(1 for n in values if n is None),
+            checked_at=newer.checked_at,
+            instance_numbers=numbers,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form (see :meth:`from_json`), kept next to the report."""
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "checked_at": self.checked_at.isoformat(),
+            "instance_numbers": self.instance_numbers,
+            "instances": [
+                {
+                    "file": i.path.name,
+                    "sop_instance_uid": i.sop_instance_uid,
+                    "iod": i.iod,
+                    "findings": [[f.severity.value, f.message] for f in i.findings],
+                    "returncode": i.returncode,
+                    "crashed": i.crashed,
+                    "seconds": i.seconds,
+                }
+                for i in self.instances
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SeriesValidation:
+        """Inverse of :meth:`to_json` (file paths keep only their names)."""
+        instances = [
+            InstanceValidation(
+                path=Path(i["file"]),
+                sop_instance_uid=i.get("sop_instance_uid"),
+                iod=i.get("iod"),
+                findings=[Finding(Severity(sev), msg) for sev, msg in i.get("findings", [])],
+                returncode=i.get("returncode"),
+                crashed=bool(i.get("crashed")),
+                seconds=float(i.get("seconds") or 0.0),
+            )
+            for i in data.get("instances", [])
+        ]
+        uid = str(data["series_instance_uid"])
+        checked_at = datetime.fromisoformat(data["checked_at"])
+        stored = cls(
+            uid,
+            instances=instances,
+            checked_at=checked_at,
+            instance_numbers=dict(data.get("instance_numbers") or {}),
+        )
+        # Merging into an empty validation derives the counts from what was stored.
+        return cls(uid, checked_at=checked_at).merged_with(stored)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able counts a series document keeps (see ``build_series_document``)."""
@@ -175,4 +258,9 @@ def validate_series(
         missing_instance_numbers=missing_instance_numbers(numbers),
         duplicate_instance_numbers=duplicate_instance_numbers(numbers),
         instances_without_number=sum(1 for n in numbers if n is None),
+        instance_numbers={i.sop_instance_uid: i.instance_number for i in ordered},
     )
+
+
+def _instance_key(instance: InstanceValidation) -> str:
+    return instance.sop_instance_uid or instance.path.name

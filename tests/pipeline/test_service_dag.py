@@ -20,6 +20,7 @@ from dicomflow.spool.store import Spool
 from dicomflow.stack.components import Orthanc
 from dicomflow.stack.supervisor import Stack
 from dicomflow.storage.client import ObjectStore
+from dicomflow.validation.report import read_report_summary
 from tests.dicomfiles import fresh_copy
 from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch
 from tests.thumbnails.thumbnail_testutil import write_ct_series, write_seg
@@ -128,6 +129,10 @@ def test_resend_and_split_series_leave_one_document_with_the_right_count(
     with DicomWebClient.from_settings(platform) as pacs:
         assert len(pacs.series_instances(study, uid)) == 6
     index.close()
+    # One report over both batches: every instance once, the resent ones too.
+    page = ObjectStore.from_settings(platform).get_bytes("admin", report_key(uid)).decode()
+    summary = read_report_summary(page)
+    assert summary is not None and summary["instances_checked"] == 6
 
 
 def index_query(series_uid: str):  # type: ignore[no-untyped-def]

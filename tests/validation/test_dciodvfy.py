@@ -104,3 +104,33 @@ def test_sample_evenly() -> None:
     assert sample_evenly(items, 5) == [0, 25, 50, 74, 99]
     assert sample_evenly(items, 1) == [49]
     assert sample_evenly(items, 0) == []
+
+
+def test_validations_of_two_batches_merge_into_one_series_validation(tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+
+    from dicomflow.validation import SeriesValidation
+
+    series_uid, study_uid = generate_uid(), generate_uid()
+    first = write_ct_series(tmp_path / "a", [1, 2, 3], series_uid=series_uid, study_uid=study_uid)
+    # The second batch resends instance 3 and brings 5 (4 never arrives).
+    later = write_ct_series(tmp_path / "b", [5], series_uid=series_uid, study_uid=study_uid)
+    one = validate_series(group_series(first).series[0])
+    two = validate_series(group_series([first[2], *later]).series[0])
+
+    # Kept as JSON between batches, merged when the next one is validated.
+    stored = SeriesValidation.from_json(one.to_json())
+    assert stored.summary() | {"checked_at": ""} == one.summary() | {"checked_at": ""}
+    merged = stored.merged_with(two)
+
+    assert merged.total_instances == 4 and len(merged.instances) == 4
+    assert merged.missing_instance_numbers == [4]
+    assert merged.duplicate_instance_numbers == []
+    assert merged.warnings == one.warnings + two.warnings - two.instances[0].warnings
+    assert [i.sop_instance_uid for i in merged.instances] == [
+        str(pydicom.dcmread(p).SOPInstanceUID) for p in [*first, *later]
+    ]
+    with pytest.raises(ValueError, match="cannot merge"):
+        merged.merged_with(
+            validate_series(group_series(write_ct_series(tmp_path / "c", [1])).series[0])
+        )
