@@ -1,8 +1,8 @@
 """service-process-incoming-dcm: one run per received batch (conf: ``{"batch_id": ...}``).
 
 read the batch -> store to PACS | thumbnails | validate            (in parallel)
-store + thumbnails -> index (searchable once the PACS holds it)   store -> map to project
-validate + index -> record the validation in the documents
+store + thumbnails -> index (pacs_state "stored")                  store -> map to project
+validate -> record the validation in the documents (before or after the index step)
 finish (batch done, spool files removed) only when every step succeeded.
 """
 
@@ -44,5 +44,5 @@ with DAG(
     read >> [store, thumbnails, validation]
     store >> mapping
     [store, thumbnails] >> index
-    [index, validation] >> record
-    [record, mapping] >> finish
+    validation >> record
+    [index, record, mapping] >> finish

@@ -386,8 +386,12 @@ def index_series(
 def record_validation(
     settings: Settings, batch_id: str, validation: dict[str, dict[str, Any]] | None = None
 ) -> Summary:
-    """Add the validation results to the series documents (validation may finish last)."""
-    return _write_documents(settings, batch_id, validation=validation)
+    """Add the validation results to the series documents, before or after the index step.
+
+    It claims nothing about the PACS (only :func:`index_series` does, after the store), so it
+    need not wait for the store: the merge keeps whichever batches the PACS confirmed.
+    """
+    return _write_documents(settings, batch_id, validation=validation, archived=False)
 
 
 def _write_documents(
