@@ -79,22 +79,29 @@ def place_file(source: Path, path: Path, *, move: bool) -> None:
         unlink); when false, ``source`` is left untouched.
     """
     tmp = path.with_name(TMP_PREFIX + path.name)
-    renamed = False
-    if move:
-        try:
-            os.replace(source, tmp)
-            renamed = True
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-    if not renamed:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, _COPY_CHUNK)
+    renamed = _move_or_copy(source, tmp, move=move)
     fsync_file(tmp)
     os.replace(tmp, path)
     fsync_dir(path.parent)
     if move and not renamed:
         source.unlink(missing_ok=True)
+
+
+def _move_or_copy(source: Path, target: Path, *, move: bool) -> bool:
+    """Rename ``source`` to ``target`` when moving within one file system, else copy it.
+
+    Returns whether it was renamed (a copy leaves ``source`` for the caller to remove).
+    """
+    if move:
+        try:
+            os.replace(source, target)
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, _COPY_CHUNK)
+    return False
 
 
 def adopt_file(source: Path, path: Path, *, move: bool) -> None:
@@ -129,17 +136,8 @@ def adopt_file(source: Path, path: Path, *, move: bool) -> None:
         effort), so the caller can still keep it elsewhere.
     """
     renamed = False
-    if move:
-        try:
-            os.replace(source, path)
-            renamed = True
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
     try:
-        if not renamed:
-            with open(source, "rb") as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        renamed = _move_or_copy(source, path, move=move)
         fsync_file(path)
     except OSError:
         with contextlib.suppress(OSError):
