@@ -8,6 +8,7 @@ bytes, and the spool's direct placement of instance files.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ import dicomflow.spool.checks as checks
 from dicomflow.spool import durable
 from dicomflow.spool.checks import HEAD_BYTES, InstanceFacts, InstanceRejectedError
 from receiver.dimse import (
+    WRITEBACK_AFTER,
     IncomingFile,
     encode_file_meta,
     encode_plain_store_response,
@@ -254,6 +256,39 @@ def test_incoming_file_knows_its_bytes(tmp_path: Path) -> None:
 
     assert written_content(Request()) == content
     assert written_content(object()) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
+def test_incoming_file_starts_writeback_only_past_the_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[int, int]] = []
+    fadvise = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_DONTNEED
+        calls.append((offset, length))
+        fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    meta = encode_file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.3", ExplicitVRLittleEndian)
+    small = IncomingFile(meta, tmp_path)
+    small.write(os.urandom(WRITEBACK_AFTER - 1000))
+    small.close()
+    assert calls == []
+
+    large = IncomingFile(meta, tmp_path)
+    chunks = [os.urandom(128 * 1024) for _ in range(5)]
+    for chunk in chunks:
+        large.write(chunk)
+    large.close()
+    # Each range once, from where the last one ended, starting once the threshold is passed.
+    assert calls[0][0] == 0 and calls[0][1] > WRITEBACK_AFTER
+    assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(calls))
+    assert sum(length for _, length in calls) == large.size
+    data = large.path.read_bytes()
+    assert data == b"\x00" * 128 + b"DICM" + meta + b"".join(chunks)
+    assert large.content().sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_adopt_file_moves_or_copies_under_the_final_name(tmp_path: Path) -> None:
