@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 from airflow.sdk import BaseOperator, Param
@@ -104,9 +105,11 @@ class _DeleteAfterImportOperator(BaseOperator):
 
     ui_color = "#f5e0d8"
 
-    def _delete(self, settings: Any, project: str, uploads: list[str], run_id: str) -> list[str]:
-        """Delete per the run's report; raise ``LookupError`` when the report is missing."""
-        raise NotImplementedError
+    @abstractmethod
+    def _delete_if_imported(
+        self, settings: Any, project: str, uploads: list[str], run_id: str
+    ) -> tuple[str, list[str]] | None:
+        """The import's outcome and the uploads its rule deleted; ``None`` without a report."""
 
     def execute(self, context: Any) -> list[str]:
         params = context["params"]
@@ -114,12 +117,14 @@ class _DeleteAfterImportOperator(BaseOperator):
             raise AirflowSkipException("delete_upload is false: the uploads are kept")
         settings = load_settings(create_secrets=False)
         project = str(params["project"]).strip()
-        try:
-            deleted = self._delete(
-                settings, project, list(params["uploads"]), str(context["run_id"])
-            )
-        except LookupError:
-            raise AirflowFailException("the import's report is missing: uploads kept") from None
+        found = self._delete_if_imported(
+            settings, project, list(params["uploads"]), str(context["run_id"])
+        )
+        if found is None:
+            raise AirflowFailException("the import's report is missing: uploads kept")
+        outcome, deleted = found
+        if not deleted:
+            raise AirflowSkipException(f"import outcome {outcome!r}: uploads kept")
         for name in deleted:
             self.log.info("deleted upload %s", name)
         return deleted
@@ -128,17 +133,16 @@ class _DeleteAfterImportOperator(BaseOperator):
 class DeleteUploadsOperator(_DeleteAfterImportOperator):
     """Delete the imported uploads when the run's Params ask for it and the import succeeded."""
 
-    def _delete(self, settings: Any, project: str, uploads: list[str], run_id: str) -> list[str]:
+    def _delete_if_imported(
+        self, settings: Any, project: str, uploads: list[str], run_id: str
+    ) -> tuple[str, list[str]] | None:
         from dicomflow.importer.uploads import delete_imported_uploads, read_report
         from dicomflow.storage.client import ObjectStore
 
         report = read_report(ObjectStore.from_settings(settings), project, run_id)
         if report is None:
-            raise LookupError(run_id)
-        deleted = delete_imported_uploads(settings, project, uploads, report)
-        if not deleted:
-            raise AirflowSkipException(f"import outcome {report.outcome.value!r}: uploads kept")
-        return deleted
+            return None
+        return report.outcome.value, delete_imported_uploads(settings, project, uploads, report)
 
 
 def _nifti_options(params: Any) -> Any:
@@ -206,14 +210,14 @@ class ImportNiftiUploadsOperator(BaseOperator):
 class DeleteNiftiUploadsOperator(_DeleteAfterImportOperator):
     """Delete the uploads of a NIfTI import when asked for and every case was imported."""
 
-    def _delete(self, settings: Any, project: str, uploads: list[str], run_id: str) -> list[str]:
+    def _delete_if_imported(
+        self, settings: Any, project: str, uploads: list[str], run_id: str
+    ) -> tuple[str, list[str]] | None:
         from dicomflow.importer.nifti import delete_imported_nifti_uploads, read_nifti_report
         from dicomflow.storage.client import ObjectStore
 
         report = read_nifti_report(ObjectStore.from_settings(settings), project, run_id)
         if report is None:
-            raise LookupError(run_id)
+            return None
         deleted = delete_imported_nifti_uploads(settings, project, uploads, report)
-        if not deleted:
-            raise AirflowSkipException(f"import outcome {report.outcome.value!r}: uploads kept")
-        return deleted
+        return report.outcome.value, deleted

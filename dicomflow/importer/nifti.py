@@ -32,7 +32,7 @@ from dicomflow.importer.nifti_report import (
     NiftiImportReport,
     NiftiSource,
 )
-from dicomflow.importer.uploads import report_key, upload_area
+from dicomflow.importer.uploads import delete_uploads_if_imported, report_key, upload_area
 from dicomflow.nifti import (
     CaseResult,
     LayoutError,
@@ -476,13 +476,6 @@ def delete_imported_nifti_uploads(
 
     A partial import keeps the uploads: the user fixes the failed cases from them.
     """
-    if report.outcome is not NiftiImportOutcome.IMPORTED:
-        LOGGER.warning(
-            "uploads kept: the NIfTI import's outcome is %r, not %r",
-            report.outcome.value,
-            NiftiImportOutcome.IMPORTED.value,
-        )
-        return []
-    deleted = upload_area(settings).delete(project, names)
-    LOGGER.info("deleted %d uploaded files: %s", len(deleted), ", ".join(deleted))
-    return deleted
+    return delete_uploads_if_imported(
+        settings, project, names, report.outcome.value, NiftiImportOutcome.IMPORTED.value
+    )

@@ -26,6 +26,7 @@ __all__ = [
     "REPORTS_PREFIX",
     "UPLOAD_IMPORT_DAG_ID",
     "delete_imported_uploads",
+    "delete_uploads_if_imported",
     "import_uploads",
     "read_report",
     "report_key",
@@ -143,12 +144,23 @@ def delete_imported_uploads(
     An import that failed, or found no DICOM, deletes nothing: what the user uploaded stays
     until an import of it succeeds.
     """
-    if report.outcome is not ImportOutcome.IMPORTED:
-        LOGGER.warning(
-            "uploads kept: the import's outcome is %r, not %r",
-            report.outcome.value,
-            ImportOutcome.IMPORTED.value,
-        )
+    return delete_uploads_if_imported(
+        settings, project, names, report.outcome.value, ImportOutcome.IMPORTED.value
+    )
+
+
+def delete_uploads_if_imported(
+    settings: Settings, project: str, names: Sequence[str], outcome: str, imported: str
+) -> list[str]:
+    """Delete the uploads an import read when its ``outcome`` is ``imported``; else keep them.
+
+    Returns
+    -------
+    list of str
+        The names deleted (none when the uploads were kept).
+    """
+    if outcome != imported:
+        LOGGER.warning("uploads kept: the import's outcome is %r, not %r", outcome, imported)
         return []
     deleted = upload_area(settings).delete(project, names)
     LOGGER.info("deleted %d uploaded files: %s", len(deleted), ", ".join(deleted))
