@@ -149,6 +149,7 @@ class ValidationSettings(_Section):
     sample: int = Field(ge=0)
     workers: int = Field(ge=1, le=64)
     niceness: int = Field(ge=0, le=19)
+    fork_server: bool
 
 
 class WebSettings(_Section):

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-apt_packages=(python3-venv postgresql orthanc orthanc-dicomweb dcmtk dicom3tools dcm2niix)
+apt_packages=(python3-venv postgresql orthanc orthanc-dicomweb dcmtk dicom3tools dcm2niix gcc libc6-dev)
 if [[ "${1:-}" == "--test" ]]; then
   extras="[test]"
   # The Data Upload page's tests drive Debian's Chromium with Playwright (no browser download).

@@ -315,7 +315,14 @@ def _validation_run(
         "instances_checked": int(validation.get("instances_checked", 0)),
         "checked_at": _utc_iso(validation.get("checked_at")) or fallback_time,
         "report_key": validation.get("report_key"),
+        "series_totals": _series_totals(validation.get("series_totals")),
     }
+
+
+def _series_totals(totals: Mapping[str, Any] | None) -> dict[str, int] | None:
+    if not totals:
+        return None
+    return {key: int(totals.get(key, 0)) for key in ("errors", "warnings", "instances_checked")}
 
 
 def _validation_block(
@@ -325,10 +332,22 @@ def _validation_block(
         return None
     ordered = sorted(runs, key=lambda run: (run.get("checked_at") or "", run.get("batch_id") or ""))
     latest = ordered[-1]
+    # Each run knows the series' totals after its merge; the merge only ever adds instances,
+    # so the totals over the most instances are the newest (on a tie, the latest run's).
+    merges = [
+        (i, run["series_totals"]) for i, run in enumerate(ordered) if run.get("series_totals")
+    ]
+    if merges:
+        _, totals = max(merges, key=lambda item: (item[1]["instances_checked"], item[0]))
+    else:  # documents written before runs carried totals
+        totals = {
+            key: sum(int(run.get(key, 0)) for run in ordered)
+            for key in ("errors", "warnings", "instances_checked")
+        }
     return {
-        "errors": sum(int(run.get("errors", 0)) for run in ordered),
-        "warnings": sum(int(run.get("warnings", 0)) for run in ordered),
-        "instances_checked": sum(int(run.get("instances_checked", 0)) for run in ordered),
+        "errors": totals["errors"],
+        "warnings": totals["warnings"],
+        "instances_checked": totals["instances_checked"],
         "checked_at": latest.get("checked_at"),
         "report_key": latest.get("report_key"),
         "missing_instance_numbers": missing_instance_numbers(instance_numbers),
@@ -374,7 +393,10 @@ def build_series_document(
     validation
         Summary of the validation of this batch's instances: ``errors``, ``warnings``,
         ``instances_checked``, ``checked_at`` and ``report_key`` (e.g.
-        :meth:`dicomflow.validation.SeriesValidation.summary` plus the report key).
+        :meth:`dicomflow.validation.SeriesValidation.summary` plus the report key), and
+        optionally ``series_totals``: ``errors``, ``warnings`` and ``instances_checked`` of
+        the whole series so far, each instance counted once. The document's totals are
+        those of its most complete run, or sums over the runs when none has them.
     archived
         Whether the PACS has confirmed this batch's instances. A series is indexed as soon as
         its batch arrives, before the PACS holds it: ``pacs_state`` then says ``"storing"``

@@ -27,7 +27,12 @@ from dicomflow.pacs.client import DicomWebClient
 from dicomflow.pipeline.batch import SpooledBatch, record_key, report_key, thumbnail_key
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
 from dicomflow.thumbnails import ThumbnailKind, render_series_thumbnail
-from dicomflow.validation import SeriesValidation, render_report_html, validate_series
+from dicomflow.validation import (
+    SeriesValidation,
+    Validator,
+    render_report_html,
+    validate_series,
+)
 
 log = logging.getLogger(__name__)
 
@@ -293,16 +298,12 @@ def validate(settings: Settings, batch_id: str) -> Summary:
     for project in batch.projects:
         store.ensure_bucket(project)
     engine = make_engine(settings.platform_db_url)
+    validator = Validator.from_settings(settings)
     results: dict[str, dict[str, Any]] = {}
     try:
         for group in batch.series:
             uid = group.series_instance_uid
-            outcome = validate_series(
-                group,
-                sample=sample,
-                workers=settings.validation.workers,
-                niceness=settings.validation.niceness,
-            )
+            outcome = validate_series(group, validator, sample=sample)
             with _series_lock(engine, uid, "validation report"):
                 whole = _with_earlier_batches(store, outcome)
                 page = render_report_html(
@@ -314,7 +315,17 @@ def validate(settings: Settings, batch_id: str) -> Summary:
                     store.put_bytes(
                         project, report_key(uid), page.encode(), "text/html; charset=utf-8"
                     )
-            results[uid] = {**outcome.summary(), "report_key": report_key(uid)}
+            results[uid] = {
+                **outcome.summary(),
+                "report_key": report_key(uid),
+                # The series so far, each instance once (a resent instance is not counted
+                # again): what the document shows, whatever order the batches merge in.
+                "series_totals": {
+                    "errors": whole.errors,
+                    "warnings": whole.warnings,
+                    "instances_checked": len(whole.instances),
+                },
+            }
             log.info(
                 "series %s: %d error(s), %d warning(s) in %d instance(s)",
                 uid,
@@ -323,6 +334,7 @@ def validate(settings: Settings, batch_id: str) -> Summary:
                 len(outcome.instances),
             )
     finally:
+        validator.close()
         engine.dispose()
     return {"validation": results}
 

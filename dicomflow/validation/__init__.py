@@ -9,6 +9,7 @@ from dicomflow.validation.dciodvfy import (
     run_dciodvfy,
 )
 from dicomflow.validation.report import render_report_html
+from dicomflow.validation.runner import Validator
 from dicomflow.validation.series import SeriesValidation, sample_evenly, validate_series
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "InstanceValidation",
     "SeriesValidation",
     "Severity",
+    "Validator",
     "ValidatorUnavailableError",
     "parse_dciodvfy_output",
     "render_report_html",

@@ -25,6 +25,7 @@ __all__ = [
     "Severity",
     "ValidatorUnavailableError",
     "find_dciodvfy",
+    "interpret_run",
     "parse_dciodvfy_output",
     "run_dciodvfy",
 ]
@@ -163,7 +164,7 @@ def run_dciodvfy(
     timeout: float = DEFAULT_TIMEOUT,
     niceness: int = 0,
 ) -> InstanceValidation:
-    """Validate one file with ``dciodvfy``.
+    """Validate one file with a fresh ``dciodvfy`` process.
 
     Parameters
     ----------
@@ -184,7 +185,6 @@ def run_dciodvfy(
     InstanceValidation
         Never raises for anything the file makes the validator do.
     """
-    result = InstanceValidation(Path(path), sop_instance_uid)
     started = time.perf_counter()
     try:
         # `nice` execs the validator in its place, so exit status and signals are its own.
@@ -198,20 +198,61 @@ def run_dciodvfy(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        result.seconds = time.perf_counter() - started
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        result.iod, result.findings, _ = parse_dciodvfy_output(stderr or "")
-        result.crashed = True
-        result.findings.append(Finding(Severity.ERROR, f"validator timed out after {timeout:g} s"))
-        return result
-    result.seconds = time.perf_counter() - started
-    result.returncode = process.returncode
+        return interpret_run(
+            path,
+            sop_instance_uid,
+            returncode=None,
+            output=stderr or "",
+            seconds=time.perf_counter() - started,
+            timed_out=timeout,
+        )
     # Findings go to stderr; stdout is parsed too because some builds print there.
-    result.iod, result.findings, other = parse_dciodvfy_output(process.stderr + process.stdout)
+    return interpret_run(
+        path,
+        sop_instance_uid,
+        returncode=process.returncode,
+        output=process.stderr + process.stdout,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def interpret_run(
+    path: str | os.PathLike[str],
+    sop_instance_uid: str | None,
+    *,
+    returncode: int | None,
+    output: str,
+    seconds: float,
+    timed_out: float | None = None,
+) -> InstanceValidation:
+    """Turn what one ``dciodvfy`` run printed and how it ended into a result.
+
+    Parameters
+    ----------
+    returncode
+        Exit status, or minus the signal that ended it; ``None`` when it was killed
+        for taking too long.
+    output
+        Everything it printed.
+    timed_out
+        The timeout, when the run was killed for exceeding it.
+    """
+    result = InstanceValidation(Path(path), sop_instance_uid, seconds=seconds)
+    result.returncode = returncode
+    result.iod, result.findings, other = parse_dciodvfy_output(output)
+    if timed_out is not None:
+        result.crashed = True
+        result.findings.append(
+            Finding(Severity.ERROR, f"validator timed out after {timed_out:g} s")
+        )
+        return result
+    if returncode is None:
+        return result
     # A shell reports SIGABRT as 134 (128 + 6); subprocess reports it as -6.
-    signal_number = -process.returncode if process.returncode < 0 else None
-    if signal_number is None and process.returncode > 128:
-        signal_number = process.returncode - 128
+    signal_number = -returncode if returncode < 0 else None
+    if signal_number is None and returncode > 128:
+        signal_number = returncode - 128
     if signal_number is not None:
         result.crashed = True
         detail = f": {other[-1]}" if other else ""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,22 +11,12 @@ from typing import Any, TypeVar
 
 from dicomflow.dicom.completeness import duplicate_instance_numbers, missing_instance_numbers
 from dicomflow.dicom.headers import InstanceInfo, SeriesGroup
-from dicomflow.validation.dciodvfy import (
-    DEFAULT_TIMEOUT,
-    Finding,
-    InstanceValidation,
-    Severity,
-    find_dciodvfy,
-    run_dciodvfy,
-)
+from dicomflow.validation.dciodvfy import Finding, InstanceValidation, Severity
+from dicomflow.validation.runner import Validator
 
-__all__ = ["DEFAULT_WORKERS", "SeriesValidation", "sample_evenly", "validate_series"]
+__all__ = ["SeriesValidation", "sample_evenly", "validate_series"]
 
 _T = TypeVar("_T")
-
-#: dciodvfy is single-threaded and short-lived; a few workers hide process start-up
-#: without taking every core from the rest of the pipeline.
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(slots=True)
@@ -197,12 +185,9 @@ def _ordered(instances: Sequence[InstanceInfo]) -> list[InstanceInfo]:
 
 def validate_series(
     series: SeriesGroup,
+    validator: Validator | None = None,
     *,
     sample: int | None = None,
-    workers: int = DEFAULT_WORKERS,
-    executable: str = "dciodvfy",
-    timeout: float = DEFAULT_TIMEOUT,
-    niceness: int = 0,
 ) -> SeriesValidation:
     """Run ``dciodvfy`` on the instances of a series and check completeness.
 
@@ -210,17 +195,12 @@ def validate_series(
     ----------
     series
         The series as grouped from a batch.
+    validator
+        Runs ``dciodvfy`` (workers, timeout, fork servers); a plain :class:`Validator`
+        when not given.
     sample
         Validate at most this many instances, evenly spaced in Instance Number order
         (``None``: all). Completeness is always judged on all instances.
-    workers
-        Size of the thread pool; each thread waits on one ``dciodvfy`` process.
-    executable
-        Name or path of ``dciodvfy``.
-    timeout
-        Seconds per instance before its run is reported as crashed.
-    niceness
-        ``nice`` level of the validator processes (see :func:`run_dciodvfy`).
 
     Returns
     -------
@@ -232,25 +212,13 @@ def validate_series(
     ValidatorUnavailableError
         When ``dciodvfy`` is not installed (a deployment problem, not a data problem).
     """
-    resolved = find_dciodvfy(executable)
+    if validator is None:
+        with Validator() as plain:
+            return validate_series(series, plain, sample=sample)
     ordered = _ordered(series.instances)
     chosen = sample_evenly(ordered, sample)
     numbers = [i.instance_number for i in ordered]
-
-    def check(instance: InstanceInfo) -> InstanceValidation:
-        return run_dciodvfy(
-            instance.path,
-            sop_instance_uid=instance.sop_instance_uid,
-            executable=resolved,
-            timeout=timeout,
-            niceness=niceness,
-        )
-
-    if workers <= 1 or len(chosen) <= 1:
-        results = [check(instance) for instance in chosen]
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dciodvfy") as pool:
-            results = list(pool.map(check, chosen))
+    results = validator.validate_all([(i.path, i.sop_instance_uid) for i in chosen])
     return SeriesValidation(
         series_instance_uid=series.series_instance_uid,
         instances=results,

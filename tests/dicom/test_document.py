@@ -9,6 +9,7 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from dicomflow.dicom.document import (
     build_series_document,
@@ -226,6 +227,39 @@ def test_merge_unions_and_is_idempotent(tmp_path: Any) -> None:
     )
     assert merge_series_documents(merged, filled)["validation"]["missing_instance_numbers"] == []
     assert merge_series_documents(merged, filled)["instance_count"] == 5
+
+
+def test_validation_totals_count_a_resent_instance_once(tmp_path: Path) -> None:
+    series_uid, study_uid = generate_uid(), generate_uid()
+    first = write_ct_series(tmp_path / "b1", [1, 2], series_uid=series_uid, study_uid=study_uid)
+    second = write_ct_series(tmp_path / "b2", [3], series_uid=series_uid, study_uid=study_uid)
+    # Batch 2 resends instance 2; the validate step reports the series' totals after its merge.
+    doc_1 = build_series_document(
+        one_series(first),
+        batch_id="b1",
+        validation={
+            "errors": 0,
+            "warnings": 2,
+            "instances_checked": 2,
+            "checked_at": "2024-05-01T10:00:00+00:00",
+            "series_totals": {"errors": 0, "warnings": 2, "instances_checked": 2},
+        },
+    )
+    doc_2 = build_series_document(
+        one_series([first[1], *second]),
+        batch_id="b2",
+        validation={
+            "errors": 1,
+            "warnings": 2,
+            "instances_checked": 2,
+            "checked_at": "2024-05-01T09:00:00+00:00",  # finished first, merged last
+            "series_totals": {"errors": 1, "warnings": 3, "instances_checked": 3},
+        },
+    )
+    for merged in (merge_series_documents(doc_1, doc_2), merge_series_documents(doc_2, doc_1)):
+        block = merged["validation"]
+        assert (block["errors"], block["warnings"], block["instances_checked"]) == (1, 3, 3)
+        assert len(block["runs"]) == 2
 
 
 def test_merge_refuses_another_series(tmp_path: Path) -> None:

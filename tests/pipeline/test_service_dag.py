@@ -133,6 +133,9 @@ def test_resend_and_split_series_leave_one_document_with_the_right_count(
     page = ObjectStore.from_settings(platform).get_bytes("admin", report_key(uid)).decode()
     summary = read_report_summary(page)
     assert summary is not None and summary["instances_checked"] == 6
+    # The document counts each instance once too, though two were validated twice.
+    assert doc["validation"]["instances_checked"] == 6
+    assert doc["validation"]["warnings"] == summary["warnings"]
 
 
 def index_query(series_uid: str):  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ import pytest
 from dicomflow.dicom.headers import group_series
 from dicomflow.validation import (
     Severity,
+    Validator,
     ValidatorUnavailableError,
     parse_dciodvfy_output,
     run_dciodvfy,
@@ -64,17 +65,16 @@ def test_a_validator_crash_is_a_finding() -> None:
     assert "Assertion" in last.message
 
 
-def test_missing_validator_is_a_deployment_error(tmp_path: Path) -> None:
-    paths = write_ct_series(tmp_path, [1])
-    series = group_series(paths).series[0]
-    with pytest.raises(ValidatorUnavailableError):
-        validate_series(series, executable="no-such-dciodvfy")
+def test_missing_validator_is_a_deployment_error() -> None:
+    with pytest.raises(ValidatorUnavailableError, match="dicom3tools"):
+        Validator(executable="no-such-dciodvfy")
 
 
 def test_series_validation_in_parallel_with_gaps(tmp_path: Path) -> None:
     paths = write_ct_series(tmp_path, [1, 2, 5, 6, 9, 9])
     series = group_series(reversed(paths)).series[0]
-    result = validate_series(series, workers=2)
+    with Validator(workers=2) as validator:
+        result = validate_series(series, validator)
     assert result.total_instances == 6 and len(result.instances) == 6
     assert not result.sampled
     numbers = [int(pydicom.dcmread(i.path).InstanceNumber) for i in result.instances]
