@@ -45,7 +45,7 @@ from dicomflow.index.base import (
 
 # Written as the table's comment; a table of another layout is upgraded (see _UPGRADES) or
 # refused, never misread.
-SCHEMA_TAG = "dicomflow series index, layout 2"
+SCHEMA_TAG = "dicomflow series index, layout 3"
 # Statement size stays moderate and one transaction holds few row locks at a time.
 CHUNK = 500
 # Serializes the DDL of concurrent first starts (CREATE OR REPLACE FUNCTION is not safe to race).
@@ -210,6 +210,9 @@ _UPGRADES: dict[str, str] = {
 DROP INDEX IF EXISTS series_documents_study_date;
 DROP INDEX IF EXISTS series_documents_modality;
 """,
+    # Layout 2's functions called each other by bare name: a pg_restore (empty search path)
+    # could not fill the generated columns. _SCHEMA_SQL has replaced them with qualified ones.
+    "dicomflow series index, layout 2": "",
 }
 
 _UPSERT_SQL = text(
@@ -267,15 +270,30 @@ def create_index_schema(engine: Engine) -> None:
                 f"table series_documents is {found!r}, this version needs {SCHEMA_TAG!r}: "
                 "drop the table and re-index (the spool or PACS is the source of truth)"
             )
+        schema = conn.execute(text("SELECT quote_ident(current_schema())")).scalar()
+        if schema is None:
+            raise SeriesIndexError(
+                "no schema to create the series index in: the connection's search_path "
+                "names no existing schema"
+            )
         # Straight to the driver without parameters: the SQL holds literal '%' signs.
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(_SCHEMA_SQL)
+            cursor.execute(_qualified(_SCHEMA_SQL, str(schema)))
             if found is not None:
                 cursor.execute(_UPGRADES[found])
             cursor.execute(f"COMMENT ON TABLE series_documents IS '{SCHEMA_TAG}'")
         finally:
             cursor.close()
+
+
+def _qualified(sql: str, schema: str) -> str:
+    """``sql`` with every ``dicomflow_*`` function named in ``schema`` (an SQL identifier).
+
+    A function body is resolved when it runs, with the caller's search path; qualified calls
+    make the functions work without one, as in a pg_restore of a backup.
+    """
+    return sql.replace("dicomflow_", f"{schema}.dicomflow_")
 
 
 def _layout(conn: Connection) -> str | None:

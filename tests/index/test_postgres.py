@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 
+from dicomflow.config import load_settings
 from dicomflow.index import postgres
 from dicomflow.index.base import SERIES_UID, SeriesIndexError, SeriesQuery
 from dicomflow.index.postgres import SCHEMA_TAG, PostgresSeriesIndex, create_index_schema
@@ -103,6 +106,66 @@ def test_a_layout_1_table_is_upgraded_in_place(own_schema_engine: Engine) -> Non
         before
     )
     create_index_schema(engine)  # and again: nothing left to do
+
+
+def test_a_pg_dump_backup_restores_and_works(
+    own_schema_engine: Engine, index_server_url: URL, tmp_path: Path
+) -> None:
+    # pg_restore fills the table with an empty search path: the generated columns' functions
+    # must find each other without one (layout 2's did not, and the restore failed).
+    engine = own_schema_engine
+    create_index_schema(engine)
+    index = PostgresSeriesIndex(engine)
+    index.upsert("alpha", [series(n, dataset=[f"ds-{n % 3}", "ds-all"]) for n in range(6)])
+    query = SeriesQuery(modality=("CT",), size=3)
+    before = index.search("admin", query)
+    with engine.connect() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar()
+    bin_dir = load_settings().postgres.bin_dir
+    database = f"restored_{uuid.uuid4().hex[:8]}"
+
+    def libpq(name: str | None) -> str:
+        url = index_server_url.set(drivername="postgresql", database=name)
+        return url.render_as_string(hide_password=False)
+
+    dump = tmp_path / "index.dump"
+    subprocess.run(
+        [
+            str(bin_dir / "pg_dump"),
+            *("-Fc", "-n", str(schema), "-f", str(dump)),
+            libpq(index_server_url.database),
+        ],
+        check=True,
+    )
+    admin = create_engine(index_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{database}"'))
+    try:
+        done = subprocess.run(
+            [str(bin_dir / "pg_restore"), "--exit-on-error", "-d", libpq(database), str(dump)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        restored = create_engine(
+            index_server_url.set(database=database),
+            connect_args={"options": f"-c search_path={schema}"},
+        )
+        try:
+            again = PostgresSeriesIndex(restored)
+            assert again.search("admin", query) == before
+            # Writes merge as before, through the restored functions.
+            again.upsert("beta", [series(0, dataset=["ds-new"])])
+            merged = again.get("admin", series(0)[SERIES_UID])
+            assert merged is not None and merged["project"] == ["alpha", "beta"]
+            assert merged["dataset"] == ["ds-0", "ds-all", "ds-new"]
+        finally:
+            restored.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def test_list_texts_keep_layout_1_values(index_engine: Engine) -> None:
