@@ -119,6 +119,8 @@ class Validator:
         try:
             run = server.run(path, self.timeout)
         except ForkServerError as exc:
+            if server.alive:  # it refused the request, e.g. a path it cannot carry
+                self._idle.put(server)
             log.warning("%s; validating %s with a plain run", exc, path)
             return self._plain(path, sop_instance_uid)
         self._idle.put(server)

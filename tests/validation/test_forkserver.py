@@ -99,6 +99,8 @@ def test_a_path_the_protocol_cannot_carry_is_validated_plainly(
     shutil.copy(pydicom_file("CT_small.dcm"), odd)
     with Validator(workers=1, preload=preload) as validator:
         result = validator.validate(odd, "1.2.3")
+        validator.validate(pydicom_file("CT_small.dcm"))
+        assert len(validator._servers) == 1  # the server that refused the path is used again
     assert result.iod == "CTImage" and result.sop_instance_uid == "1.2.3"
     server = ForkServer("dciodvfy", preload)
     try:
