@@ -8,10 +8,11 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
+from dicomflow.cli_output import PrintableReport, echo_report
 from dicomflow.config import ConfigError, Settings, load_settings, settings_table
 from dicomflow.index.cli import index_group, series_group
 from dicomflow.spool.cli import batches
@@ -240,13 +241,7 @@ class _ProgressBar:
             self._bar = None
 
 
-class _Report(Protocol):
-    def as_dict(self) -> dict[str, Any]: ...
-
-    def lines(self) -> list[str]: ...
-
-
-ReportT = TypeVar("ReportT", bound=_Report)
+ReportT = TypeVar("ReportT", bound=PrintableReport)
 
 
 def _run_import(
@@ -276,11 +271,7 @@ def _run_import(
     finally:
         if bar is not None:
             bar.close()
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        for line in report.lines():
-            click.echo(line)
+    echo_report(report, as_json)
     return report
 
 

@@ -19,6 +19,23 @@ def pydicom_file(name: str) -> Path:
     return Path(str(found))
 
 
+def edited_instance(name: str, **changes: object) -> Dataset:
+    """A pydicom file (by name) with a new SOP Instance UID and ``changes`` applied.
+
+    ``changes`` maps keywords to values; ``None`` deletes the element, to see what a file
+    without it does. The new UID keeps a test's instances apart from every other's.
+    """
+    ds = pydicom.dcmread(pydicom_file(name))
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
 def write_ct_series(
     folder: Path,
     numbers: Sequence[int],

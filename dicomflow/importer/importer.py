@@ -48,6 +48,7 @@ __all__ = [
     "ProjectDirectory",
     "import_paths",
     "normalize_extension",
+    "project_directory",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -77,6 +78,30 @@ class ImportProgress(Protocol):
 
     def advance(self, nbytes: int, name: str) -> None:
         """``nbytes`` more of the inputs were handled; ``name`` is the current file."""
+
+
+def project_directory(settings: Settings, projects: ProjectDirectory | None) -> ProjectDirectory:
+    """The project directory an import checks against: ``projects`` when given.
+
+    Parameters
+    ----------
+    settings
+        The platform settings (its platform database is the default directory).
+    projects
+        A directory of the caller's (e.g. a test's); ``None`` for the default.
+
+    Returns
+    -------
+    ProjectDirectory
+        ``projects``, or a :class:`~dicomflow.db.projects.ProjectStore` on the platform
+        database (an engine is only made when no directory was given).
+    """
+    if projects is not None:
+        return projects
+    from dicomflow.db.projects import ProjectStore
+    from dicomflow.db.session import make_engine
+
+    return ProjectStore(make_engine(settings.platform_db_url))
 
 
 def normalize_extension(extension: str | None) -> str:
@@ -435,16 +460,11 @@ def import_paths(
     ImportRefusedError
         When the import cannot start (unknown project, invalid dataset or extension).
     """
-    if projects is None:
-        from dicomflow.db.projects import ProjectStore
-        from dicomflow.db.session import make_engine
-
-        projects = ProjectStore(make_engine(settings.platform_db_url))
     importer = Importer(
         settings,
         project,
         dataset,
-        projects,
+        project_directory(settings, projects),
         door=door,
         peer=peer,
         extension=extension,

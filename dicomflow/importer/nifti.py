@@ -24,7 +24,12 @@ from pathlib import Path
 
 from dicomflow.config import Settings
 from dicomflow.importer.archives import ArchiveError, UnpackBudget, is_zip, unpack_zip
-from dicomflow.importer.importer import Importer, ImportProgress, ProjectDirectory
+from dicomflow.importer.importer import (
+    Importer,
+    ImportProgress,
+    ProjectDirectory,
+    project_directory,
+)
 from dicomflow.importer.nifti_report import (
     NIFTI_REPORT_KIND,
     NiftiCase,
@@ -32,7 +37,13 @@ from dicomflow.importer.nifti_report import (
     NiftiImportReport,
     NiftiSource,
 )
-from dicomflow.importer.uploads import delete_uploads_if_imported, report_key, upload_area
+from dicomflow.importer.uploads import (
+    delete_uploads_if_imported,
+    report_key,
+    store_report,
+    upload_area,
+    upload_importer,
+)
 from dicomflow.nifti import (
     CaseResult,
     LayoutError,
@@ -278,13 +289,6 @@ def _describe(options: NiftiImportOptions) -> dict[str, str]:
     }
 
 
-def _default_projects(settings: Settings) -> ProjectDirectory:
-    from dicomflow.db.projects import ProjectStore
-    from dicomflow.db.session import make_engine
-
-    return ProjectStore(make_engine(settings.platform_db_url))
-
-
 def _run(
     importer: Importer,
     settings: Settings,
@@ -363,7 +367,7 @@ def import_nifti(
         settings,
         project,
         dataset,
-        projects or _default_projects(settings),
+        project_directory(settings, projects),
         door=door,
         peer=peer,
         extension="",
@@ -400,19 +404,13 @@ def import_nifti_uploads(
 
     Parameters
     ----------
-    settings
-        The platform settings.
-    project, dataset
-        Whose uploads, and where the series go.
-    names
-        Upload ids (every file of the upload) or ``<upload id>/<path>``.
+    settings, project, dataset, names, run_id, projects, trigger, store
+        As for :func:`~dicomflow.importer.uploads.import_uploads` (the report is stored
+        under ``import-reports/<run id>.json`` too).
     options
         As for :func:`import_nifti`.
-    run_id
-        The DAG run; names the stored report (``import-reports/<run id>.json``; none stored
-        when empty).
-    projects, trigger, progress, store
-        Collaborators; defaults come from ``settings``.
+    progress
+        Receives the bytes of NIfTI input converted and imported.
 
     Raises
     ------
@@ -424,15 +422,9 @@ def import_nifti_uploads(
     store = store or ObjectStore.from_settings(settings)
     area = upload_area(settings, store)
     options = _options_for(options or NiftiImportOptions(), project, dataset)
-    importer = Importer(
-        settings,
-        project,
-        dataset,
-        projects or _default_projects(settings),
-        door=Door.UPLOAD,
-        peer=f"upload:{run_id or 'direct'}",
-        extension="",
-        trigger=trigger,
+    # Progress goes to the conversion (bytes of NIfTI), not to the importer.
+    importer = upload_importer(
+        settings, project, dataset, run_id=run_id, extension="", projects=projects, trigger=trigger
     )
 
     def add_inputs(job: _NiftiImport) -> None:
@@ -444,10 +436,7 @@ def import_nifti_uploads(
             job.add_input(downloads / upload_id, upload_id, owned=True)
 
     report = _run(importer, settings, options, progress, add_inputs)
-    if run_id:
-        store.put_bytes(
-            project, report_key(run_id), json.dumps(report.as_dict()).encode(), "application/json"
-        )
+    store_report(store, project, run_id, report)
     return report
 
 

@@ -12,9 +12,15 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 from dicomflow.config import Settings
-from dicomflow.importer.importer import Importer, ImportProgress, ProjectDirectory
+from dicomflow.importer.importer import (
+    Importer,
+    ImportProgress,
+    ProjectDirectory,
+    project_directory,
+)
 from dicomflow.importer.report import ImportOutcome, ImportReport
 from dicomflow.spool.outbox import DagTrigger
 from dicomflow.spool.records import Door
@@ -30,6 +36,9 @@ __all__ = [
     "import_uploads",
     "read_report",
     "report_key",
+    "store_report",
+    "upload_area",
+    "upload_importer",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -50,6 +59,78 @@ def upload_area(settings: Settings, store: ObjectStore | None = None) -> UploadA
     return UploadArea(
         store or ObjectStore.from_settings(settings), UploadLimits.from_settings(settings.uploads)
     )
+
+
+def upload_importer(
+    settings: Settings,
+    project: str,
+    dataset: str,
+    *,
+    run_id: str,
+    extension: str | None,
+    projects: ProjectDirectory | None = None,
+    trigger: DagTrigger | None = None,
+    progress: ImportProgress | None = None,
+) -> Importer:
+    """The importer of an import from the uploads area (DICOM or NIfTI).
+
+    Its batches record the door ``upload`` and the peer ``upload:<run id>`` (``direct``
+    without a DAG run), whatever the uploads hold.
+
+    Parameters
+    ----------
+    settings, project, dataset, run_id, extension, projects, trigger, progress
+        As for :func:`import_uploads`.
+
+    Returns
+    -------
+    Importer
+        Not started yet.
+
+    Raises
+    ------
+    ImportRefusedError
+        When the project does not exist or dataset or extension are invalid.
+    """
+    return Importer(
+        settings,
+        project,
+        dataset,
+        project_directory(settings, projects),
+        door=Door.UPLOAD,
+        peer=f"upload:{run_id or 'direct'}",
+        extension=extension,
+        trigger=trigger,
+        progress=progress,
+    )
+
+
+class StoredReport(Protocol):
+    """A report the Data Upload page reads: a DICOM or a NIfTI import's."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-able mapping that is stored."""
+        ...
+
+
+def store_report(store: ObjectStore, project: str, run_id: str, report: StoredReport) -> None:
+    """Store an import run's report under :func:`report_key` in the project's bucket.
+
+    Parameters
+    ----------
+    store
+        The object store.
+    project
+        Whose bucket.
+    run_id
+        The DAG run; an empty one stores nothing (a direct call has no page to show it).
+    report
+        The report, stored as JSON.
+    """
+    if run_id:
+        store.put_bytes(
+            project, report_key(run_id), json.dumps(report.as_dict()).encode(), "application/json"
+        )
 
 
 def import_uploads(
@@ -92,19 +173,13 @@ def import_uploads(
     """
     store = store or ObjectStore.from_settings(settings)
     area = upload_area(settings, store)
-    if projects is None:
-        from dicomflow.db.projects import ProjectStore
-        from dicomflow.db.session import make_engine
-
-        projects = ProjectStore(make_engine(settings.platform_db_url))
-    importer = Importer(
+    importer = upload_importer(
         settings,
         project,
         dataset,
-        projects,
-        door=Door.UPLOAD,
-        peer=f"upload:{run_id or 'direct'}",
+        run_id=run_id,
         extension=extension,
+        projects=projects,
         trigger=trigger,
         progress=progress,
     )
@@ -120,10 +195,7 @@ def import_uploads(
                 local.unlink(missing_ok=True)
     finally:
         report = importer.finish()
-    if run_id:
-        store.put_bytes(
-            project, report_key(run_id), json.dumps(report.as_dict()).encode(), "application/json"
-        )
+    store_report(store, project, run_id, report)
     return report
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from dicomflow.cli_output import echo_report
 from dicomflow.config import Settings
 from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.index import open_index
@@ -290,10 +291,6 @@ def rebuild(ctx: click.Context, project: str | None, as_json: bool, no_progress:
     finally:
         if bar is not None:
             bar.close()
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        for line in report.lines():
-            click.echo(line)
+    echo_report(report, as_json)
     if not report.ok:
         sys.exit(1)

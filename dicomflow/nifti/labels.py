@@ -7,7 +7,6 @@ else gets a generic but valid coding and keeps its name as the segment label.
 
 from __future__ import annotations
 
-import colorsys
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from dicomflow.dicom.colours import distinct_rgb
 from dicomflow.nifti.errors import MalformedJsonError, SegInfoError
 from dicomflow.nifti.jsonfiles import JsonDocument, read_json_object
 
@@ -25,7 +25,6 @@ __all__ = [
     "LabelDescription",
     "SegInfo",
     "code_for_label",
-    "distinct_rgb",
     "load_seg_info",
     "seg_info_from_nnunet",
 ]
@@ -92,26 +91,6 @@ _KNOWN: dict[str, tuple[Code, Code]] = {
     "necrosis": (_ABNORMAL, codes.SCT.Necrosis),
 }
 
-# Colours far apart for the first labels (a published list of distinct colours),
-# then golden-angle hues.
-_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (0, 130, 200),
-    (255, 225, 25),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (170, 110, 40),
-    (128, 0, 0),
-    (128, 128, 0),
-    (0, 0, 128),
-)
-
 
 def _normalise(name: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[_\-]+", " ", name)).strip().lower()
@@ -140,15 +119,6 @@ def code_for_label(name: str) -> tuple[Code, Code] | None:
     if key.endswith("s") and key[:-1] in _KNOWN:
         return _KNOWN[key[:-1]]
     return None
-
-
-def distinct_rgb(index: int) -> tuple[int, int, int]:
-    """RGB colour number ``index`` (0-based) of a sequence of distinct colours."""
-    if index < len(_PALETTE):
-        return _PALETTE[index]
-    hue = (index * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
-    return round(r * 255), round(g * 255), round(b * 255)
 
 
 @dataclass(frozen=True)

@@ -400,22 +400,9 @@ class SeaweedS3(Component):
         return cmd
 
     def healthy(self) -> bool:
-        from minio import Minio
-        from minio.error import MinioException
+        from dicomflow.storage.client import ObjectStore
 
-        s3 = self.settings.s3
-        client = Minio(
-            s3.endpoint,
-            access_key=s3.access_key,
-            secret_key=s3.secret_key,
-            secure=s3.secure,
-            region=s3.region,
-        )
-        try:
-            client.list_buckets()
-        except (MinioException, OSError, ValueError):
-            return False
-        return True
+        return ObjectStore.from_settings(self.settings).reachable()
 
     def after_start(self) -> None:
         from dicomflow.storage.client import ObjectStore

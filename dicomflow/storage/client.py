@@ -11,7 +11,7 @@ from pathlib import Path
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 
 from dicomflow.config import Settings
 
@@ -60,6 +60,20 @@ class ObjectStore:
             region=s3.region,
         )
         return cls(client, s3.bucket_prefix)
+
+    def reachable(self) -> bool:
+        """Whether the server answers an authenticated request (the stack's health check).
+
+        Returns
+        -------
+        bool
+            ``False`` when it is down, refuses the credentials or answers nonsense.
+        """
+        try:
+            self._client.list_buckets()
+        except (MinioException, OSError, ValueError):
+            return False
+        return True
 
     def bucket(self, project: str) -> str:
         """The bucket name of a project."""

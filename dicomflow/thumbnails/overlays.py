@@ -22,13 +22,13 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 
+from dicomflow.dicom.colours import distinct_rgb
 from dicomflow.dicom.headers import HEADER_TAGS, read_header
 from dicomflow.thumbnails.imaging import encode_png, resize_to_fit
 from dicomflow.thumbnails.render import render_frame
 from dicomflow.thumbnails.result import ThumbnailKind, ThumbnailResult
 
 __all__ = [
-    "DISTINCT_COLOURS",
     "ReferenceSlice",
     "cielab_to_rgb",
     "read_reference_slices",
@@ -37,20 +37,6 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-
-#: Well separated colours for segments/ROIs without a recommended display colour.
-DISTINCT_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-)
 
 _OVERLAY_ALPHA = 0.45
 _POSITION_TOLERANCE_MM = 0.05
@@ -167,7 +153,7 @@ def _segment_colours(seg: Dataset) -> dict[int, tuple[int, int, int]]:
         if lab is not None and len(lab) == 3:
             colours[number] = cielab_to_rgb([int(v) for v in lab])
         else:
-            colours[number] = DISTINCT_COLOURS[(number - 1) % len(DISTINCT_COLOURS)]
+            colours[number] = distinct_rgb(number - 1)
     return colours
 
 
@@ -322,7 +308,7 @@ def seg_thumbnail(
             if not mask.any():
                 continue
             colour = np.asarray(
-                colours.get(segment_number, DISTINCT_COLOURS[(segment_number - 1) % 10]),
+                colours.get(segment_number, distinct_rgb(segment_number - 1)),
                 dtype=np.float64,
             )
             pixels[mask] = (1 - _OVERLAY_ALPHA) * pixels[mask] + _OVERLAY_ALPHA * colour
@@ -354,7 +340,7 @@ def _contours(rt: Dataset) -> list[_Contour]:
         colour = (
             (int(display[0]), int(display[1]), int(display[2]))
             if display is not None and len(display) == 3
-            else DISTINCT_COLOURS[position % len(DISTINCT_COLOURS)]
+            else distinct_rgb(position)
         )
         for item in roi.get("ContourSequence") or []:
             data = item.get("ContourData")

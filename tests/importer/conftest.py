@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
 from dicomflow.db.projects import ProjectStore
+from tests.stack_testutil import project_store_with
 
 PROJECT = "imports"
 
@@ -19,9 +20,7 @@ PROJECT = "imports"
 @pytest.fixture(scope="session")
 def projects(platform_engine: Engine) -> ProjectStore:
     """The real project store with the project ``imports``."""
-    store = ProjectStore(platform_engine)
-    store.create_project(PROJECT, "importer tests")
-    return store
+    return project_store_with(platform_engine, PROJECT, "importer tests")
 
 
 def private(settings: Settings, data_dir: Path, **uploads: Any) -> Settings:

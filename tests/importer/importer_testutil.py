@@ -66,6 +66,17 @@ def make_zip(path: Path, members: dict[str, Path | bytes]) -> Path:
     return path
 
 
+def truncated_zip(path: Path, members: dict[str, Path | bytes], keep: int) -> Path:
+    """A zip of ``members`` cut after ``keep`` bytes, as a broken upload or copy is.
+
+    Its central directory (at the end) is lost, so no reader can open it.
+    """
+    whole = make_zip(path.with_name(f"whole-{path.name}"), members)
+    path.write_bytes(whole.read_bytes()[:keep])
+    whole.unlink()
+    return path
+
+
 def copy_tree(files: list[Path], folder: Path) -> list[Path]:
     """Copies of files in a folder."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from tests.importer.importer_testutil import (
     make_zip,
     new_series,
     pydicom_file,
+    truncated_zip,
     unreadable_dicom,
 )
 
@@ -161,8 +162,7 @@ def test_a_corrupt_or_unsafe_archive_fails_the_import_naming_it(
     settings: Settings, projects: ProjectStore, tmp_path: Path
 ) -> None:
     _, files = new_series(tmp_path / "ok", 2)
-    corrupt = tmp_path / "broken.zip"
-    corrupt.write_bytes(make_zip(tmp_path / "x.zip", {"a.dcm": files[0]}).read_bytes()[:300])
+    corrupt = truncated_zip(tmp_path / "broken.zip", {"a.dcm": files[0]}, keep=300)
     slip = make_zip(tmp_path / "slip.zip", {"../../escape.dcm": files[1]})
     bomb = make_zip(tmp_path / "bomb.zip", {"zeros.dcm": b"\0" * 3_000_000})
     local = private(settings, tmp_path / "var", max_unpacked_bytes=1_000_000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +9,14 @@ import pytest
 
 from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
+from dicomflow.importer.report import ImportReport
 from dicomflow.importer.uploads import UPLOAD_IMPORT_DAG_ID, read_report, upload_area
 from dicomflow.pacs.client import DicomWebClient
 from dicomflow.spool.outbox import INCOMING_DAG_ID
 from dicomflow.storage.client import ObjectStore
 from tests.importer.conftest import PROJECT
-from tests.importer.importer_testutil import make_zip, new_series
+from tests.importer.importer_testutil import make_zip, new_series, truncated_zip
+from tests.stack_testutil import upload_files, wait_dag_run
 
 
 @pytest.fixture(scope="module")
@@ -23,32 +24,26 @@ def stack(postgres: Settings, orthanc: Settings, s3: Settings, airflow: Any) -> 
     return postgres
 
 
-def _wait(client: AirflowClient, dag_id: str, run_id: str, timeout: float = 180) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.get_dag_run(dag_id, run_id)
-        if run and run["state"] in ("success", "failed"):
-            return str(run["state"])
-        time.sleep(0.5)
-    raise AssertionError(f"{dag_id}/{run_id} did not end within {timeout} s")
+def _import_upload(
+    settings: Settings, files: dict[str, Path], dataset: str
+) -> tuple[str, str, ImportReport | None]:
+    """Upload ``files``, import them with the DAG (deletion asked for) and wait for the end.
 
-
-def _upload(settings: Settings, files: dict[str, Path]) -> str:
-    area = upload_area(settings)
-    record = area.create(PROJECT, "tester", [(p, f.stat().st_size) for p, f in files.items()])
-    for path, local in files.items():
-        area.put_file(PROJECT, record.id, path, local)
-    return record.id
-
-
-def _conf(upload_id: str, dataset: str, delete: bool) -> dict[str, Any]:
-    return {
+    Returns the upload id, the run's final state and its stored report.
+    """
+    upload_id = upload_files(settings, PROJECT, files)
+    run_id = f"test-import-{upload_id}"
+    conf = {
         "project": PROJECT,
         "dataset": dataset,
         "uploads": [upload_id],
         "extension": ".dcm",
-        "delete_upload": delete,
+        "delete_upload": True,
     }
+    with AirflowClient.from_settings(settings) as client:
+        client.trigger_dag_run(UPLOAD_IMPORT_DAG_ID, run_id, conf)
+        state = str(wait_dag_run(client, UPLOAD_IMPORT_DAG_ID, run_id)["state"])
+    return upload_id, state, read_report(ObjectStore.from_settings(settings), PROJECT, run_id)
 
 
 def test_uploaded_zip_is_imported_processed_and_deleted_on_request(
@@ -59,19 +54,16 @@ def test_uploaded_zip_is_imported_processed_and_deleted_on_request(
         tmp_path / "study.zip",
         {f"study/{f.name}": f for f in files} | {"study/readme.txt": b"hi"},
     )
-    upload_id = _upload(stack, {"study.zip": archive})
-    run_id = f"test-import-{upload_id}"
+    upload_id, state, report = _import_upload(stack, {"study.zip": archive}, "fromupload")
+    assert state == "success"
+    assert report is not None and report.imported == 3 and report.outcome.value == "imported"
+    assert [i.name for i in report.ignored] == [f"{upload_id}/study.zip!study/readme.txt"]
+    assert [s.series_instance_uid for s in report.series] == [series_uid]
+    # One batch, triggered with the deterministic run id, processed by the usual DAG.
+    assert report.triggered == [f"batch-{b}" for b in report.batches] and report.pending == []
     with AirflowClient.from_settings(stack) as client:
-        client.trigger_dag_run(UPLOAD_IMPORT_DAG_ID, run_id, _conf(upload_id, "fromupload", True))
-        assert _wait(client, UPLOAD_IMPORT_DAG_ID, run_id) == "success"
-        report = read_report(ObjectStore.from_settings(stack), PROJECT, run_id)
-        assert report is not None and report.imported == 3 and report.outcome.value == "imported"
-        assert [i.name for i in report.ignored] == [f"{upload_id}/study.zip!study/readme.txt"]
-        assert [s.series_instance_uid for s in report.series] == [series_uid]
-        # One batch, triggered with the deterministic run id, processed by the usual DAG.
-        assert report.triggered == [f"batch-{b}" for b in report.batches] and report.pending == []
         for batch_run in report.triggered:
-            assert _wait(client, INCOMING_DAG_ID, batch_run) == "success"
+            assert wait_dag_run(client, INCOMING_DAG_ID, batch_run)["state"] == "success"
     with DicomWebClient.from_settings(stack) as pacs:
         study = report.series[0].study_instance_uid
         assert len(pacs.series_instances(study, series_uid)) == 3
@@ -83,14 +75,9 @@ def test_a_failed_import_keeps_the_upload_even_when_deletion_was_asked_for(
     stack: Settings, projects: Any, tmp_path: Path
 ) -> None:
     _, files = new_series(tmp_path / "s", 1)
-    corrupt = tmp_path / "broken.zip"
-    corrupt.write_bytes(make_zip(tmp_path / "x.zip", {"a.dcm": files[0]}).read_bytes()[:200])
-    upload_id = _upload(stack, {"broken.zip": corrupt})
-    run_id = f"test-import-{upload_id}"
-    with AirflowClient.from_settings(stack) as client:
-        client.trigger_dag_run(UPLOAD_IMPORT_DAG_ID, run_id, _conf(upload_id, "broken", True))
-        assert _wait(client, UPLOAD_IMPORT_DAG_ID, run_id) == "failed"
-    report = read_report(ObjectStore.from_settings(stack), PROJECT, run_id)
+    corrupt = truncated_zip(tmp_path / "broken.zip", {"a.dcm": files[0]}, keep=200)
+    upload_id, state, report = _import_upload(stack, {"broken.zip": corrupt}, "broken")
+    assert state == "failed"
     assert report is not None and report.outcome.value == "failed"
     assert "broken.zip" in report.failures[0].detail
     assert upload_id in {e.upload_id for e in upload_area(stack).entries(PROJECT)}

@@ -26,7 +26,7 @@ from dicomflow.nifti import (
     reorient_to,
     slice_geometry,
 )
-from dicomflow.nifti.labels import code_for_label, distinct_rgb
+from dicomflow.nifti.labels import code_for_label
 from dicomflow.nifti.pixels import encode_volume
 from dicomflow.nifti.writer import SharedHeaderWriter
 from tests.nifti.nifti_testutil import SEG_INFO, make_affine, write_json
@@ -360,5 +360,3 @@ def test_known_label_names() -> None:
     assert code_for_label("left kidney") == code_for_label("kidney")
     assert code_for_label("TUMOUR")[1].value == "108369006"  # type: ignore[index]
     assert code_for_label("zebra") is None
-    colours = {distinct_rgb(i) for i in range(40)}
-    assert len(colours) == 40

@@ -10,9 +10,9 @@ from sqlalchemy.engine import Engine
 
 from dicomflow.airflow_api.client import AirflowClient, AirflowRequestError
 from dicomflow.config import Settings
-from dicomflow.db.projects import ProjectStore
 from dicomflow.importer.nifti import NIFTI_UPLOAD_IMPORT_DAG_ID
 from dicomflow.spool.outbox import INCOMING_DAG_ID
+from tests.stack_testutil import project_store_with
 
 PROJECT = "niftis"
 
@@ -20,7 +20,7 @@ PROJECT = "niftis"
 @pytest.fixture(scope="session")
 def nifti_project(platform_engine: Engine) -> str:
     """The project ``niftis`` in the real platform database."""
-    ProjectStore(platform_engine).create_project(PROJECT, "NIfTI import tests")
+    project_store_with(platform_engine, PROJECT, "NIfTI import tests")
     return PROJECT
 
 

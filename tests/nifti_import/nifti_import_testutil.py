@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.nifti.nifti_testutil import (
     save_nifti,
     write_json,
 )
+from tests.stack_testutil import wait_dag_run
 
 SHAPE = (32, 32, 8)
 
@@ -46,17 +46,6 @@ def basic_folder(
         {"global_tags": {"0008|0060": "CT"}} if meta is None else meta,
     )
     return folder
-
-
-def wait_run(client: AirflowClient, dag_id: str, run_id: str, timeout: float = 180) -> str:
-    """The final state of a DAG run."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.get_dag_run(dag_id, run_id)
-        if run and run["state"] in ("success", "failed"):
-            return str(run["state"])
-        time.sleep(0.5)
-    raise AssertionError(f"{dag_id}/{run_id} did not end within {timeout} s")
 
 
 def coloured_pixels(store: ObjectStore, project: str, key: str) -> int:
@@ -85,7 +74,7 @@ def assert_processed(settings: Any, report: dict[str, Any], project: str) -> dic
     assert dicom["pending"] == [] and dicom["triggered"] == [f"batch-{b}" for b in dicom["batches"]]
     with AirflowClient.from_settings(settings) as client:
         for run_id in dicom["triggered"]:
-            assert wait_run(client, INCOMING_DAG_ID, run_id) == "success", run_id
+            assert wait_dag_run(client, INCOMING_DAG_ID, run_id)["state"] == "success", run_id
     studies = {s["series_instance_uid"]: s["study_instance_uid"] for s in dicom["series"]}
     store = ObjectStore.from_settings(settings)
     index = open_index(settings)

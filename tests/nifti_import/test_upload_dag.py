@@ -28,16 +28,8 @@ from tests.nifti_import.nifti_import_testutil import (
     assert_processed,
     basic_folder,
     good_case,
-    wait_run,
 )
-
-
-def _upload(settings: Settings, files: dict[str, Path]) -> str:
-    area = upload_area(settings)
-    record = area.create(PROJECT, "tester", [(p, f.stat().st_size) for p, f in files.items()])
-    for path, local in files.items():
-        area.put_file(PROJECT, record.id, path, local)
-    return record.id
+from tests.stack_testutil import upload_files, wait_dag_run
 
 
 def _zip_tree(path: Path, root: Path) -> Path:
@@ -52,7 +44,7 @@ def _run(settings: Settings, upload_id: str, **params: Any) -> tuple[str, dict[s
     started = time.monotonic()
     with AirflowClient.from_settings(settings) as client:
         client.trigger_dag_run(NIFTI_UPLOAD_IMPORT_DAG_ID, run_id, conf)
-        state = wait_run(client, NIFTI_UPLOAD_IMPORT_DAG_ID, run_id)
+        state = wait_dag_run(client, NIFTI_UPLOAD_IMPORT_DAG_ID, run_id)["state"]
     report = read_nifti_report(ObjectStore.from_settings(settings), PROJECT, run_id)
     assert report is not None, state
     return state, report.as_dict(), time.monotonic() - started
@@ -64,7 +56,7 @@ def test_uploaded_zip_is_converted_imported_processed_and_deleted_on_request(
     # No modality tag anywhere: the run's Param "modality" decides.
     basic_folder(tmp_path / "tree" / "prostate", ["P01", "P02"], seed=40, meta={})
     archive = _zip_tree(tmp_path / "prostate.zip", tmp_path / "tree")
-    upload_id = _upload(stack, {"prostate.zip": archive})
+    upload_id = upload_files(stack, PROJECT, {"prostate.zip": archive})
 
     state, report, took = _run(
         stack, upload_id, dataset="dagzip", modality="CT", delete_upload=True
@@ -132,7 +124,7 @@ def _mixed_upload(tmp: Path) -> dict[str, Path]:
 def test_an_upload_mixing_good_and_bad_cases_imports_the_good_and_names_the_bad(
     stack: Settings, tmp_path: Path
 ) -> None:
-    upload_id = _upload(stack, _mixed_upload(tmp_path))
+    upload_id = upload_files(stack, PROJECT, _mixed_upload(tmp_path))
     state, report, took = _run(
         stack, upload_id, dataset="dagmixed", four_d="refuse", delete_upload=True
     )

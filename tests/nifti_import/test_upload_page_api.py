@@ -9,10 +9,10 @@ import httpx
 
 from dicomflow.config import Settings
 from dicomflow.importer.nifti import NIFTI_UPLOAD_IMPORT_DAG_ID
-from dicomflow.importer.uploads import upload_area
 from tests.importer.importer_testutil import make_zip
 from tests.nifti_import.conftest import PROJECT
 from tests.nifti_import.nifti_import_testutil import basic_folder
+from tests.stack_testutil import upload_files
 from tests.uploads.web_server import running_web
 
 
@@ -28,31 +28,12 @@ def test_the_page_api_starts_a_nifti_import_and_shows_its_report(
         ) as web,
     ):
         # The page sends bytes with tus; the uploads area's own code stands in for it here.
-        area = upload_area(stack)
-        record = area.create(PROJECT, "tester", [("w.zip", archive.stat().st_size)])
-        area.put_file(PROJECT, record.id, "w.zip", archive)
+        upload_id = upload_files(stack, PROJECT, {"w.zip": archive})
 
-        refused = web.post(
-            "/api/imports",
-            json={
-                "project": PROJECT,
-                "dataset": "page",
-                "uploads": [record.id],
-                "kind": "nifti",
-                "modality": "PET",
-            },
-        )
+        request = {"project": PROJECT, "dataset": "page", "uploads": [upload_id], "kind": "nifti"}
+        refused = web.post("/api/imports", json={**request, "modality": "PET"})
         assert refused.status_code == 422  # only MR or CT
-        started = web.post(
-            "/api/imports",
-            json={
-                "project": PROJECT,
-                "dataset": "page",
-                "uploads": [record.id],
-                "kind": "nifti",
-                "modality": "CT",
-            },
-        )
+        started = web.post("/api/imports", json={**request, "modality": "CT"})
         assert started.status_code == 201, started.text
         answer = started.json()
         assert answer["dag_id"] == NIFTI_UPLOAD_IMPORT_DAG_ID
@@ -69,6 +50,6 @@ def test_the_page_api_starts_a_nifti_import_and_shows_its_report(
     assert report["outcome"] == "imported"
     assert {s["modality"] for s in report["series"]} == {"CT", "SEG"}
     assert any(
-        f"{record.id}/w.zip!case: W01: 1 image series, SEG" in line
+        f"{upload_id}/w.zip!case: W01: 1 image series, SEG" in line
         for line in state["report_lines"]
     )

@@ -6,10 +6,7 @@ import json
 import time
 from pathlib import Path
 
-import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from dicomflow.spool import (
     BatchState,
@@ -21,19 +18,13 @@ from dicomflow.spool import (
     StoreStatus,
 )
 from dicomflow.spool.cli import batches as batches_command
+from tests.dicomfiles import edited_instance
 
 ORIGIN = Origin(Door.DIMSE, "127.0.0.1:5000", "SCANNER", "KP-PROJ")
 
 
 def make_instance(directory: Path, **changes: str | None) -> Path:
-    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for keyword, value in changes.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
+    ds = edited_instance("MR_small.dcm", **changes)
     path = directory / f"{ds.SOPInstanceUID}.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dicomflow.dicom.colours import distinct_rgb
 from dicomflow.thumbnails import ThumbnailKind, render_series_thumbnail
 from dicomflow.thumbnails.overlays import cielab_to_rgb
 from tests.thumbnails.thumbnail_testutil import (
@@ -52,6 +53,25 @@ def test_seg_segments_are_drawn_in_distinct_colours_on_the_fullest_slice(tmp_pat
     first = pixels[22:58, 22:58].reshape(-1, 3).mean(axis=0)
     second = pixels[82:98, 82:98].reshape(-1, 3).mean(axis=0)
     assert np.abs(first - second).max() > 40
+
+
+def test_segments_without_recommended_colour_get_the_label_map_colours(tmp_path: Path) -> None:
+    # The fallback is the sequence the NIfTI import gives the labels of a map, so
+    # segment n looks the same whether its SEG recommends a colour or not.
+    ct = write_ct_series(tmp_path / "ct", 1)
+    labels = np.zeros((1, 128, 128), dtype=np.uint8)
+    labels[0, 20:60, 20:60] = 1
+    labels[0, 80:100, 80:100] = 2
+    labels[0, 10:15, 100:120] = 3
+    seg = write_seg(tmp_path / "seg.dcm", ct, labels)
+
+    result = render_series_thumbnail([seg], referenced_files=[Path(ds.filename) for ds in ct])
+
+    assert result.kind is ThumbnailKind.OVERLAY, result.reason
+    pixels = png_array(result.png)
+    # Segment outlines are drawn in the full colour (the inside is blended).
+    for number, (row, column) in enumerate([(20, 20), (80, 80), (10, 100)], start=1):
+        assert tuple(int(c) for c in pixels[row, column]) == distinct_rgb(number - 1)
 
 
 def test_seg_with_unrelated_reference_series_has_no_thumbnail(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from dicomflow.config import Settings
-from dicomflow.db.projects import ProjectStore
+from tests.stack_testutil import project_store_with
 from tests.uploads.web_server import running_web
 
 PROJECT = "uploads"
@@ -17,7 +17,8 @@ PROJECT = "uploads"
 
 @pytest.fixture(scope="session")
 def upload_project(platform_engine: Engine) -> str:
-    ProjectStore(platform_engine).create_project(PROJECT, "upload tests")
+    """The project ``uploads`` in the real platform database."""
+    project_store_with(platform_engine, PROJECT, "upload tests")
     return PROJECT
 
 

@@ -1,0 +1,57 @@
+"""Helpers shared by the test folders that use the real stack: projects, uploads, DAG runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from dicomflow.airflow_api.client import AirflowClient
+from dicomflow.config import Settings
+from dicomflow.db.projects import ProjectStore
+from dicomflow.importer.uploads import upload_area
+
+
+def project_store_with(engine: Engine, project: str, description: str) -> ProjectStore:
+    """The real project store, with ``project`` created if it is not there yet.
+
+    Each test folder has a project of its own, so that the folders can run in any order
+    in one session without seeing each other's datasets.
+    """
+    store = ProjectStore(engine)
+    store.create_project(project, description)
+    return store
+
+
+def wait_dag_run(
+    client: AirflowClient, dag_id: str, run_id: str, timeout: float = 180
+) -> dict[str, Any]:
+    """Wait for a DAG run to succeed or fail; return the run as the REST API gives it.
+
+    Raises
+    ------
+    AssertionError
+        When the run has not ended within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get_dag_run(dag_id, run_id)
+        if run and run["state"] in ("success", "failed"):
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"{dag_id}/{run_id} did not end within {timeout} s")
+
+
+def upload_files(settings: Settings, project: str, files: dict[str, Path]) -> str:
+    """Put local files into the uploads area as one upload of ``project``; return its id.
+
+    ``files`` maps the path inside the upload to the local file, as the Data Upload page
+    sends them.
+    """
+    area = upload_area(settings)
+    record = area.create(project, "tester", [(p, f.stat().st_size) for p, f in files.items()])
+    for path, local in files.items():
+        area.put_file(project, record.id, path, local)
+    return record.id
