@@ -12,6 +12,8 @@ receiver then read each file twice more, to hash it and to check its header.
   area (``tempfile.tempdir``, see :func:`receiver.app.use_spool_for_temporary_files`):
   unbuffered writes, the file meta encoded directly, SHA-256 and the first bytes of the
   header taken as the fragments arrive (the spool reads the file no more);
+* large fragments are hashed by a :class:`BackgroundWorker` thread of the association,
+  which also creates the file for the next data set while the sender prepares it;
 * a plain C-STORE response (no error comment or offending element) is encoded directly;
 * everything else is done by the parent, as before.
 
@@ -23,12 +25,16 @@ responses byte for byte with what pynetdicom and pydicom write.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import queue
 import struct
 import tempfile
 import threading
+from collections.abc import Callable
+from functools import partial
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -50,7 +56,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
 from dicomflow.spool.checks import HEAD_BYTES
-from dicomflow.spool.records import WrittenContent
+from dicomflow.spool.records import PendingContent, WrittenContent
 
 if TYPE_CHECKING:
     from pydicom.uid import UID
@@ -65,9 +71,82 @@ _PREAMBLE = b"\x00" * 128 + b"DICM"
 #: write-back for every small file made the small-instance rate worse.
 WRITEBACK_AFTER = 256 * 1024
 #: ``posix_fadvise`` exists on Linux and most Unixes, not on Windows or macOS.
+#: Fragments at least this long are hashed by the association's :class:`BackgroundWorker`:
+#: below it handing a fragment over costs more than hashing it (~4 µs per KB).
+DIGEST_IN_WORKER_FROM = 32 * 1024
 _CAN_START_WRITEBACK = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED")
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
+
+
+def create_empty_file(directory: Path | None = None) -> tuple[int, str]:
+    """A new empty file for an incoming data set: its open descriptor and its name."""
+    return tempfile.mkstemp(suffix=".dcm", dir=directory)
+
+
+class BackgroundWorker:
+    """A thread of an association that does, in order, what the sender need not wait for.
+
+    * It hashes the large fragments of incoming files while more bytes arrive. The reactor
+      thread receiving a data set used to hash each fragment itself: ~0.3 ms of a 500 KB
+      instance during which it read nothing from the socket. ``hashlib`` releases the GIL
+      on large buffers, so the worker hashes (and starts write-back, see
+      :meth:`IncomingFile._start_writeback`) while the reactor reads and writes the next
+      fragment; the spool asks for the hash only after it has checked the header and
+      flushed the file. One worker per association hashes a file's fragments in order.
+    * It creates the file for the next data set (see
+      :meth:`StreamingDIMSE.prepare_next_file`).
+
+    The thread starts with the first job and ends at :meth:`close`; after that, jobs run in
+    the calling thread.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` after the jobs submitted before it."""
+        with self._lock:
+            if self._closed:
+                inline = True
+            else:
+                inline = False
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="receiver-background", daemon=True
+                    )
+                    self._thread.start()
+                self._jobs.put(job)
+        if inline:
+            job()
+
+    def wait(self) -> None:
+        """Return once every job submitted so far has run."""
+        done = threading.Event()
+        self.submit(done.set)
+        done.wait()
+
+    def close(self) -> None:
+        """Run the jobs still queued, then end the thread."""
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._jobs.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            # Jobs keep their own errors (see IncomingFile._digest); this only keeps the
+            # worker alive for the files of other messages.
+            try:
+                job()
+            except Exception:
+                LOGGER.exception("background job failed")
 
 
 class IncomingFile:
@@ -82,10 +161,22 @@ class IncomingFile:
         The encoded file meta information group (see :func:`encode_file_meta`).
     directory
         Where to create it; by default ``tempfile.gettempdir()``.
+    worker
+        Hashes fragments of at least :data:`DIGEST_IN_WORKER_FROM` bytes in the background;
+        without one, every fragment is hashed by :meth:`write`.
+    created
+        An empty file made beforehand by :func:`create_empty_file` (descriptor and name), to
+        use instead of creating one (``directory`` is then ignored).
     """
 
-    def __init__(self, meta: bytes, directory: Path | None = None) -> None:
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=directory)
+    def __init__(
+        self,
+        meta: bytes,
+        directory: Path | None = None,
+        worker: BackgroundWorker | None = None,
+        created: tuple[int, str] | None = None,
+    ) -> None:
+        fd, name = created if created is not None else create_empty_file(directory)
         self.name = name
         self.path = Path(name)
         self._fd = fd
@@ -94,6 +185,10 @@ class IncomingFile:
         self.size = 0
         # Bytes before this offset were handed to write-back already.
         self._writeback_from = 0
+        self._worker = worker
+        # Whether fragments go to the worker: once one did, all that follow must, in order.
+        self._in_worker = False
+        self._error: BaseException | None = None
         try:
             self.write(_PREAMBLE + meta)
         except OSError:
@@ -102,22 +197,39 @@ class IncomingFile:
             raise
 
     def write(self, data: bytes | memoryview) -> int:
-        """Append ``data``; return its length."""
+        """Append ``data``; return its length.
+
+        ``data`` must not change afterwards: the worker may hash it later.
+        """
         view = memoryview(data)
         length = len(view)
         while view:
             view = view[os.write(self._fd, view) :]
-        self._sha256.update(data)
         missing = HEAD_BYTES + 1 - len(self._head)
         if missing > 0:
             self._head += data[:missing]
         self.size += length
-        if self.size > WRITEBACK_AFTER and _CAN_START_WRITEBACK:
-            self._start_writeback()
+        writeback = self.size > WRITEBACK_AFTER and _CAN_START_WRITEBACK
+        if self._worker is not None and (self._in_worker or length >= DIGEST_IN_WORKER_FROM):
+            self._in_worker = True
+            self._worker.submit(partial(self._digest, data, writeback, self.size))
+        else:
+            self._digest(data, writeback, self.size)
         return length
 
-    def _start_writeback(self) -> None:
-        """Start writing the bytes written since the last call to the disk, without waiting.
+    def _digest(self, data: bytes | memoryview, writeback: bool, end: int) -> None:
+        """Hash ``data`` and start write-back up to ``end`` if ``writeback``."""
+        try:
+            self._sha256.update(data)
+            if writeback:
+                self._start_writeback(end)
+        except Exception as exc:
+            # Reported by content(): the handler then refuses the instance.
+            self._error = exc
+            raise
+
+    def _start_writeback(self, end: int) -> None:
+        """Start writing the bytes up to ``end`` not yet handed over to the disk, no waiting.
 
         The spool flushes the whole file before the C-STORE is answered, and the sender waits
         for that answer. For a large data set most of the flush was writing its pages out;
@@ -132,7 +244,6 @@ class IncomingFile:
         may do no write-back: the final flush then does it all, as before. The advice is only
         about the page cache; errors are left to that final flush.
         """
-        end = self.size
         try:
             os.posix_fadvise(
                 self._fd, self._writeback_from, end - self._writeback_from, os.POSIX_FADV_DONTNEED
@@ -141,22 +252,57 @@ class IncomingFile:
             return
         self._writeback_from = end
 
+    def _wait_for_worker(self) -> None:
+        if self._in_worker and self._worker is not None:
+            self._worker.wait()
+
     def close(self) -> None:
         """Close the file (it stays on disk)."""
         if self._fd >= 0:
+            # The worker may still start write-back on this descriptor.
+            self._wait_for_worker()
             os.close(self._fd)
             self._fd = -1
 
+    @property
+    def head(self) -> bytes:
+        """The first ``HEAD_BYTES + 1`` bytes written (all of them when fewer)."""
+        return bytes(self._head)
+
+    def result(self) -> WrittenContent:
+        """:meth:`content` (as :class:`~dicomflow.spool.records.PendingContent` asks)."""
+        return self.content()
+
     def content(self) -> WrittenContent:
-        """What was written: SHA-256, size and the first bytes."""
+        """What was written: SHA-256, size and the first bytes; waits for the worker.
+
+        Raises
+        ------
+        RuntimeError
+            When hashing failed in the worker.
+        """
+        self._wait_for_worker()
+        if self._error is not None:
+            raise RuntimeError(f"hashing the received data set failed: {self._error}")
         return WrittenContent(self._sha256.hexdigest(), self.size, bytes(self._head))
 
 
-def written_content(request: object) -> WrittenContent | None:
-    """What :class:`StreamingDIMSE` wrote of a C-STORE request's data set, if it wrote it."""
+def written_content(request: object) -> PendingContent | None:
+    """What :class:`StreamingDIMSE` wrote of a C-STORE request's data set, if it wrote it.
+
+    The hash may still be in the works (see :class:`BackgroundWorker`); the spool asks for it
+    once it has checked the header.
+    """
     # pynetdicom keeps the file object of a streamed data set on the request primitive.
     incoming = getattr(request, "_dataset_file", None)
-    return incoming.content() if isinstance(incoming, IncomingFile) else None
+    return incoming if isinstance(incoming, IncomingFile) else None
+
+
+def _discard(created: tuple[int, str]) -> None:
+    fd, name = created
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
 
 
 def _ui(value: str) -> bytes:
@@ -252,6 +398,55 @@ def _implicit(tag: int, value: bytes) -> bytes:
 class StreamingDIMSE(DIMSEServiceProvider):
     """pynetdicom 3.0.4's DIMSE provider, streaming C-STORE data sets (see the module)."""
 
+    def __init__(self, assoc: Any) -> None:
+        super().__init__(assoc)
+        self.worker = BackgroundWorker()
+        # The file the next data set streams into, made while the sender prepares it (see
+        # prepare_next_file); guarded by _spare_lock, None once taken or closed.
+        self._spare: tuple[int, str] | None = None
+        self._spare_lock = threading.Lock()
+        self._closed = False
+        #: Serves a complete request in the reactor thread and returns ``True``, or returns
+        #: ``False`` when the association thread must serve it (see
+        #: ``EventDrivenAssociation._serve_in_reactor``); ``None``: always queue.
+        self.serve_in_reactor: Callable[[int, Any], bool] | None = None
+        # Requests put on msg_queue and not yet served by the association thread.
+        self._queued = 0
+        self._queued_lock = threading.Lock()
+
+    def prepare_next_file(self) -> None:
+        """Create the file for the next C-STORE data set now, unless one is ready.
+
+        Creating a file in the spool took 0.1 ms, at times nearly 1 ms on a busy disk, in
+        the reactor thread between the C-STORE request's command and its data set, while the
+        sender waited. The worker makes it right after the previous response was sent, so it
+        is usually ready when the next request arrives (the sender spends ~0.5 ms preparing
+        that); when it is not, the reactor makes its own.
+        """
+        with self._spare_lock:
+            if self._spare is not None or self._closed:
+                return
+        created: tuple[int, str] | None = create_empty_file()
+        with self._spare_lock:
+            if self._spare is None and not self._closed:
+                self._spare, created = created, None
+        if created is not None:
+            _discard(created)
+
+    def _take_spare(self) -> tuple[int, str] | None:
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        return spare
+
+    def close(self) -> None:
+        """End the worker and remove the unused file (once no messages arrive)."""
+        self.worker.close()
+        with self._spare_lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _discard(spare)
+
     def receive_primitive(self, primitive: P_DATA) -> None:
         """Decode a P-DATA primitive; queue the DIMSE message once it is complete.
 
@@ -271,6 +466,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
             LOGGER.exception(exc)
             self.dul.event_queue.put("Evt19")
             return
+        request: DimseServiceType | None = None
         if isinstance(d_primitive, C_CANCEL) and len(self.cancel_req) < 10:
             self.cancel_req[cast(int, d_primitive.MessageIDBeingRespondedTo)] = d_primitive
         elif isinstance(d_primitive, N_EVENT_REPORT) and d_primitive.is_valid_request:
@@ -279,13 +475,35 @@ class StreamingDIMSE(DIMSEServiceProvider):
                 target=make_target(self.assoc._serve_request), args=(d_primitive, context_id)
             ).start()
         else:
-            self.msg_queue.put((context_id, cast(DimseServiceType, d_primitive)))
+            request = cast(DimseServiceType, d_primitive)
         # As upstream (pynetdicom issue #41): drop the message, ready for the next one.
         message.encoded_command_set = BytesIO()
         message.data_set = BytesIO()
         message._data_set_file = None
         message._data_set_path = None
         self.message = None
+        if request is not None:
+            self._serve_or_queue(context_id, request)
+
+    def _serve_or_queue(self, context_id: int, request: DimseServiceType) -> None:
+        """Serve ``request`` in this (the reactor's) thread if allowed, else queue it.
+
+        Only while no queued request is unserved, so requests are still served in order.
+        """
+        # Only this thread queues requests: none can be queued between the look and serving.
+        with self._queued_lock:
+            in_order = self._queued == 0
+        serve = self.serve_in_reactor
+        if in_order and serve is not None and serve(context_id, request):
+            return
+        with self._queued_lock:
+            self._queued += 1
+        self.msg_queue.put((context_id, request))
+
+    def queued_request_served(self) -> None:
+        """Note that the association thread has served a request taken from ``msg_queue``."""
+        with self._queued_lock:
+            self._queued -= 1
 
     def _decode(self, message: DIMSEMessage, primitive: P_DATA) -> bool:
         """``DIMSEMessage.decode_msg`` of pynetdicom 3.0.4, streaming into an IncomingFile.
@@ -315,7 +533,9 @@ class StreamingDIMSE(DIMSEServiceProvider):
                             command.AffectedSOPClassUID,
                             command.AffectedSOPInstanceUID,
                             context.transfer_syntax[0],
-                        )
+                        ),
+                        worker=self.worker,
+                        created=self._take_spare(),
                     )
                     message._data_set_file = cast(Any, incoming)
                     message._data_set_path = incoming.path
@@ -349,3 +569,6 @@ class StreamingDIMSE(DIMSEServiceProvider):
         # One PDV: the last (and only) command fragment (PS3.8 E.2).
         pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
         self.dul.send_pdu(pdata)
+        if _config.STORE_RECV_CHUNKED_DATASET:
+            # A sender of one instance often sends more: have their file ready.
+            self.worker.submit(self.prepare_next_file)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 
 class BatchState(StrEnum):
@@ -170,3 +170,24 @@ class WrittenContent:
     sha256: str
     size: int
     head: bytes
+
+    def result(self) -> WrittenContent:
+        """Itself: a :class:`PendingContent` that is complete."""
+        return self
+
+
+class PendingContent(Protocol):
+    """What the writer of an instance file knows of it, the hash possibly still coming.
+
+    A writer that hashes in the background gives the first bytes at once, so the spool can
+    check the header (and flush the file) while the hash is finished.
+    """
+
+    @property
+    def head(self) -> bytes:
+        """The first ``HEAD_BYTES + 1`` bytes, all of the file when shorter."""
+        ...
+
+    def result(self) -> WrittenContent:
+        """Everything, once the writer has finished with the file."""
+        ...

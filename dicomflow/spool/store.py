@@ -45,8 +45,8 @@ from dicomflow.spool.records import (
     CloseReason,
     ManifestEntry,
     Origin,
+    PendingContent,
     ProblemRecord,
-    WrittenContent,
 )
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class Batch:
         facts: InstanceFacts,
         *,
         move: bool,
-        content: WrittenContent | None = None,
+        content: PendingContent | None = None,
     ) -> ManifestEntry:
         """Make an instance file durable in this batch and record it in the manifest.
 
@@ -146,7 +146,9 @@ class Batch:
             if self.closed:
                 raise BatchClosedError(self.id)
             if content is not None:
-                size, digest = content.size, content.sha256
+                # Before the flush: the writer's last write-back requests go with the hash.
+                written = content.result()
+                size, digest = written.size, written.sha256
             else:
                 size, digest = source.stat().st_size, _sha256(source)
             name = f"{self.instances + 1:06d}.dcm"
@@ -246,7 +248,7 @@ class Intake:
     _batch: Batch | None = None
 
     def store(
-        self, source: Path, *, move: bool, content: WrittenContent | None = None
+        self, source: Path, *, move: bool, content: PendingContent | None = None
     ) -> ManifestEntry:
         """Check an instance file and make it durable in the current batch.
 
@@ -258,7 +260,7 @@ class Intake:
             Take the file away instead of copying it.
         content
             What the writer of ``source`` knows of its bytes (hash, size, first bytes): the
-            file is then not read again.
+            file is then not read again. The header is checked before the hash is asked for.
 
         Returns
         -------

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import threading
 from collections.abc import Callable
+from copy import deepcopy
 from pathlib import Path
 
 import pydicom
@@ -33,13 +35,18 @@ from pynetdicom.dsutils import create_file_meta
 import dicomflow.spool.checks as checks
 from dicomflow.spool import durable
 from dicomflow.spool.checks import HEAD_BYTES, InstanceFacts, InstanceRejectedError
+from receiver.contexts import storage_contexts
 from receiver.dimse import (
+    DIGEST_IN_WORKER_FROM,
     WRITEBACK_AFTER,
+    BackgroundWorker,
     IncomingFile,
+    create_empty_file,
     encode_file_meta,
     encode_plain_store_response,
     written_content,
 )
+from receiver.reactor import copy_contexts
 from tests.receiver.receiver_helpers import PYDICOM_FILES
 
 Outcome = InstanceFacts | tuple[str, int]
@@ -254,8 +261,41 @@ def test_incoming_file_knows_its_bytes(tmp_path: Path) -> None:
     class Request:
         _dataset_file = incoming
 
-    assert written_content(Request()) == content
+    pending = written_content(Request())
+    assert pending is not None
+    assert pending.head == content.head
+    assert pending.result() == content
     assert written_content(object()) is None
+
+
+def test_incoming_file_hashed_by_a_worker_knows_the_same(tmp_path: Path) -> None:
+    meta = encode_file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.3", ExplicitVRLittleEndian)
+    # Small fragments first (hashed by write), then large ones (by the worker), then a small
+    # one again, which must wait its turn behind the large ones.
+    chunks = [os.urandom(n) for n in (100, 5000, DIGEST_IN_WORKER_FROM, 300_000, 7)]
+    worker = BackgroundWorker()
+    threads: set[str] = set()
+    try:
+        incoming = IncomingFile(meta, worker=worker, created=create_empty_file(tmp_path))
+        worker.submit(lambda: threads.add(threading.current_thread().name))
+        for chunk in chunks:
+            incoming.write(chunk)
+        pending = incoming.head
+        content = incoming.content()
+        incoming.close()
+    finally:
+        worker.close()
+    assert threads == {"receiver-background"}
+    assert incoming.path.parent == tmp_path
+    data = incoming.path.read_bytes()
+    assert data == b"\x00" * 128 + b"DICM" + meta + b"".join(chunks)
+    assert content.sha256 == hashlib.sha256(data).hexdigest()
+    assert content.size == len(data)
+    assert pending == content.head == data[: HEAD_BYTES + 1]
+    # A closed worker runs what it is given at once.
+    ran: list[int] = []
+    worker.submit(lambda: ran.append(1))
+    assert ran == [1]
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
@@ -322,3 +362,13 @@ def test_adopt_file_gives_a_moved_file_back_when_the_disk_refuses(
     with pytest.raises(OSError):
         durable.adopt_file(source, tmp_path / "batch" / "000001.dcm", move=False)
     assert list((tmp_path / "batch").iterdir()) == []
+
+
+def test_copied_contexts_are_what_deepcopy_gives_and_independent() -> None:
+    contexts = storage_contexts()[:5]
+    copies = copy_contexts(contexts)
+    assert [vars(c) for c in copies] == [vars(deepcopy(c)) for c in contexts]
+    copies[0].context_id = 1
+    copies[0].add_transfer_syntax("1.2.3.4")
+    assert contexts[0].context_id is None
+    assert "1.2.3.4" not in contexts[0].transfer_syntax

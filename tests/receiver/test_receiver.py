@@ -143,6 +143,8 @@ def test_dcmsend_delivers_every_file(receiver: Receiver, spool: Spool) -> None:
         assert uid in stored, (path.name, output[-1000:])
         if original in lossy:
             assert original in stored[uid], path.name
+    # The file made ahead for a next instance does not outlive the association.
+    assert list(spool.incoming_dir.iterdir()) == []
 
 
 def test_a_malformed_sop_class_uid_is_refused_and_the_association_goes_on(
