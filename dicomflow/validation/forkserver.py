@@ -163,7 +163,8 @@ class ForkServer:
             When the server is gone or does not answer in time; it is then stopped, and
             the caller should validate the file another way.
         """
-        name = os.fspath(path)
+        # Absolute: the server resolves names in the directory it was started in.
+        name = os.path.abspath(path)
         if "\n" in name or len(name.encode()) > 8000:
             raise ForkServerError(f"path not expressible to the fork server: {name!r}")
         started = time.perf_counter()
