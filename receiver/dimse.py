@@ -61,7 +61,13 @@ from dicomflow.spool.records import PendingContent, WrittenContent
 if TYPE_CHECKING:
     from pydicom.uid import UID
 
-__all__ = ["IncomingFile", "StreamingDIMSE", "encode_file_meta", "written_content"]
+__all__ = [
+    "IncomingFile",
+    "StreamingDIMSE",
+    "WakeableQueue",
+    "encode_file_meta",
+    "written_content",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -147,6 +153,40 @@ class BackgroundWorker:
                 job()
             except Exception:
                 LOGGER.exception("background job failed")
+
+
+class WakeableQueue(queue.Queue[Any]):
+    """The DIMSE message queue, whose waiting association thread can be woken without a message.
+
+    The association thread waits on this queue for requests and looks for a release or an
+    abort request (which arrive on the DUL's ``to_user_queue``) when the wait ends. Waking
+    it (:meth:`wake`) when one arrives answers an A-RELEASE at once instead of after the
+    rest of the wait. Putting a ``(None, None)`` item instead would be taken for a timed-out
+    response by a handler waiting in ``DIMSEServiceProvider.get_msg``; a plain ``get``
+    ignores a wake-up.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._woken = False
+
+    def wake(self) -> None:
+        """End a waiting :meth:`get_or_wake` (or the next one) without an item."""
+        with self.not_empty:
+            self._woken = True
+            self.not_empty.notify_all()
+
+    def get_or_wake(self, timeout: float) -> Any:
+        """The next item, or ``None`` after ``timeout`` seconds or a :meth:`wake`."""
+        with self.not_empty:
+            if not self._qsize() and not self._woken:
+                self.not_empty.wait(timeout)
+            self._woken = False
+            if not self._qsize():
+                return None
+            item = self._get()
+            self.not_full.notify()
+            return item
 
 
 class IncomingFile:
@@ -251,6 +291,18 @@ class IncomingFile:
         except OSError:
             return
         self._writeback_from = end
+
+    def after_written(self, job: Callable[[], None]) -> None:
+        """Run ``job`` once the bytes written so far are no longer needed.
+
+        A fragment handed to the worker is hashed later; ``job`` (e.g. reusing the buffer
+        the fragments are views of) runs after that, in the worker, or at once when every
+        fragment was hashed by :meth:`write`.
+        """
+        if self._in_worker and self._worker is not None:
+            self._worker.submit(job)
+        else:
+            job()
 
     def _wait_for_worker(self) -> None:
         if self._in_worker and self._worker is not None:
@@ -400,6 +452,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
 
     def __init__(self, assoc: Any) -> None:
         super().__init__(assoc)
+        self.msg_queue = WakeableQueue()
         self.worker = BackgroundWorker()
         # The file the next data set streams into, made while the sender prepares it (see
         # prepare_next_file); guarded by _spare_lock, None once taken or closed.
@@ -455,8 +508,32 @@ class StreamingDIMSE(DIMSEServiceProvider):
         if self.message is None:
             self.message = DIMSEMessage()
         message = self.message
-        if not self._decode(message, primitive):
-            return
+        if self._decode(message, primitive):
+            self._message_received(message)
+
+    def streaming_file(self) -> IncomingFile | None:
+        """The file the data set of the message being received streams into, if any.
+
+        Set once the command set of a C-STORE request is complete, until its last data-set
+        fragment has arrived (see :meth:`_decode`).
+        """
+        message = self.message
+        if message is None:
+            return None
+        target = message._data_set_file
+        return target if isinstance(target, IncomingFile) else None
+
+    def data_set_received(self) -> None:
+        """Finish the message whose last data-set fragment went to :meth:`streaming_file`.
+
+        What :meth:`receive_primitive` does once :meth:`_decode` returned ``True``; for the
+        reactor's direct P-DATA path (``EventDrivenDUL._stream_fragments``), which writes
+        the fragments itself.
+        """
+        self._message_received(cast(DIMSEMessage, self.message))
+
+    def _message_received(self, message: DIMSEMessage) -> None:
+        """Hand a complete message on: the tail of pynetdicom 3.0.4's ``receive_primitive``."""
         evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": message})
         context_id = cast(int, message.context_id)
         try:

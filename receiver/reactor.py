@@ -42,9 +42,12 @@ import select
 import socket
 import socketserver
 import ssl
+import struct
 import threading
 import time
+from collections import deque
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 import pynetdicom
@@ -63,7 +66,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-from receiver.dimse import StreamingDIMSE
+from receiver.dimse import IncomingFile, StreamingDIMSE, WakeableQueue
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,10 +74,23 @@ LOGGER = logging.getLogger(__name__)
 SUPPORTED_PYNETDICOM = frozenset({"3.0.4"})
 #: Longest idle wait of both loops: bounds how late timer expiry and shutdown are noticed.
 IDLE_WAIT = 0.05
-#: Longest wait of the association loop for a DIMSE message before it checks release/abort.
+#: Longest wait of the association loop for a DIMSE message before it checks release/abort
+#: (the reactor wakes it when one arrives, see EventDrivenDUL._wake_association).
 ASSOCIATION_WAIT = 0.005
 #: States in which a P-DATA request only sends its PDU (PS3.8 9.2: Sta6 DT-1, Sta8 AR-7).
 _DATA_TRANSFER_STATES = frozenset({"Sta6", "Sta8"})
+#: Longest P-DATA-TF PDU read into a reused buffer (see EventDrivenDUL._read_pdu_data);
+#: longer ones, which a sender only sends when it ignores our maximum, go the usual way.
+DIRECT_PDU_MAX = 4 << 20
+#: Receive buffers kept per association: one being read while the worker hashes another.
+KEPT_BUFFERS = 4
+_P_DATA_TF = 0x04
+#: PDU types pynetdicom knows (PS3.8 9.3.1); others are Evt19 before their body is read.
+_KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
+_PDU_HEADER = struct.Struct(">BBL")
+_PDV_LENGTH = struct.Struct(">L")
+#: Bound handlers of these events see every PDU or transition, so PDUs then go the usual way.
+_PDU_WATCHING_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
 
 
 def fast_reactor_supported() -> bool:
@@ -93,6 +109,7 @@ class EventDrivenDUL(DULServiceProvider):
         # Held while the state machine acts and while a P-DATA is sent directly (see
         # _send_data_directly), so the state cannot change under a direct send.
         self._state_lock = threading.RLock()
+        self._buffers = ReceiveBuffers()
 
     def wake(self) -> None:
         """Make the reactor look at its queues now."""
@@ -134,6 +151,152 @@ class EventDrivenDUL(DULServiceProvider):
             self.wake()
         return True
 
+    def _read_pdu_data(self) -> None:
+        """Read one PDU as pynetdicom 3.0.4 does, or write a data-set PDU straight to its file.
+
+        Per 500 KB instance pynetdicom copied the received bytes five times (joining the
+        header and the body, ``bytes()`` of that, the PDU's body, each PDV, its value) into
+        freshly allocated buffers, built PDU, PDV item and primitive objects and ran the state
+        machine for each P-DATA-TF, before :class:`~receiver.dimse.StreamingDIMSE` wrote the
+        fragments. When a P-DATA-TF can only carry data-set fragments of a C-STORE whose data
+        set streams into a file (see :meth:`_direct_target`), its body is read into a reused
+        buffer and :meth:`_stream_fragments` writes the fragments from it. Everything else,
+        and a P-DATA-TF that turns out to hold anything unusual, is decoded and handed to the
+        state machine as upstream does, with upstream's events and log messages on errors.
+        """
+        sock = cast(AssociationSocket, self.socket)
+        try:
+            header = sock.recv(6)
+        except (OSError, TimeoutError) as exc:
+            LOGGER.error("Connection closed before the entire PDU was received")
+            LOGGER.exception(exc)
+            self.event_queue.put("Evt17")
+            return
+        try:
+            pdu_type, _, pdu_length = _PDU_HEADER.unpack(header)
+        except struct.error:
+            # Too short: the peer closed the connection.
+            self.event_queue.put("Evt17")
+            return
+        if pdu_type not in _KNOWN_PDU_TYPES:
+            LOGGER.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
+            self.event_queue.put("Evt19")
+            return
+        incoming = self._direct_target(pdu_type, pdu_length)
+        if incoming is not None:
+            buffer = self._buffers.take(pdu_length)
+            if not self._recv_body(memoryview(buffer)[:pdu_length]):
+                return
+            if self._stream_fragments(incoming, buffer, pdu_length):
+                return
+            body: bytes | bytearray = buffer[:pdu_length]
+            self._buffers.give_back(buffer)
+        else:
+            try:
+                body = sock.recv(pdu_length)
+            except (OSError, TimeoutError) as exc:
+                LOGGER.error("Connection closed before the entire PDU was received")
+                LOGGER.exception(exc)
+                self.event_queue.put("Evt17")
+                return
+            if len(body) != pdu_length:
+                self._short_pdu(len(body), pdu_length)
+                return
+        try:
+            pdu, event = self._decode_pdu(header + body)
+            self.event_queue.put(event)
+        except Exception as exc:
+            LOGGER.error("Unable to decode the received PDU data")
+            LOGGER.exception(exc)
+            self.event_queue.put("Evt19")
+            return
+        self._recv_pdu.put(pdu)
+
+    def _short_pdu(self, received: int, pdu_length: int) -> None:
+        LOGGER.error(
+            f"The received PDU is shorter than expected ({6 + received} of "
+            f"{6 + pdu_length} bytes received)"
+        )
+        self.event_queue.put("Evt17")
+
+    def _recv_body(self, view: memoryview) -> bool:
+        """Fill ``view`` from the socket; ``False`` (Evt17 queued) when that failed."""
+        sock = cast(BulkReadSocket, self.socket)
+        try:
+            received = sock.recv_into(view)
+        except (OSError, TimeoutError) as exc:
+            LOGGER.error("Connection closed before the entire PDU was received")
+            LOGGER.exception(exc)
+            self.event_queue.put("Evt17")
+            return False
+        if received != len(view):
+            self._short_pdu(received, len(view))
+            return False
+        return True
+
+    def _direct_target(self, pdu_type: int, pdu_length: int) -> IncomingFile | None:
+        """The file a P-DATA-TF of this length may be written to directly, else ``None``.
+
+        Only in Sta6, where the state machine answers a P-DATA-TF (Evt10) by handing its
+        P-DATA to the DIMSE provider (DT-2) and staying in Sta6, with no event waiting before
+        it and nobody watching PDUs or transitions, and only while a C-STORE data set streams
+        into an :class:`~receiver.dimse.IncomingFile`.
+        """
+        if (
+            pdu_type != _P_DATA_TF
+            or pdu_length > DIRECT_PDU_MAX
+            or self.state_machine.current_state != "Sta6"
+            or not self.event_queue.empty()
+            or not isinstance(self.socket, BulkReadSocket)
+        ):
+            return None
+        dimse = self.assoc.dimse
+        if not isinstance(dimse, StreamingDIMSE):
+            return None
+        assoc = self.assoc
+        if any(assoc.get_handlers(event) for event in _PDU_WATCHING_EVENTS):
+            return None
+        return dimse.streaming_file()
+
+    def _stream_fragments(self, incoming: IncomingFile, buffer: bytearray, length: int) -> bool:
+        """Write the data-set fragments of a P-DATA-TF body; ``False``: decode it as usual.
+
+        Does what DT-2 and :meth:`~receiver.dimse.StreamingDIMSE.receive_primitive` do with
+        such a PDU, without the copies and objects. The body must be a well-formed list of
+        PDVs (PS3.8 9.3.5.1: length, context ID, message control header, value) that are all
+        data-set fragments, only the last of them possibly the last fragment; anything else
+        (a command fragment, a PDV after the last fragment, an empty or malformed body) is
+        left to pynetdicom, which decodes it, aborts on a malformed one, and so on, as before.
+        """
+        fragments: list[tuple[int, int]] = []
+        last = False
+        offset = 0
+        while offset < length:
+            if last or length - offset < 6:
+                return False
+            (item_length,) = _PDV_LENGTH.unpack_from(buffer, offset)
+            end = offset + 4 + item_length
+            # At least the context ID and the message control header; within the PDU.
+            if item_length < 2 or end > length:
+                return False
+            control = buffer[offset + 5]
+            if control & 1:
+                return False
+            last = bool(control & 2)
+            fragments.append((offset + 6, end))
+            offset = end
+        if not fragments:
+            return False
+        view = memoryview(buffer)
+        with self._state_lock:
+            for start, end in fragments:
+                incoming.write(view[start:end])
+            # The worker may hash the fragments later: the buffer is reused after that.
+            incoming.after_written(partial(self._buffers.give_back, buffer))
+            if last:
+                cast(StreamingDIMSE, self.assoc.dimse).data_set_received()
+        return True
+
     def stop_dul(self) -> bool:
         """Stop the reactor if the state machine is idle (``Sta1``)."""
         if self.state_machine.current_state == "Sta1":
@@ -171,6 +334,14 @@ class EventDrivenDUL(DULServiceProvider):
         finally:
             self._wake_r.close()
             self._wake_w.close()
+            # The association thread ends once it sees this thread has ended.
+            self._wake_association()
+
+    def _wake_association(self) -> None:
+        """Make the association thread look for a release or abort request now."""
+        messages = self.assoc.dimse.msg_queue
+        if isinstance(messages, WakeableQueue):
+            messages.wake()
 
     def _run(self) -> None:
         self._idle_timer.start()
@@ -211,6 +382,10 @@ class EventDrivenDUL(DULServiceProvider):
                 continue
             with self._state_lock:
                 self.state_machine.do_action(event)
+            if self.to_user_queue.queue:
+                # A release or abort indication for the association thread, which would
+                # otherwise notice it only when its wait for a message ends.
+                self._wake_association()
             # Nothing left to do now (the usual case once a message is complete and handed to
             # the association thread): wait in select(), which notices incoming bytes too,
             # instead of polling once more. The extra poll released the GIL to the association
@@ -310,10 +485,9 @@ class EventDrivenAssociation(Association):
             self._is_paused = True
             self._reactor_checkpoint.wait()
             self._is_paused = False
-            try:
-                context_id, msg = self.dimse.msg_queue.get(timeout=ASSOCIATION_WAIT)
-            except queue.Empty:
-                context_id, msg = None, None
+            # Woken by the reactor when a release or abort request arrives.
+            item = cast(WakeableQueue, self.dimse.msg_queue).get_or_wake(ASSOCIATION_WAIT)
+            context_id, msg = item if item is not None else (None, None)
             if msg:
                 try:
                     self._serve_request(msg, cast(int, context_id))
@@ -355,8 +529,55 @@ class EventDrivenAssociation(Association):
                 return
 
 
+class ReceiveBuffers:
+    """Buffers for P-DATA-TF bodies, reused so their pages stay mapped.
+
+    A fresh buffer of a PDU's length (up to 1 MB) is mapped memory that the first write
+    faults in page by page; a reused one was faulted in already. A buffer is given back
+    once the worker has hashed the fragments in it, from the worker thread: ``deque``'s
+    ``append`` and ``pop`` are atomic.
+    """
+
+    def __init__(self, keep: int = KEPT_BUFFERS) -> None:
+        self._free: deque[bytearray] = deque()
+        self._keep = keep
+        # Every buffer is made as long as the longest body seen: the last PDU of a data set
+        # is usually shorter than the others, and a buffer that short would not be reused.
+        self._size = 0
+
+    def take(self, size: int) -> bytearray:
+        """A buffer of at least ``size`` bytes."""
+        self._size = max(self._size, size)
+        with contextlib.suppress(IndexError):
+            while True:
+                buffer = self._free.pop()
+                if len(buffer) >= size:
+                    return buffer
+        return bytearray(self._size)
+
+    def give_back(self, buffer: bytearray) -> None:
+        """Keep ``buffer`` for :meth:`take` (no views of it may be in use any more)."""
+        if len(self._free) < self._keep:
+            self._free.append(buffer)
+
+
 class BulkReadSocket(AssociationSocket):
     """An association socket that reads into one buffer with as few calls as possible."""
+
+    def recv_into(self, view: memoryview) -> int:
+        """Fill ``view`` from the socket; return the bytes read (fewer: the peer closed it).
+
+        Blocks like :meth:`recv`; timeouts and errors propagate to the caller.
+        """
+        sock = cast(socket.socket, self.socket)
+        nr_bytes = len(view)
+        nr_read = 0
+        while nr_read < nr_bytes:
+            count = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
+            if not count:
+                break
+            nr_read += count
+        return nr_read
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes`` from the socket (fewer only when the peer closed it).
