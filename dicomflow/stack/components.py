@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -523,6 +524,18 @@ class AirflowScheduler(AirflowPart):
     def command(self) -> list[str]:
         # The log server would bind every interface, with no setting to change that.
         return [_venv_bin("airflow"), "scheduler", "--skip-serve-logs"]
+
+    def prepare(self) -> None:
+        """Build the dciodvfy fork-server library its task processes use, before any task.
+
+        The first validate task would build it otherwise (and say so in its log if it cannot).
+        """
+        if not self.settings.validation.fork_server:
+            return
+        from dicomflow.validation.forkserver import PreloadUnavailableError, build_preload
+
+        with contextlib.suppress(PreloadUnavailableError):
+            build_preload(self.settings.data_dir / "cache")
 
 
 class AirflowDagProcessor(AirflowPart):
