@@ -168,9 +168,7 @@ class EventDrivenDUL(DULServiceProvider):
         try:
             header = sock.recv(6)
         except (OSError, TimeoutError) as exc:
-            LOGGER.error("Connection closed before the entire PDU was received")
-            LOGGER.exception(exc)
-            self.event_queue.put("Evt17")
+            self._connection_lost(exc)
             return
         try:
             pdu_type, _, pdu_length = _PDU_HEADER.unpack(header)
@@ -195,9 +193,7 @@ class EventDrivenDUL(DULServiceProvider):
             try:
                 body = sock.recv(pdu_length)
             except (OSError, TimeoutError) as exc:
-                LOGGER.error("Connection closed before the entire PDU was received")
-                LOGGER.exception(exc)
-                self.event_queue.put("Evt17")
+                self._connection_lost(exc)
                 return
             if len(body) != pdu_length:
                 self._short_pdu(len(body), pdu_length)
@@ -212,6 +208,12 @@ class EventDrivenDUL(DULServiceProvider):
             return
         self._recv_pdu.put(pdu)
 
+    def _connection_lost(self, exc: BaseException) -> None:
+        """Report a read that failed mid-PDU as pynetdicom does (Evt17)."""
+        LOGGER.error("Connection closed before the entire PDU was received")
+        LOGGER.exception(exc)
+        self.event_queue.put("Evt17")
+
     def _short_pdu(self, received: int, pdu_length: int) -> None:
         LOGGER.error(
             f"The received PDU is shorter than expected ({6 + received} of "
@@ -225,9 +227,7 @@ class EventDrivenDUL(DULServiceProvider):
         try:
             received = sock.recv_into(view)
         except (OSError, TimeoutError) as exc:
-            LOGGER.error("Connection closed before the entire PDU was received")
-            LOGGER.exception(exc)
-            self.event_queue.put("Evt17")
+            self._connection_lost(exc)
             return False
         if received != len(view):
             self._short_pdu(received, len(view))

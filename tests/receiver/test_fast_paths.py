@@ -47,6 +47,7 @@ from receiver.dimse import (
     written_content,
 )
 from receiver.reactor import copy_contexts
+from tests.dicomfiles import edited_instance
 from tests.receiver.receiver_helpers import PYDICOM_FILES
 
 Outcome = InstanceFacts | tuple[str, int]
@@ -88,15 +89,7 @@ def test_header_reader_agrees_with_pydicom_on_every_sample_file(
 
 
 def _ct(**changes: object) -> Dataset:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for keyword, value in changes.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    return ds
+    return edited_instance("CT_small.dcm", **changes)
 
 
 def _item(**values: object) -> Dataset:
