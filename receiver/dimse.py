@@ -6,7 +6,7 @@ spent making the instance durable: it builds and encodes a pydicom file meta dat
 and builds, validates and encodes a pydicom command data set for every response. The
 receiver then read each file twice more, to hash it and to check its header.
 
-:class:`StreamingDIMSE` keeps pynetdicom's message handling and changes three things:
+:class:`StreamingDIMSE` keeps pynetdicom's message handling and changes these things:
 
 * a C-STORE data set streams into an :class:`IncomingFile` in the spool's ``incoming``
   area (``tempfile.tempdir``, see :func:`receiver.app.use_spool_for_temporary_files`):
@@ -76,10 +76,10 @@ _PREAMBLE = b"\x00" * 128 + b"DICM"
 #: :meth:`IncomingFile.write`). Below it the final ``fsync`` alone is cheaper: starting
 #: write-back for every small file made the small-instance rate worse.
 WRITEBACK_AFTER = 256 * 1024
-#: ``posix_fadvise`` exists on Linux and most Unixes, not on Windows or macOS.
 #: Fragments at least this long are hashed by the association's :class:`BackgroundWorker`:
 #: below it handing a fragment over costs more than hashing it (~4 µs per KB).
 DIGEST_IN_WORKER_FROM = 32 * 1024
+# ``posix_fadvise`` exists on Linux and most Unixes, not on Windows or macOS.
 _CAN_START_WRITEBACK = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED")
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
@@ -264,7 +264,7 @@ class IncomingFile:
             if writeback:
                 self._start_writeback(end)
         except Exception as exc:
-            # Reported by content(): the handler then refuses the instance.
+            # Reported by result(): the handler then refuses the instance.
             self._error = exc
             raise
 
@@ -322,11 +322,10 @@ class IncomingFile:
         return bytes(self._head)
 
     def result(self) -> WrittenContent:
-        """:meth:`content` (as :class:`~dicomflow.spool.records.PendingContent` asks)."""
-        return self.content()
-
-    def content(self) -> WrittenContent:
         """What was written: SHA-256, size and the first bytes; waits for the worker.
+
+        As :class:`~dicomflow.spool.records.PendingContent` promises: the spool asks for it
+        once it has checked the header.
 
         Raises
         ------

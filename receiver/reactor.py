@@ -584,18 +584,11 @@ class BulkReadSocket(AssociationSocket):
 
         Blocks like the parent's; timeouts and errors propagate to the caller as there.
         """
-        sock = cast(socket.socket, self.socket)
         buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        nr_read = 0
-        while nr_read < nr_bytes:
-            count = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
-            if not count:
-                # The connection was broken: return what arrived, as the parent does.
-                del view
-                del buffer[nr_read:]
-                return buffer
-            nr_read += count
+        with memoryview(buffer) as view:
+            nr_read = self.recv_into(view)
+        # Fewer: the connection was broken; return what arrived, as the parent does.
+        del buffer[nr_read:]
         return buffer
 
 

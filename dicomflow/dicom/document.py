@@ -319,10 +319,14 @@ def _validation_run(
     }
 
 
+# The validation counts of a series document, summed or taken from one run's series totals.
+_VALIDATION_TOTALS = ("errors", "warnings", "instances_checked")
+
+
 def _series_totals(totals: Mapping[str, Any] | None) -> dict[str, int] | None:
     if not totals:
         return None
-    return {key: int(totals.get(key, 0)) for key in ("errors", "warnings", "instances_checked")}
+    return {key: int(totals.get(key, 0)) for key in _VALIDATION_TOTALS}
 
 
 def _validation_block(
@@ -340,14 +344,9 @@ def _validation_block(
     if merges:
         _, totals = max(merges, key=lambda item: (item[1]["instances_checked"], item[0]))
     else:  # documents written before runs carried totals
-        totals = {
-            key: sum(int(run.get(key, 0)) for run in ordered)
-            for key in ("errors", "warnings", "instances_checked")
-        }
+        totals = {key: sum(int(run.get(key, 0)) for run in ordered) for key in _VALIDATION_TOTALS}
     return {
-        "errors": totals["errors"],
-        "warnings": totals["warnings"],
-        "instances_checked": totals["instances_checked"],
+        **totals,
         "checked_at": latest.get("checked_at"),
         "report_key": latest.get("report_key"),
         "missing_instance_numbers": missing_instance_numbers(instance_numbers),

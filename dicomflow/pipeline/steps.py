@@ -320,11 +320,7 @@ def validate(settings: Settings, batch_id: str) -> Summary:
                 "report_key": report_key(uid),
                 # The series so far, each instance once (a resent instance is not counted
                 # again): what the document shows, whatever order the batches merge in.
-                "series_totals": {
-                    "errors": whole.errors,
-                    "warnings": whole.warnings,
-                    "instances_checked": len(whole.instances),
-                },
+                "series_totals": whole.summary(),
             }
             log.info(
                 "series %s: %d error(s), %d warning(s) in %d instance(s)",

@@ -91,16 +91,13 @@ class SeriesValidation:
         instances = sorted(
             by_uid.values(), key=lambda i: order.get(_instance_key(i), (True, 0, _instance_key(i)))
         )
-        values = list(numbers.values())
         return SeriesValidation(
             series_instance_uid=self.series_instance_uid,
             instances=instances,
             total_instances=max(len(numbers), len(instances)),
-            missing_instance_numbers=missing_instance_numbers(values),
-            duplicate_instance_numbers=duplicate_instance_numbers(values),
-            instances_without_number=sum(1 for n in values if n is None),
             checked_at=newer.checked_at,
             instance_numbers=numbers,
+            **_completeness(list(numbers.values())),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -223,11 +220,18 @@ def validate_series(
         series_instance_uid=series.series_instance_uid,
         instances=results,
         total_instances=len(ordered),
-        missing_instance_numbers=missing_instance_numbers(numbers),
-        duplicate_instance_numbers=duplicate_instance_numbers(numbers),
-        instances_without_number=sum(1 for n in numbers if n is None),
         instance_numbers={i.sop_instance_uid: i.instance_number for i in ordered},
+        **_completeness(numbers),
     )
+
+
+def _completeness(numbers: Sequence[int | None]) -> dict[str, Any]:
+    """The completeness fields of a :class:`SeriesValidation` over these Instance Numbers."""
+    return {
+        "missing_instance_numbers": missing_instance_numbers(numbers),
+        "duplicate_instance_numbers": duplicate_instance_numbers(numbers),
+        "instances_without_number": sum(1 for n in numbers if n is None),
+    }
 
 
 def _instance_key(instance: InstanceValidation) -> str:

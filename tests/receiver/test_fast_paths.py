@@ -246,7 +246,7 @@ def test_incoming_file_knows_its_bytes(tmp_path: Path) -> None:
     incoming.close()
     data = incoming.path.read_bytes()
     assert data == b"\x00" * 128 + b"DICM" + meta + b"".join(chunks)
-    content = incoming.content()
+    content = incoming.result()
     assert content.sha256 == hashlib.sha256(data).hexdigest()
     assert content.size == len(data)
     assert content.head == data[: HEAD_BYTES + 1]
@@ -274,7 +274,7 @@ def test_incoming_file_hashed_by_a_worker_knows_the_same(tmp_path: Path) -> None
         for chunk in chunks:
             incoming.write(chunk)
         pending = incoming.head
-        content = incoming.content()
+        content = incoming.result()
         incoming.close()
     finally:
         worker.close()
@@ -321,7 +321,7 @@ def test_incoming_file_starts_writeback_only_past_the_threshold(
     assert sum(length for _, length in calls) == large.size
     data = large.path.read_bytes()
     assert data == b"\x00" * 128 + b"DICM" + meta + b"".join(chunks)
-    assert large.content().sha256 == hashlib.sha256(data).hexdigest()
+    assert large.result().sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_adopt_file_moves_or_copies_under_the_final_name(tmp_path: Path) -> None:
