@@ -173,6 +173,7 @@ class Receiver:
             request_handler=handler_class,
         )
         self._server = cast(ReceiverServer, server)
+        self._server.direct_store = (self.handlers.on_c_store, self.handlers.store)
         thread = threading.Thread(target=server.serve_forever, name="receiver-server", daemon=True)
         thread.start()
         LOGGER.info(

@@ -34,6 +34,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from io import BytesIO
 from pathlib import Path
@@ -63,9 +64,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IncomingFile",
+    "StoreRequest",
     "StreamingDIMSE",
     "WakeableQueue",
     "encode_file_meta",
+    "encode_store_response",
+    "parse_store_request",
     "written_content",
 ]
 
@@ -427,19 +431,130 @@ def encode_plain_store_response(primitive: C_STORE) -> bytes | None:
     ):
         return None
     try:
-        sop_class = _ui(str(primitive.AffectedSOPClassUID))
-        sop_instance = _ui(str(primitive.AffectedSOPInstanceUID))
+        return encode_store_response(
+            int(primitive.MessageIDBeingRespondedTo),
+            str(primitive.AffectedSOPClassUID),
+            str(primitive.AffectedSOPInstanceUID),
+            int(primitive.Status),
+        )
     except UnicodeEncodeError:
         return None
+
+
+def encode_store_response(
+    message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int
+) -> bytes:
+    """The command set of a C-STORE response with only the fixed fields, as pynetdicom encodes it.
+
+    Raises
+    ------
+    UnicodeEncodeError
+        When a UID is not ASCII.
+    """
     body = (
-        _implicit(0x00000002, sop_class)
+        _implicit(0x00000002, _ui(sop_class_uid))
         + _implicit(0x00000100, struct.pack("<H", _C_STORE_RSP))
-        + _implicit(0x00000120, struct.pack("<H", int(primitive.MessageIDBeingRespondedTo)))
+        + _implicit(0x00000120, struct.pack("<H", message_id))
         + _implicit(0x00000800, struct.pack("<H", _NO_DATA_SET))
-        + _implicit(0x00000900, struct.pack("<H", int(primitive.Status)))
-        + _implicit(0x00001000, sop_instance)
+        + _implicit(0x00000900, struct.pack("<H", status))
+        + _implicit(0x00001000, _ui(sop_instance_uid))
     )
     return _implicit(0x00000000, struct.pack("<L", len(body))) + body
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """The fields of a plain C-STORE request's command set (PS3.7 9.3.1.1)."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    priority: int
+    move_originator_aet: str | None = None
+    move_originator_message_id: int | None = None
+
+
+#: The elements a C-STORE request may have and :func:`parse_store_request` reads:
+#: tag -> fixed value length (``None``: a UID or AE title, of any length).
+_STORE_RQ_ELEMENTS: dict[int, int | None] = {
+    0x00000000: 4,  # Command Group Length (UL)
+    0x00000002: None,  # Affected SOP Class UID
+    0x00000100: 2,  # Command Field
+    0x00000110: 2,  # Message ID
+    0x00000700: 2,  # Priority
+    0x00000800: 2,  # Command Data Set Type
+    0x00001000: None,  # Affected SOP Instance UID
+    0x00001030: None,  # Move Originator Application Entity Title
+    0x00001031: 2,  # Move Originator Message ID
+}
+_IMPLICIT_HEADER = struct.Struct("<HHL")
+_U16 = struct.Struct("<H")
+_C_STORE_RQ = 0x0001
+
+
+def parse_store_request(command: bytes) -> StoreRequest | None:
+    """Read a C-STORE request's command set, or ``None`` when it is anything else.
+
+    Decoding the command set with pydicom and building pynetdicom's request and response
+    primitives, whose setters validate every UID, cost ~0.2 ms per instance. This reads
+    the command set of a plain C-STORE request (Implicit VR Little Endian, PS3.7 6.3.1)
+    with ``struct``: only the elements a C-STORE request has, each once and in order, a
+    data set announced, the UIDs as pydicom decodes them (trailing NULs and spaces
+    removed) and as pynetdicom accepts them (1 to 64 characters). Anything else, ``None``:
+    pynetdicom decodes it, as before.
+    """
+    values: dict[int, bytes] = {}
+    pos, end, previous = 0, len(command), -1
+    while pos < end:
+        if pos + 8 > end:
+            return None
+        group, element, length = _IMPLICIT_HEADER.unpack_from(command, pos)
+        tag = group << 16 | element
+        pos += 8
+        if tag <= previous or tag not in _STORE_RQ_ELEMENTS or pos + length > end:
+            return None
+        fixed = _STORE_RQ_ELEMENTS[tag]
+        if fixed is not None and length != fixed:
+            return None
+        values[tag] = command[pos : pos + length]
+        pos += length
+        previous = tag
+    try:
+        if (
+            _U16.unpack(values[0x00000100])[0] != _C_STORE_RQ
+            or _U16.unpack(values[0x00000800])[0] == _NO_DATA_SET
+        ):
+            return None
+        sop_class = _plain_uid(values[0x00000002])
+        sop_instance = _plain_uid(values[0x00001000])
+        message_id = _U16.unpack(values[0x00000110])[0]
+        priority = _U16.unpack(values[0x00000700])[0]
+    except KeyError:
+        return None
+    if sop_class is None or sop_instance is None:
+        return None
+    originator = values.get(0x00001030)
+    originator_id = values.get(0x00001031)
+    if originator is not None and not originator.isascii():
+        return None
+    return StoreRequest(
+        message_id=message_id,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        priority=priority,
+        move_originator_aet=None if originator is None else originator.decode("ascii").strip(),
+        move_originator_message_id=(
+            None if originator_id is None else _U16.unpack(originator_id)[0]
+        ),
+    )
+
+
+def _plain_uid(raw: bytes) -> str | None:
+    """A UID value as pydicom decodes it, if it is a single value pynetdicom accepts."""
+    if not raw.isascii() or b"\\" in raw:
+        return None
+    value = raw.decode("ascii").rstrip("\x00 ")
+    return value if 0 < len(value) <= 64 else None
 
 
 def _implicit(tag: int, value: bytes) -> bytes:
@@ -462,6 +577,10 @@ class StreamingDIMSE(DIMSEServiceProvider):
         #: ``False`` when the association thread must serve it (see
         #: ``EventDrivenAssociation._serve_in_reactor``); ``None``: always queue.
         self.serve_in_reactor: Callable[[int, Any], bool] | None = None
+        #: Serves a plain C-STORE request whose data set streamed into a file without
+        #: pynetdicom's primitives and returns ``True``, or returns ``False`` when it must
+        #: go the usual way (see ``EventDrivenAssociation._store_directly``).
+        self.store_directly: Callable[[int, StoreRequest, IncomingFile], bool] | None = None
         # Requests put on msg_queue and not yet served by the association thread.
         self._queued = 0
         self._queued_lock = threading.Lock()
@@ -535,6 +654,9 @@ class StreamingDIMSE(DIMSEServiceProvider):
         """Hand a complete message on: the tail of pynetdicom 3.0.4's ``receive_primitive``."""
         evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": message})
         context_id = cast(int, message.context_id)
+        if self._stored_directly(context_id, message):
+            self._reset(message)
+            return
         try:
             d_primitive = message.message_to_primitive()
         except Exception as exc:
@@ -552,14 +674,39 @@ class StreamingDIMSE(DIMSEServiceProvider):
             ).start()
         else:
             request = cast(DimseServiceType, d_primitive)
-        # As upstream (pynetdicom issue #41): drop the message, ready for the next one.
+        self._reset(message)
+        if request is not None:
+            self._serve_or_queue(context_id, request)
+
+    def _reset(self, message: DIMSEMessage) -> None:
+        """As upstream (pynetdicom issue #41): drop the message, ready for the next one."""
         message.encoded_command_set = BytesIO()
         message.data_set = BytesIO()
         message._data_set_file = None
         message._data_set_path = None
         self.message = None
-        if request is not None:
-            self._serve_or_queue(context_id, request)
+
+    def _stored_directly(self, context_id: int, message: DIMSEMessage) -> bool:
+        """Serve a complete plain C-STORE request with :attr:`store_directly`, if allowed.
+
+        Only while no queued request is unserved, so requests are still served in order.
+        """
+        store = self.store_directly
+        incoming = message._data_set_file
+        if store is None or not isinstance(incoming, IncomingFile):
+            return False
+        with self._queued_lock:
+            if self._queued:
+                return False
+        request = parse_store_request(cast(BytesIO, message.encoded_command_set).getvalue())
+        return request is not None and store(context_id, request, incoming)
+
+    def send_store_response(self, context_id: int, encoded: bytes) -> None:
+        """Send an encoded C-STORE response command set (see :func:`encode_store_response`)."""
+        pdata = P_DATA()
+        # One PDV: the last (and only) command fragment (PS3.8 E.2).
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
+        self.dul.send_pdu(pdata)
 
     def _serve_or_queue(self, context_id: int, request: DimseServiceType) -> None:
         """Serve ``request`` in this (the reactor's) thread if allowed, else queue it.
@@ -641,10 +788,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
         if encoded is None or (max_pdu and len(encoded) > max_pdu - 6):
             super().send_msg(primitive, context_id)
             return
-        pdata = P_DATA()
-        # One PDV: the last (and only) command fragment (PS3.8 E.2).
-        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
-        self.dul.send_pdu(pdata)
+        self.send_store_response(context_id, encoded)
         if _config.STORE_RECV_CHUNKED_DATASET:
             # A sender of one instance often sends more: have their file ready.
             self.worker.submit(self.prepare_next_file)

@@ -25,7 +25,7 @@ from pynetdicom.sop_class import uid_to_service_class
 from dicomflow.db.projects import ADMIN_PROJECT, normalize_ae_name
 from dicomflow.dicom.uids import uid_problem
 from dicomflow.spool.checks import InstanceRejectedError, StoreStatus
-from dicomflow.spool.records import CloseReason, Door, Origin
+from dicomflow.spool.records import CloseReason, Door, Origin, PendingContent
 from dicomflow.spool.store import Intake, Spool
 from receiver.dimse import written_content
 
@@ -200,12 +200,42 @@ class ReceiverHandlers:
 
     def on_c_store(self, event: Event) -> int | Dataset:
         """Make the received instance durable in the spool, then answer Success."""
-        state = self._state(event.assoc)
+        return self.store(
+            event.assoc,
+            str(event.request.AffectedSOPClassUID or ""),
+            Path(event.dataset_path),
+            written_content(event.request),
+        )
+
+    def store(
+        self, assoc: Association, sop_class_uid: str, path: Path, content: PendingContent | None
+    ) -> int | Dataset:
+        """What :meth:`on_c_store` does, for a caller without an event.
+
+        The reactor serves plain C-STORE requests with it directly (see
+        ``EventDrivenAssociation._store_directly``).
+
+        Parameters
+        ----------
+        assoc
+            The association the instance came on.
+        sop_class_uid
+            The request's Affected SOP Class UID.
+        path
+            The received data set as a Part 10 file; it is moved away.
+        content
+            What its writer knows of its bytes, if anything.
+
+        Returns
+        -------
+        int or pydicom.dataset.Dataset
+            The status, or a failure status with an Error Comment.
+        """
+        state = self._state(assoc)
         intake = state.intake
         if intake is None:  # cannot happen: stores only follow an accepted association
             return _failure(StoreStatus.PROCESSING_FAILURE, "association has no project")
-        path = Path(event.dataset_path)
-        refused = _unsupported_sop_class(str(event.request.AffectedSOPClassUID or ""))
+        refused = _unsupported_sop_class(sop_class_uid)
         if refused is not None:
             intake.failed += 1
             try:
@@ -214,7 +244,7 @@ class ReceiverHandlers:
                 LOGGER.exception("cannot keep a refused instance from %s", state.peer)
             return _failure(StoreStatus.SOP_CLASS_NOT_SUPPORTED, refused)
         try:
-            intake.store(path, move=True, content=written_content(event.request))
+            intake.store(path, move=True, content=content)
         except InstanceRejectedError as exc:
             return _failure(exc.status, exc.reason)
         except Exception as exc:
