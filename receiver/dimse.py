@@ -707,6 +707,9 @@ class StreamingDIMSE(DIMSEServiceProvider):
         # One PDV: the last (and only) command fragment (PS3.8 E.2).
         pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
         self.dul.send_pdu(pdata)
+        if _config.STORE_RECV_CHUNKED_DATASET:
+            # A sender of one instance often sends more: have their file ready.
+            self.worker.submit(self.prepare_next_file)
 
     def _serve_or_queue(self, context_id: int, request: DimseServiceType) -> None:
         """Serve ``request`` in this (the reactor's) thread if allowed, else queue it.
@@ -789,6 +792,3 @@ class StreamingDIMSE(DIMSEServiceProvider):
             super().send_msg(primitive, context_id)
             return
         self.send_store_response(context_id, encoded)
-        if _config.STORE_RECV_CHUNKED_DATASET:
-            # A sender of one instance often sends more: have their file ready.
-            self.worker.submit(self.prepare_next_file)

@@ -26,7 +26,7 @@ from dicomflow.db.projects import ProjectStore
 from dicomflow.spool import Spool
 from receiver import reactor
 from receiver.app import Receiver
-from receiver.dimse import StoreRequest, parse_store_request
+from receiver.dimse import StoreRequest, StreamingDIMSE, parse_store_request
 from tests.dicomfiles import edited_instance
 from tests.receiver.conftest import PROJECT
 from tests.receiver.receiver_helpers import dataset_bytes
@@ -140,14 +140,24 @@ def test_direct_and_pynetdicom_services_answer_and_store_the_same(
         served_directly[0] += done
         return done
 
+    # After each answer the next instance's file is made ahead of time, on both paths.
+    prepared = {True: 0, False: 0}
+    prepare = StreamingDIMSE.prepare_next_file
+
     results = {}
     for direct in (True, False):
+
+        def counting_prepare(self: StreamingDIMSE, direct: bool = direct) -> None:
+            prepared[direct] += 1
+            prepare(self)
+
         with monkeypatch.context() as patch:
             patch.setattr(
                 reactor.EventDrivenAssociation,
                 "_store_directly",
                 counting if direct else lambda *_: False,
             )
+            patch.setattr(StreamingDIMSE, "prepare_next_file", counting_prepare)
             spool = Spool(tmp_path / f"spool-{direct}")
             service = Receiver(spool, projects, None, port=0)
             service.start()
@@ -163,6 +173,8 @@ def test_direct_and_pynetdicom_services_answer_and_store_the_same(
         problems = sorted(problem.reason for problem in spool.problems())
         results[direct] = (answers, stored, problems)
     assert served_directly[0] == len(instances)
+    # (a failure answered with an Error Comment goes through pynetdicom, which does not)
+    assert prepared[True] == prepared[False] == 2
     assert results[True] == results[False]
     answers, stored, problems = results[True]
     assert [status for status, _ in answers] == [0, 0xA900, 0xA900, 0]
