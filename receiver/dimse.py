@@ -695,14 +695,21 @@ class StreamingDIMSE(DIMSEServiceProvider):
         incoming = message._data_set_file
         if store is None or not isinstance(incoming, IncomingFile):
             return False
-        with self._queued_lock:
-            if self._queued:
-                return False
+        if not self._in_order():
+            return False
         request = parse_store_request(cast(BytesIO, message.encoded_command_set).getvalue())
         return request is not None and store(context_id, request, incoming)
 
-    def send_store_response(self, context_id: int, encoded: bytes) -> None:
-        """Send an encoded C-STORE response command set (see :func:`encode_store_response`)."""
+    def send_store_response(self, context_id: int, encoded: bytes) -> bool:
+        """Send an encoded C-STORE response command set (see :func:`encode_store_response`).
+
+        Returns ``False``, sending nothing, when it does not fit one fragment of the peer's
+        maximum PDU: pynetdicom then fragments the response's primitive.
+        """
+        max_pdu = self.maximum_pdu_size
+        # As upstream, a fragment holds at most max_pdu - 6 bytes of the command set.
+        if max_pdu and len(encoded) > max_pdu - 6:
+            return False
         pdata = P_DATA()
         # One PDV: the last (and only) command fragment (PS3.8 E.2).
         pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
@@ -710,6 +717,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
         if _config.STORE_RECV_CHUNKED_DATASET:
             # A sender of one instance often sends more: have their file ready.
             self.worker.submit(self.prepare_next_file)
+        return True
 
     def _serve_or_queue(self, context_id: int, request: DimseServiceType) -> None:
         """Serve ``request`` in this (the reactor's) thread if allowed, else queue it.
@@ -717,14 +725,17 @@ class StreamingDIMSE(DIMSEServiceProvider):
         Only while no queued request is unserved, so requests are still served in order.
         """
         # Only this thread queues requests: none can be queued between the look and serving.
-        with self._queued_lock:
-            in_order = self._queued == 0
         serve = self.serve_in_reactor
-        if in_order and serve is not None and serve(context_id, request):
+        if serve is not None and self._in_order() and serve(context_id, request):
             return
         with self._queued_lock:
             self._queued += 1
         self.msg_queue.put((context_id, request))
+
+    def _in_order(self) -> bool:
+        """Whether a request may be served now: no queued request is waiting before it."""
+        with self._queued_lock:
+            return self._queued == 0
 
     def queued_request_served(self) -> None:
         """Note that the association thread has served a request taken from ``msg_queue``."""
@@ -786,9 +797,5 @@ class StreamingDIMSE(DIMSEServiceProvider):
             and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
             else None
         )
-        max_pdu = self.maximum_pdu_size
-        # As upstream, a fragment holds at most max_pdu - 6 bytes of the command set.
-        if encoded is None or (max_pdu and len(encoded) > max_pdu - 6):
+        if encoded is None or not self.send_store_response(context_id, encoded):
             super().send_msg(primitive, context_id)
-            return
-        self.send_store_response(context_id, encoded)

@@ -100,9 +100,9 @@ _P_DATA_TF = 0x04
 _KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
 _PDU_HEADER = struct.Struct(">BBL")
 _PDV_LENGTH = struct.Struct(">L")
-#: Bound handlers of these events see every PDU or transition, so PDUs then go the usual way.
 #: What pynetdicom answers when the EVT_C_STORE handler raises (StorageServiceClass.SCP).
 _HANDLER_FAILED = 0xC211
+#: Bound handlers of these events see every PDU or transition, so PDUs then go the usual way.
 _PDU_WATCHING_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
 
 
@@ -445,15 +445,14 @@ class EventDrivenAssociation(Association):
         association as an SCU) or ending, go through the queue as before; the caller queues
         every request while a queued one is unserved, so the order is kept.
         """
-        if (
-            not isinstance(msg, C_STORE)
-            or self._kill
-            or not self.is_established
-            or not self._reactor_checkpoint.is_set()
-        ):
+        if not isinstance(msg, C_STORE) or not self._reactor_may_serve():
             return False
         self._serve_request(msg, context_id)
         return True
+
+    def _reactor_may_serve(self) -> bool:
+        """Established, not ending, and the association thread not paused (see above)."""
+        return not self._kill and self.is_established and self._reactor_checkpoint.is_set()
 
     def _store_directly(
         self, context_id: int, request: StoreRequest, incoming: IncomingFile
@@ -474,10 +473,8 @@ class EventDrivenAssociation(Association):
         direct = self.direct_store
         if (
             direct is None
-            or self._kill
-            or not self.is_established
+            or not self._reactor_may_serve()
             or self._sent_release
-            or not self._reactor_checkpoint.is_set()
             or context_id not in self._accepted_cx
             or request.sop_class_uid in self.acceptor.accepted_common_extended
             or self.get_handlers(evt.EVT_DIMSE_SENT)
@@ -513,14 +510,13 @@ class EventDrivenAssociation(Association):
     ) -> None:
         """Send a C-STORE response: a plain status directly, anything else via pynetdicom."""
         dimse = cast(StreamingDIMSE, self.dimse)
-        if isinstance(status, int):
-            encoded = encode_store_response(
+        if isinstance(status, int) and dimse.send_store_response(
+            context_id,
+            encode_store_response(
                 request.message_id, request.sop_class_uid, request.sop_instance_uid, status
-            )
-            max_pdu = dimse.maximum_pdu_size
-            if not max_pdu or len(encoded) <= max_pdu - 6:
-                dimse.send_store_response(context_id, encoded)
-                return
+            ),
+        ):
+            return
         response = C_STORE()
         response.MessageIDBeingRespondedTo = request.message_id
         response.AffectedSOPClassUID = request.sop_class_uid
