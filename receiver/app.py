@@ -25,8 +25,9 @@ LOGGER = logging.getLogger("receiver")
 
 #: Seconds between looks for idle batches.
 HOUSEKEEPING_INTERVAL = 0.5
-#: Seconds without any PDU after which an association is aborted.
+#: Bytes of the largest PDU we announce (and so receive).
 MAXIMUM_PDU_SIZE = 1 << 20
+#: Seconds without any PDU after which an association is aborted.
 NETWORK_TIMEOUT = 120.0
 
 

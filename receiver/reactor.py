@@ -377,24 +377,21 @@ class EventDrivenDUL(DULServiceProvider):
                 elif self._is_transport_event():
                     self._idle_timer.restart()
             except Exception as exc:
-                LOGGER.error("Exception in DUL reactor, aborting association")
-                LOGGER.exception(exc)
-                abort_pdu = A_ABORT_RQ()
-                abort_pdu.source = 0x02
-                abort_pdu.reason_diagnostic = 0x00
-                sock.send(abort_pdu.encode())
-                self.assoc.is_aborted = True
-                self.assoc.is_established = False
-                self.assoc._kill = True
-                self._kill_thread = True
+                self._abort_after(exc, sock)
                 return
             try:
                 event = self.event_queue.get(block=False)
             except queue.Empty:
                 idle = True
                 continue
-            with self._state_lock:
-                self.state_machine.do_action(event)
+            try:
+                with self._state_lock:
+                    self.state_machine.do_action(event)
+            except Exception as exc:
+                # Upstream lets this end the thread with a traceback (a P-DATA value without
+                # its control header does it) and leaves the peer waiting: abort instead.
+                self._abort_after(exc, sock)
+                return
             if self.to_user_queue.queue:
                 # A release or abort indication for the association thread, which would
                 # otherwise notice it only when its wait for a message ends.
@@ -409,6 +406,23 @@ class EventDrivenDUL(DULServiceProvider):
                 and not self.to_provider_queue.queue
                 and self.state_machine.current_state != "Sta13"
             )
+
+    def _abort_after(self, exc: Exception, sock: AssociationSocket) -> None:
+        """Abort the association after ``exc``, as pynetdicom's DUL does for a bad PDU.
+
+        The A-ABORT goes out past the state machine, which may be in any state after an
+        exception.
+        """
+        LOGGER.error("Exception in DUL reactor, aborting association")
+        LOGGER.exception(exc)
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        sock.send(abort_pdu.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
 
 
 #: Stores a C-STORE request's data set: ``(association, Affected SOP Class UID, file, what

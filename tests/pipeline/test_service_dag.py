@@ -189,7 +189,7 @@ def test_pacs_down_fails_the_run_and_a_rerun_after_restart_succeeds(
     assert len(list(record.path.rglob("*.dcm"))) == 3  # kept for the re-run
 
     rerun = run_dag(platform, batch_id, run_id=f"rerun-{batch_id}")
-    assert rerun["state"] == "success"
+    assert rerun["state"] == "success", failed_logs(rerun)
     assert Spool.from_settings(platform).batch(batch_id).state is BatchState.DONE
 
 

@@ -270,6 +270,8 @@ def test_crafted_pdu_layouts_store_the_same_bytes(
     "malformed",
     ["a PDV longer than its PDU", "a PDV of length 0", "a PDV without a control header"],
 )
+# A reactor thread that ends with a traceback leaves the peer waiting: fail on one.
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_malformed_p_data_aborts_as_before(
     malformed: str,
     tmp_path: Path,
