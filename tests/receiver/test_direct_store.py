@@ -204,3 +204,37 @@ def test_another_c_store_handler_gets_every_request(tmp_path: Path, projects: Pr
     finally:
         service.stop()
     assert seen == [instance.SOPInstanceUID]
+
+
+def test_a_message_watcher_sees_the_decoded_command_set(
+    tmp_path: Path, projects: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The command set of a plain C-STORE is read with struct and decoded with pydicom only
+    # when something needs it: here an EVT_DIMSE_RECV handler.
+    served_directly = [0]
+    original = reactor.EventDrivenAssociation._store_directly
+
+    def counting(self: reactor.EventDrivenAssociation, *args: Any) -> bool:
+        done = original(self, *args)
+        served_directly[0] += done
+        return done
+
+    monkeypatch.setattr(reactor.EventDrivenAssociation, "_store_directly", counting)
+    seen: list[tuple[int, str]] = []
+
+    def watching(event: evt.Event) -> None:
+        command = event.message.command_set
+        seen.append((int(command.CommandField), str(command.AffectedSOPInstanceUID)))
+
+    spool = Spool(tmp_path / "spool")
+    service = Receiver(spool, projects, None, port=0)
+    service.start()
+    try:
+        assert service._server is not None
+        service._server.bind(evt.EVT_DIMSE_RECV, watching)
+        instances = [edited_instance("CT_small.dcm") for _ in range(2)]
+        assert _send(service.port, instances) == [(0, None)] * 2
+    finally:
+        service.stop()
+    assert seen == [(1, ds.SOPInstanceUID) for ds in instances]
+    assert served_directly[0] == 2
