@@ -8,7 +8,7 @@ import sys
 from types import FrameType
 
 from dicomflow.config import ConfigError, load_settings
-from receiver.app import Receiver, use_spool_for_temporary_files
+from receiver.app import Receiver, freeze_startup_objects, use_spool_for_temporary_files
 
 
 def main() -> int:
@@ -33,6 +33,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     receiver.start()
+    freeze_startup_objects()
     receiver.wait()
     return 0
 
