@@ -321,17 +321,19 @@ class EventDrivenDUL(DULServiceProvider):
         return False
 
     def _wait_for_work(self) -> None:
-        fds: list[Any] = [self._wake_r]
+        # poll, not select: select refuses descriptors from 1024 on (see BulkReadSocket.ready).
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
         assoc_sock = cast("AssociationSocket | None", self.socket)
         raw = assoc_sock.socket if assoc_sock is not None else None
         if raw is not None:
             if isinstance(raw, ssl.SSLSocket) and raw.pending():
                 return
             if raw.fileno() >= 0:
-                fds.append(raw)
+                poller.register(raw, select.POLLIN)
         try:
-            select.select(fds, [], [], IDLE_WAIT)
-        except (OSError, ValueError):
+            poller.poll(IDLE_WAIT * 1000)
+        except OSError:
             # The peer socket was closed under us: the next loop reports Evt17.
             return
         try:
@@ -670,6 +672,34 @@ class ReceiveBuffers:
 
 class BulkReadSocket(AssociationSocket):
     """An association socket that reads into one buffer with as few calls as possible."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether data can be read now, as pynetdicom 3.0.4's, for any descriptor number.
+
+        pynetdicom asks ``select.select``, which refuses descriptors from 1024 on with an
+        error that it takes for a closed connection (Evt17): a receiver holding that many
+        files (manifests of open batches, incoming files, other associations) dropped every
+        new association before it was negotiated. ``poll`` has no such limit.
+        """
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            # Buffered by the SSL layer, unseen by poll (pynetdicom issue #528).
+            return True
+        poller = select.poll()
+        try:
+            poller.register(sock, select.POLLIN)
+            events = poller.poll(0)
+        except (OSError, ValueError):
+            # Evt17: Transport connection closed
+            self.event_queue.put("Evt17")
+            return False
+        if any(mask & select.POLLNVAL for _fd, mask in events):
+            self.event_queue.put("Evt17")
+            return False
+        return bool(events)
 
     def recv_into(self, view: memoryview) -> int:
         """Fill ``view`` from the socket; return the bytes read (fewer: the peer closed it).

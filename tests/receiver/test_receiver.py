@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import resource
 import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -304,3 +306,30 @@ def test_sixteen_parallel_senders(receiver: Receiver, spool: Spool, tmp_path: Pa
     assert all(b.instances == per_sender for b in batches)
     all_uids = [e.sop_instance_uid for b in batches for e in spool.manifest(b.id)]
     assert len(all_uids) == len(set(all_uids)) == senders * per_sender
+
+
+def test_a_receiver_holding_over_1024_descriptors_still_accepts(
+    receiver: Receiver, spool: Spool, tmp_path: Path
+) -> None:
+    # A busy receiver holds many files (manifests of open batches, incoming files, other
+    # associations); select() refuses descriptors from 1024 on, and pynetdicom took that
+    # for a closed connection, dropping every new association.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if max(soft, hard) < 1200:
+        pytest.skip(f"this machine allows only {hard} open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert held[-1] >= 1024
+        files = []
+        for number in range(3):
+            files.append(tmp_path / f"{number}.dcm")
+            good_dataset().save_as(files[-1], enforce_file_format=True)
+        output = dcmsend(receiver.port, files, "KP-RECV", "Scanner-1")
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    receiver.stop()
+    stored = {e.sop_instance_uid for b in spool.batches() for e in spool.manifest(b.id)}
+    assert stored == {sop_instance_uid(p) for p in files}, output[-1000:]
