@@ -28,15 +28,22 @@ def platform(postgres: Settings, orthanc: Settings, s3: Settings, airflow: Any) 
 def spool_batch(
     settings: Settings, files: Sequence[Path], project: str = "admin", dataset: str = "tests"
 ) -> str:
-    """Put files into one closed batch, as the receiver does for an association."""
+    """Put files into one closed batch, as the receiver does for an association; the test
+    triggers its runs itself (the batch is in state ``triggered``)."""
     spool = Spool.from_settings(settings)
     origin = Origin(Door.DIMSE, "127.0.0.1:40000", dataset.upper(), project.upper())
     intake = spool.intake(project, dataset, origin)
     for path in files:
         intake.store(Path(path), move=False)
-    intake.close(CloseReason.RELEASED)
     assert len(intake.batch_ids) == 1
-    return intake.batch_ids[0]
+    batch_id = intake.batch_ids[0]
+    # The test triggers its own runs. Marked triggered before it closes, the batch is never
+    # pending, so the outbox of a receiver in the session stack (the end-to-end tests start
+    # one) does not trigger a run of its own, whose last step would remove the batch's files
+    # under the test's run.
+    spool.mark_triggered(batch_id, f"test-{batch_id}", DAG_ID)
+    intake.close(CloseReason.RELEASED)
+    return batch_id
 
 
 def run_dag(
