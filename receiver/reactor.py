@@ -326,14 +326,13 @@ class EventDrivenDUL(DULServiceProvider):
         poller.register(self._wake_r, select.POLLIN)
         assoc_sock = cast("AssociationSocket | None", self.socket)
         raw = assoc_sock.socket if assoc_sock is not None else None
-        if raw is not None:
-            if isinstance(raw, ssl.SSLSocket) and raw.pending():
-                return
-            if raw.fileno() >= 0:
-                poller.register(raw, select.POLLIN)
+        if raw is not None and isinstance(raw, ssl.SSLSocket) and raw.pending():
+            return
         try:
+            if raw is not None and raw.fileno() >= 0:
+                poller.register(raw, select.POLLIN)
             poller.poll(IDLE_WAIT * 1000)
-        except OSError:
+        except (OSError, ValueError):
             # The peer socket was closed under us: the next loop reports Evt17.
             return
         try:
