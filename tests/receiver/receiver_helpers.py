@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -99,3 +101,17 @@ def bad_datasets() -> dict[str, tuple[Dataset, str]]:
         "65 chars": (too_long, "65 characters"),
         "leading zero": (leading_zero, "not a valid UID"),
     }
+
+
+def count_served(patch: pytest.MonkeyPatch, owner: type, method: str) -> list[int]:
+    """Count the calls of ``owner.method`` that return true from now on (one element)."""
+    count = [0]
+    original = getattr(owner, method)
+
+    def counting(self: object, *args: Any) -> bool:
+        done = bool(original(self, *args))
+        count[0] += done
+        return done
+
+    patch.setattr(owner, method, counting)
+    return count

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -32,7 +31,7 @@ from dicomflow.db.projects import ProjectStore
 from dicomflow.spool import Spool
 from receiver import reactor
 from receiver.app import Receiver
-from tests.receiver.receiver_helpers import dataset_bytes, sample_files
+from tests.receiver.receiver_helpers import count_served, dataset_bytes, sample_files
 
 #: Implicit and Explicit VR Little Endian.
 UNCOMPRESSED = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
@@ -43,16 +42,7 @@ Pdu = list[tuple[int, bytes]]
 @pytest.fixture
 def direct_count(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the P-DATA-TF PDUs the direct path wrote (one element: the count)."""
-    count = [0]
-    original = reactor.EventDrivenDUL._stream_fragments
-
-    def counting(self: reactor.EventDrivenDUL, *args: Any) -> bool:
-        done = original(self, *args)
-        count[0] += done
-        return done
-
-    monkeypatch.setattr(reactor.EventDrivenDUL, "_stream_fragments", counting)
-    return count
+    return count_served(monkeypatch, reactor.EventDrivenDUL, "_stream_fragments")
 
 
 def _both_ways(

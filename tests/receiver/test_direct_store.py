@@ -29,7 +29,7 @@ from receiver.app import Receiver
 from receiver.dimse import StoreRequest, StreamingDIMSE, parse_store_request
 from tests.dicomfiles import edited_instance
 from tests.receiver.conftest import PROJECT
-from tests.receiver.receiver_helpers import dataset_bytes
+from tests.receiver.receiver_helpers import count_served, dataset_bytes
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -133,13 +133,6 @@ def test_direct_and_pynetdicom_services_answer_and_store_the_same(
         edited_instance("CT_small.dcm"),
     ]
     served_directly = [0]
-    original = reactor.EventDrivenAssociation._store_directly
-
-    def counting(self: reactor.EventDrivenAssociation, *args: Any) -> bool:
-        done = original(self, *args)
-        served_directly[0] += done
-        return done
-
     # After each answer the next instance's file is made ahead of time, on both paths.
     prepared = {True: 0, False: 0}
     prepare = StreamingDIMSE.prepare_next_file
@@ -152,11 +145,12 @@ def test_direct_and_pynetdicom_services_answer_and_store_the_same(
             prepare(self)
 
         with monkeypatch.context() as patch:
-            patch.setattr(
-                reactor.EventDrivenAssociation,
-                "_store_directly",
-                counting if direct else lambda *_: False,
-            )
+            if direct:
+                served_directly = count_served(
+                    patch, reactor.EventDrivenAssociation, "_store_directly"
+                )
+            else:
+                patch.setattr(reactor.EventDrivenAssociation, "_store_directly", lambda *_: False)
             patch.setattr(StreamingDIMSE, "prepare_next_file", counting_prepare)
             spool = Spool(tmp_path / f"spool-{direct}")
             service = Receiver(spool, projects, None, port=0)
@@ -211,15 +205,7 @@ def test_a_message_watcher_sees_the_decoded_command_set(
 ) -> None:
     # The command set of a plain C-STORE is read with struct and decoded with pydicom only
     # when something needs it: here an EVT_DIMSE_RECV handler.
-    served_directly = [0]
-    original = reactor.EventDrivenAssociation._store_directly
-
-    def counting(self: reactor.EventDrivenAssociation, *args: Any) -> bool:
-        done = original(self, *args)
-        served_directly[0] += done
-        return done
-
-    monkeypatch.setattr(reactor.EventDrivenAssociation, "_store_directly", counting)
+    served_directly = count_served(monkeypatch, reactor.EventDrivenAssociation, "_store_directly")
     seen: list[tuple[int, str]] = []
 
     def watching(event: evt.Event) -> None:
