@@ -275,7 +275,16 @@ def test_incoming_file_hashed_by_a_worker_knows_the_same(tmp_path: Path) -> None
             incoming.write(chunk)
         pending = incoming.head
         content = incoming.result()
+        waits = []
+        wait = worker.wait
+        worker.wait = lambda: waits.append(wait())  # type: ignore[method-assign]
+        # Nothing of this file is left in the worker: closing does not wait for it again.
         incoming.close()
+        assert waits == []
+        buffer_free = threading.Event()
+        incoming.after_written(buffer_free.set)
+        incoming.result()
+        assert waits == [None] and buffer_free.is_set()
     finally:
         worker.close()
     assert threads == {"receiver-background"}
