@@ -326,7 +326,7 @@ class EventDrivenDUL(DULServiceProvider):
         poller.register(self._wake_r, select.POLLIN)
         assoc_sock = cast("AssociationSocket | None", self.socket)
         raw = assoc_sock.socket if assoc_sock is not None else None
-        if raw is not None and isinstance(raw, ssl.SSLSocket) and raw.pending():
+        if isinstance(raw, ssl.SSLSocket) and raw.pending():
             return
         try:
             if raw is not None and raw.fileno() >= 0:
