@@ -150,19 +150,48 @@ def adopt_file(source: Path, path: Path, *, move: bool) -> None:
         source.unlink(missing_ok=True)
 
 
+def give_back(path: Path, source: Path, *, move: bool) -> None:
+    """Undo a successful :func:`adopt_file` (best effort), e.g. when recording it failed.
+
+    A moved file goes back to ``source``, so the caller can still keep it elsewhere; a copy
+    is removed. Either way no file the manifest lacks is left under a name the next
+    instance will take.
+    """
+    with contextlib.suppress(OSError):
+        if not move or not _move_or_copy(path, source, move=True):
+            path.unlink(missing_ok=True)
+
+
 class DurableLog:
     """An append-only file of JSON lines; :meth:`append` returns once the line is durable."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # The length of the complete lines: this object is the file's only writer.
+        self._length = os.fstat(self._fd).st_size
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record as a line and flush it."""
+        """Append one record as a line and flush it.
+
+        Raises
+        ------
+        OSError
+            When the line could not be written whole or flushed (e.g. a full disk). It is
+            then cut off again (best effort), so a reader never counts it and the next line
+            does not follow a torn one.
+        """
         line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
-        # One write() of a line under PIPE_BUF-ish sizes in O_APPEND mode lands whole.
-        os.write(self._fd, line)
-        os.fdatasync(self._fd)
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, f"only {written} of {len(line)} bytes written")
+            os.fdatasync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._length)
+            raise
+        self._length += len(line)
 
     def close(self) -> None:
         """Close the file."""

