@@ -5,13 +5,15 @@ to our receiver (in this process, on a spool in a temporary directory, fsync inc
 project directory is a fixed in-memory list, so no database is involved) and prints rows
 ``measure | ours | reference | ratio | goal``. It prints numbers, never asserts.
 
-Runs alternate (ours, reference, ours, ...) so that a drift of this machine's disk or CPU hits
-both sides, and the best run of each side is kept. Each reference run is a fresh ``storescp``
-writing into an empty directory: a second send of the same files to one ``storescp`` overwrites
-the files of the first in place, which skips the file creation that every real receive, and
-ours, pays for.
+Runs come in pairs (ours, then the reference at once) so that a drift of this machine's disk
+or CPU hits both sides of a pair. The rates are the best run of each side; the ratio is the
+median of the pairs' ratios, with their range, because a shared machine's speed changes
+between pairs by more than the difference measured. Each reference run is a fresh
+``storescp`` writing into an empty directory: a second send of the same files to one
+``storescp`` overwrites the files of the first in place, which skips the file creation that
+every real receive, and ours, pays for.
 
-Usage: ``python bench/bench_receiver.py [--small 2000] [--large 200] [--repeat 3]``
+Usage: ``python bench/bench_receiver.py [--small 2000] [--large 200] [--repeat 5] [--dir DIR]``
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -121,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=2000, help="number of ~9 KB instances")
     parser.add_argument("--large", type=int, default=200, help="number of ~500 KB instances")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per side; best is kept")
+    parser.add_argument("--repeat", type=int, default=5, help="pairs of runs per measure")
     parser.add_argument(
         "--dir",
         type=Path,
@@ -162,14 +165,20 @@ def main() -> None:
                     ours.append(send(receiver.port, files))
                     runs += 1
                     ref.append(send_to_storescp(work / f"storescp-{runs}", files))
-                rows.append((name, len(files) / min(ours), len(files) / min(ref), goal))
+                # Ratio of rates = inverse ratio of times.
+                ratios = sorted(r / o for o, r in zip(ours, ref, strict=True))
+                rows.append((name, len(files) / min(ours), len(files) / min(ref), ratios, goal))
         finally:
             receiver.stop()
-        print(f"{'measure':40} | {'ours':>10} | {'reference':>10} | {'ratio':>6} | goal")
-        for name, ours_rate, ref_rate, goal in rows:
+        print(
+            f"{'measure':40} | {'ours':>10} | {'reference':>10} | {'ratio':>6} | "
+            f"{'range':>11} | goal"
+        )
+        for name, ours_rate, ref_rate, ratios, goal in rows:
             print(
                 f"{name:40} | {ours_rate:8.0f}/s | {ref_rate:8.0f}/s | "
-                f"{ours_rate / ref_rate:6.2f} | >= {goal}"
+                f"{statistics.median(ratios):6.2f} | {ratios[0]:4.2f}-{ratios[-1]:4.2f} | "
+                f">= {goal}"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
