@@ -2,8 +2,8 @@
 
 A file is written under a temporary name in its final directory, flushed with ``fsync``,
 renamed and the directory flushed, so a reader sees either nothing or the whole file. Batch
-instance files, which count only once a durable manifest lists them, take a shorter way
-(:func:`adopt_file`).
+instance files, which count only once they are durable with their SHA-256 (in the manifest, or
+beside the file), take a shorter way (:func:`adopt_file`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".tmp-"
+#: The extended attribute that keeps an adopted file's SHA-256 (32 bytes) with the file.
+SHA256_XATTR = "user.dicomflow.sha256"
 _COPY_CHUNK = 1 << 20
+# Extended attributes: Linux (``os.setxattr``); elsewhere the hash is not kept with the file.
+_HAS_XATTRS = hasattr(os, "setxattr") and hasattr(os, "getxattr")
 
 
 def fsync_dir(path: Path) -> None:
@@ -104,20 +108,25 @@ def _move_or_copy(source: Path, target: Path, *, move: bool) -> bool:
     return False
 
 
-def adopt_file(source: Path, path: Path, *, move: bool) -> None:
-    """Put the file ``source`` at ``path`` and flush its data, under its final name at once.
+def adopt_file(source: Path, path: Path, *, move: bool, sha256: bytes | None = None) -> bool:
+    """Put the file ``source`` at ``path`` and flush it, under its final name at once.
 
-    Only for a directory whose files count once a durable manifest lists them (a batch):
+    Only for a directory whose files count once they are recorded (a batch): until then a
+    crash may leave the file partial or missing, and recovery removes every file it cannot
+    vouch for, so the temporary name of :func:`place_file` (a second rename) is not needed.
 
-    * until the caller has recorded ``path`` there, a crash may leave the file partial or
-      missing, and recovery removes every file the manifest does not list, so the temporary
-      name of :func:`place_file` (a second rename) is not needed;
-    * the file is flushed *after* the rename, and the directory is not flushed: on the
-      journaling file systems the spool is meant for (ext4, XFS, btrfs) the flush of a
-      renamed file also makes its new name durable (ext4 and XFS commit the journal up to
-      the rename, btrfs logs the new name with the inode), and the manifest's own flush
-      that follows commits it in any case. A directory flush here cost a third device
-      cache flush per instance (~15-20 % of the small-instance receive rate).
+    With ``sha256``, the hash is set as the file's :data:`SHA256_XATTR` before the flush, so
+    the one flush makes the data and its hash durable together: that is the file's record,
+    which recovery checks (:func:`recorded_sha256`) and from which it rebuilds a lost manifest
+    line. Without it, or where the file system keeps no user extended attributes, the caller
+    must record the file durably itself (a flushed manifest line).
+
+    The directory is not flushed: on the journaling file systems the spool is meant for
+    (ext4, XFS, btrfs) the flush of a renamed file also makes its new name durable (ext4 and
+    XFS commit the journal up to the rename, btrfs logs the new name with the inode); ext4
+    without a journal flushes the directory a new file is in at the file's first flush. A
+    directory flush here cost one more device cache flush per instance (~15-20 % of the
+    small-instance receive rate).
 
     Parameters
     ----------
@@ -128,6 +137,13 @@ def adopt_file(source: Path, path: Path, *, move: bool) -> None:
     move
         Take ``source`` away (a rename when on the same file system, else a copy and an
         unlink); when false, ``source`` is left untouched.
+    sha256
+        The file's SHA-256 (32 bytes), to keep with it.
+
+    Returns
+    -------
+    bool
+        Whether ``sha256`` is kept with the file (false when not given or not supported).
 
     Raises
     ------
@@ -138,6 +154,7 @@ def adopt_file(source: Path, path: Path, *, move: bool) -> None:
     renamed = False
     try:
         renamed = _move_or_copy(source, path, move=move)
+        kept = sha256 is not None and _keep_sha256(path, sha256)
         fsync_file(path)
     except OSError:
         with contextlib.suppress(OSError):
@@ -148,6 +165,30 @@ def adopt_file(source: Path, path: Path, *, move: bool) -> None:
         raise
     if move and not renamed:
         source.unlink(missing_ok=True)
+    return kept
+
+
+def _keep_sha256(path: Path, sha256: bytes) -> bool:
+    if not _HAS_XATTRS:
+        return False
+    try:
+        os.setxattr(path, SHA256_XATTR, sha256)
+    except OSError as exc:
+        if exc.errno == errno.ENOTSUP:  # the same number as EOPNOTSUPP on Linux
+            return False
+        raise
+    return True
+
+
+def recorded_sha256(path: Path) -> bytes | None:
+    """The SHA-256 :func:`adopt_file` kept with a file, if any."""
+    if not _HAS_XATTRS:
+        return None
+    try:
+        value = os.getxattr(path, SHA256_XATTR)
+    except OSError:
+        return None
+    return value if len(value) == 32 else None
 
 
 def give_back(path: Path, source: Path, *, move: bool) -> None:
@@ -163,7 +204,10 @@ def give_back(path: Path, source: Path, *, move: bool) -> None:
 
 
 class DurableLog:
-    """An append-only file of JSON lines; :meth:`append` returns once the line is durable."""
+    """An append-only file of JSON lines; :meth:`append` returns once the line is durable.
+
+    Or, with ``flush=False``, once it is written: :meth:`flush` then makes it durable.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -171,8 +215,8 @@ class DurableLog:
         # The length of the complete lines: this object is the file's only writer.
         self._length = os.fstat(self._fd).st_size
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Append one record as a line and flush it.
+    def append(self, record: dict[str, Any], *, flush: bool = True) -> None:
+        """Append one record as a line and flush it (unless ``flush`` is false).
 
         Raises
         ------
@@ -181,23 +225,33 @@ class DurableLog:
             then cut off again (best effort), so a reader never counts it and the next line
             does not follow a torn one.
         """
-        line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        line = json_line(record)
         try:
             written = os.write(self._fd, line)
             if written != len(line):
                 raise OSError(errno.ENOSPC, f"only {written} of {len(line)} bytes written")
-            os.fdatasync(self._fd)
+            if flush:
+                os.fdatasync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._length)
             raise
         self._length += len(line)
 
+    def flush(self) -> None:
+        """Make every line appended so far durable."""
+        os.fdatasync(self._fd)
+
     def close(self) -> None:
         """Close the file."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def json_line(record: dict[str, Any]) -> bytes:
+    """One record as a line of a JSON-lines file."""
+    return (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
 def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:

@@ -12,8 +12,12 @@ Layout under the spool root::
     problems/<id>/reason.json       ... and why (peer, AE titles, time, reason)
     incoming/                       temporary files of transfers in progress
 
-The manifest is the truth of what a batch holds: a sender is told "stored" only after the
-instance file and its manifest line are durable, and recovery removes anything else.
+The manifest is the truth of what a batch holds. A sender is told "stored" only once the
+instance file is durable with its SHA-256 kept beside it (an extended attribute, flushed with
+the file) and its manifest line is written; the manifest is flushed when the batch closes,
+and recovery rebuilds the lines a crash took from the files and their kept hashes, and
+removes anything else. Where the file system keeps no user extended attributes, each line is
+flushed before the answer instead.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 import shutil
 import threading
@@ -87,6 +90,27 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _manifest_entry(
+    name: str, facts: InstanceFacts, size: int, digest: str, received_at: str
+) -> ManifestEntry:
+    return ManifestEntry(
+        file=name,
+        sop_instance_uid=facts.sop_instance_uid,
+        series_instance_uid=facts.series_instance_uid,
+        study_instance_uid=facts.study_instance_uid,
+        sop_class_uid=facts.sop_class_uid,
+        transfer_syntax_uid=facts.transfer_syntax_uid,
+        size=size,
+        sha256=digest,
+        received_at=received_at,
+        modality=facts.modality,
+        instance_number=facts.instance_number,
+        number_of_frames=facts.number_of_frames,
+        image_position=_listed(facts.image_position),
+        image_orientation=_listed(facts.image_orientation),
+    )
+
+
 class BatchClosedError(Exception):
     """The batch was closed (idle timeout, limits) before the instance could be added."""
 
@@ -146,14 +170,26 @@ class Batch:
         with self._lock:
             if self.closed:
                 raise BatchClosedError(self.id)
-            name = f"{self.instances + 1:06d}.dcm"
-            path = self.path / name
-            # Under its final name at once: recovery drops any file the manifest lacks. The
-            # flush comes before the hash is asked for: it waits on the disk while a writer
-            # hashing in the background finishes (~10 % more 500 KB instances per second).
-            durable.adopt_file(source, path, move=move)
+            path = self.path / f"{self.instances + 1:06d}.dcm"
+            if content is not None:
+                written = content.result()
+                size, digest = written.size, written.sha256
+            else:
+                size, digest = source.stat().st_size, _sha256(source)
+            # The hash goes with the file and its one flush: then the manifest line need not
+            # be flushed on its own (one device cache flush less per instance: ~14 % more
+            # small and ~4 % more 500 KB instances per second).
+            kept = durable.adopt_file(
+                source,
+                path,
+                move=move,
+                sha256=bytes.fromhex(digest) if self.spool.keeps_hashes else None,
+            )
+            if self.spool.keeps_hashes and not kept:
+                self.spool._hashes_not_kept()
             try:
-                entry = self._record(path, facts, content)
+                entry = _manifest_entry(path.name, facts, size, digest, utc_now())
+                self._manifest.append(entry.as_dict(), flush=not kept)
             except BaseException:
                 durable.give_back(path, source, move=move)
                 raise
@@ -163,34 +199,6 @@ class Batch:
             full = self._full_reason()
         if full is not None:
             self.close(full)
-        return entry
-
-    def _record(
-        self, path: Path, facts: InstanceFacts, content: PendingContent | None
-    ) -> ManifestEntry:
-        """Append the manifest line of the durable instance file ``path``."""
-        if content is not None:
-            written = content.result()
-            size, digest = written.size, written.sha256
-        else:
-            size, digest = path.stat().st_size, _sha256(path)
-        entry = ManifestEntry(
-            file=path.name,
-            sop_instance_uid=facts.sop_instance_uid,
-            series_instance_uid=facts.series_instance_uid,
-            study_instance_uid=facts.study_instance_uid,
-            sop_class_uid=facts.sop_class_uid,
-            transfer_syntax_uid=facts.transfer_syntax_uid,
-            size=size,
-            sha256=digest,
-            received_at=utc_now(),
-            modality=facts.modality,
-            instance_number=facts.instance_number,
-            number_of_frames=facts.number_of_frames,
-            image_position=_listed(facts.image_position),
-            image_orientation=_listed(facts.image_orientation),
-        )
-        self._manifest.append(entry.as_dict())
         return entry
 
     def _full_reason(self) -> CloseReason | None:
@@ -210,6 +218,7 @@ class Batch:
             if self.closed:
                 return False
             self.closed = True
+            self._manifest.flush()
             self._manifest.close()
             durable.write_json(
                 self.path / CLOSED_FILE,
@@ -343,6 +352,8 @@ class RecoveryReport:
     removed_empty: list[str]
     dropped_files: int
     pending: list[str]
+    #: Instance files whose manifest line a crash took, listed again from their kept hash.
+    restored_files: int = 0
 
 
 class Spool:
@@ -356,6 +367,13 @@ class Spool:
         A batch closes when it reaches either.
     idle_seconds
         An open batch closes after this long without a new instance (see :meth:`close_idle`).
+
+    Attributes
+    ----------
+    keeps_hashes
+        Whether instance files keep their SHA-256 in an extended attribute (see
+        :func:`~dicomflow.spool.durable.adopt_file`); turned off, with a warning, by the first
+        file the file system refuses it for. Each manifest line is then flushed on its own.
     """
 
     def __init__(
@@ -377,6 +395,7 @@ class Spool:
             directory.mkdir(parents=True, exist_ok=True)
         self._open: dict[str, Batch] = {}
         self._lock = threading.Lock()
+        self.keeps_hashes = True
         self._close_listeners: list[Callable[[str], None]] = []
 
     @classmethod
@@ -489,6 +508,15 @@ class Spool:
             reason,
         )
         return ProblemRecord(problem_id, reason, origin, project, received_at, path, details or {})
+
+    def _hashes_not_kept(self) -> None:
+        if self.keeps_hashes:
+            self.keeps_hashes = False
+            LOGGER.warning(
+                "the file system of %s keeps no user extended attributes: each manifest line "
+                "is flushed before its instance is acknowledged (one more disk flush each)",
+                self.root,
+            )
 
     def add_close_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(batch_id)`` whenever a batch closes (e.g. to wake the outbox)."""
@@ -628,17 +656,18 @@ class Spool:
     def recover(self) -> RecoveryReport:
         """Make the spool consistent after a crash; call before accepting instances.
 
-        Open batches left by a previous process are closed: a torn last manifest line is cut,
-        temporary files and instance files without a manifest line (never acknowledged) are
-        removed, and a batch left empty is removed. Pending batches stay pending, so the
-        outbox triggers them again.
+        Open batches left by a previous process are closed: their manifest keeps its complete
+        lines, and gets back the lines of instance files that are durable with their kept
+        hash but whose line did not reach the disk (it is flushed only at the close); other
+        files (never acknowledged, or temporary) are removed, and a batch left empty is
+        removed. Pending batches stay pending, so the outbox triggers them again.
         """
         with self._lock:
             if self._open:
                 raise RuntimeError("recover() must run before any batch is opened")
         closed: list[str] = []
         removed: list[str] = []
-        dropped = 0
+        dropped = restored = 0
         for path in sorted(self.batches_dir.iterdir()):
             if path.name.startswith(durable.TMP_PREFIX) or not path.is_dir():
                 continue
@@ -650,18 +679,9 @@ class Spool:
                 continue
             if (path / CLOSED_FILE).exists():
                 continue
-            manifest = path / MANIFEST_FILE
-            entries, good = durable.read_json_lines(manifest)
-            if manifest.exists() and manifest.stat().st_size != good:
-                os.truncate(manifest, good)
-                durable.fsync_file(manifest)
-            listed = {e["file"] for e in entries}
-            keep = {BATCH_FILE, MANIFEST_FILE} | listed
-            for child in path.iterdir():
-                if child.name not in keep:
-                    child.unlink()
-                    dropped += 1
-            durable.fsync_dir(path)
+            entries, listed_again, lost = _recover_manifest(path)
+            restored += listed_again
+            dropped += lost
             if not entries:
                 shutil.rmtree(path)
                 removed.append(path.name)
@@ -684,14 +704,64 @@ class Spool:
         pending = [r.id for r in self.pending()]
         if closed or removed or dropped:
             LOGGER.warning(
-                "spool recovery: closed %d half-open batches, removed %d empty ones, "
-                "dropped %d unacknowledged files; %d batches pending",
+                "spool recovery: closed %d half-open batches (%d instance files listed again "
+                "from their kept hash), removed %d empty ones, dropped %d unacknowledged "
+                "files; %d batches pending",
                 len(closed),
+                restored,
                 len(removed),
                 dropped,
                 len(pending),
             )
-        return RecoveryReport(closed, removed, dropped, pending)
+        return RecoveryReport(closed, removed, dropped, pending, restored)
+
+
+def _recover_manifest(path: Path) -> tuple[list[dict[str, Any]], int, int]:
+    """The durable manifest of a half-open batch, written back.
+
+    Returns
+    -------
+    tuple
+        The manifest's records, how many of them were restored from kept hashes, and how
+        many files were dropped.
+    """
+    manifest = path / MANIFEST_FILE
+    entries, good = durable.read_json_lines(manifest)
+    listed = {e["file"] for e in entries} | {BATCH_FILE, MANIFEST_FILE}
+    restored: list[dict[str, Any]] = []
+    dropped = 0
+    for child in sorted(path.iterdir()):
+        if child.name in listed:
+            continue
+        entry = _restore_entry(child)
+        if entry is None:
+            child.unlink()
+            dropped += 1
+        else:
+            restored.append(entry.as_dict())
+    if restored or (manifest.exists() and manifest.stat().st_size != good):
+        durable.write_bytes(manifest, b"".join(map(durable.json_line, entries + restored)))
+    durable.fsync_dir(path)
+    return entries + restored, len(restored), dropped
+
+
+def _restore_entry(path: Path) -> ManifestEntry | None:
+    """The manifest entry of an instance file that is durable with its kept hash, if it is."""
+    if not (path.suffix == ".dcm" and path.stem.isdigit() and path.is_file()):
+        return None
+    kept = durable.recorded_sha256(path)
+    if kept is None:
+        return None
+    digest = _sha256(path)
+    if bytes.fromhex(digest) != kept:
+        return None  # its flush never finished: the sender was never told "stored"
+    try:
+        facts = inspect_instance(path)
+    except InstanceRejectedError:
+        return None  # it passed these checks once: not the file that was acknowledged
+    stat = path.stat()
+    received_at = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="milliseconds")
+    return _manifest_entry(path.name, facts, stat.st_size, digest, received_at)
 
 
 def _get(data: dict[str, Any] | None, key: str) -> str | None:
