@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,18 +109,21 @@ def _move_or_copy(source: Path, target: Path, *, move: bool) -> bool:
     return False
 
 
-def adopt_file(source: Path, path: Path, *, move: bool, sha256: bytes | None = None) -> bool:
+def adopt_file(
+    source: Path, path: Path, *, move: bool, sha256: Callable[[], bytes | None] | None = None
+) -> bool:
     """Put the file ``source`` at ``path`` and flush it, under its final name at once.
 
     Only for a directory whose files count once they are recorded (a batch): until then a
     crash may leave the file partial or missing, and recovery removes every file it cannot
     vouch for, so the temporary name of :func:`place_file` (a second rename) is not needed.
 
-    With ``sha256``, the hash is set as the file's :data:`SHA256_XATTR` before the flush, so
-    the one flush makes the data and its hash durable together: that is the file's record,
-    which recovery checks (:func:`recorded_sha256`) and from which it rebuilds a lost manifest
-    line. Without it, or where the file system keeps no user extended attributes, the caller
-    must record the file durably itself (a flushed manifest line).
+    ``sha256`` gives the file's hash after the rename (a writer hashing in the background
+    finishes meanwhile), and the hash is set as the file's :data:`SHA256_XATTR` before the
+    flush, so the one flush makes the data and its hash durable together: that is the file's
+    record, which recovery checks (:func:`recorded_sha256`) and from which it rebuilds a lost
+    manifest line. Without a hash, or where the file system keeps no user extended
+    attributes, the caller must record the file durably itself (a flushed manifest line).
 
     The directory is not flushed: on the journaling file systems the spool is meant for
     (ext4, XFS, btrfs) the flush of a renamed file also makes its new name durable (ext4 and
@@ -138,7 +142,8 @@ def adopt_file(source: Path, path: Path, *, move: bool, sha256: bytes | None = N
         Take ``source`` away (a rename when on the same file system, else a copy and an
         unlink); when false, ``source`` is left untouched.
     sha256
-        The file's SHA-256 (32 bytes), to keep with it.
+        Called once the file is under its final name: its SHA-256 (32 bytes) to keep with
+        it, or ``None``.
 
     Returns
     -------
@@ -149,14 +154,16 @@ def adopt_file(source: Path, path: Path, *, move: bool, sha256: bytes | None = N
     ------
     OSError
         When the disk refuses; a moved ``source`` is then put back where it was (best
-        effort), so the caller can still keep it elsewhere.
+        effort), so the caller can still keep it elsewhere. So it is when ``sha256`` raises,
+        with its exception.
     """
     renamed = False
     try:
         renamed = _move_or_copy(source, path, move=move)
-        kept = sha256 is not None and _keep_sha256(path, sha256)
+        digest = sha256() if sha256 is not None else None
+        kept = digest is not None and _keep_sha256(path, digest)
         fsync_file(path)
-    except OSError:
+    except BaseException:
         with contextlib.suppress(OSError):
             if renamed:
                 os.replace(path, source)
