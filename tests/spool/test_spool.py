@@ -18,6 +18,7 @@ from dicomflow.spool import (
     CloseReason,
     Door,
     InstanceRejectedError,
+    ManifestEntry,
     Origin,
     Spool,
     StoreStatus,
@@ -224,14 +225,18 @@ def test_a_manifest_line_cut_short_by_a_full_disk_is_not_kept(tmp_path: Path) ->
     assert (problem.path / "instance.dcm").exists()
 
 
+def _half_open_batch(tmp_path: Path, count: int) -> tuple[Spool, list[ManifestEntry], Path]:
+    """A spool with ``count`` instances stored into an open batch, and that batch's path."""
+    spool = Spool(tmp_path / "spool")
+    intake = spool.intake("proj", "scanner", ORIGIN)
+    entries = [intake.store(make_instance(tmp_path), move=True) for _ in range(count)]
+    return spool, entries, spool.batch_path(intake.batch_ids[0])
+
+
 def test_recovery_closes_half_open_batches_and_drops_unacknowledged_files(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "spool"
-    first = Spool(root)
-    intake = first.intake("proj", "scanner", ORIGIN)
-    entries = [intake.store(make_instance(tmp_path), move=False) for _ in range(2)]
-    batch_path = first.batch_path(intake.batch_ids[0])
+    first, entries, batch_path = _half_open_batch(tmp_path, 2)
     # What a crash can leave: a torn manifest line, a temporary file, a file never recorded.
     with open(batch_path / "manifest.jsonl", "ab") as fh:
         fh.write(b'{"file": "000003.dcm", "sop_ins')
@@ -244,7 +249,7 @@ def test_recovery_closes_half_open_batches_and_drops_unacknowledged_files(
     pending.close(CloseReason.RELEASED)
 
     # A new process over the same directory.
-    second = Spool(root)
+    second = Spool(first.root)
     report = second.recover()
     assert report.closed == [batch_path.name]
     assert report.removed_empty == [empty.id]
@@ -269,11 +274,7 @@ def test_each_instance_file_keeps_its_hash(spool: Spool, tmp_path: Path) -> None
 def test_recovery_lists_again_the_instances_whose_manifest_lines_a_crash_took(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "spool"
-    first = Spool(root)
-    intake = first.intake("proj", "scanner", ORIGIN)
-    entries = [intake.store(make_instance(tmp_path), move=True) for _ in range(3)]
-    batch_path = first.batch_path(intake.batch_ids[0])
+    first, entries, batch_path = _half_open_batch(tmp_path, 3)
     manifest = batch_path / "manifest.jsonl"
     # What a power loss can leave of lines written but not yet flushed (they are flushed at
     # the close): the first line and half of the second.
@@ -284,7 +285,7 @@ def test_recovery_lists_again_the_instances_whose_manifest_lines_a_crash_took(
     unfinished.write_bytes(make_instance(tmp_path).read_bytes())
     os.setxattr(unfinished, durable.SHA256_XATTR, bytes(32))
 
-    second = Spool(root)
+    second = Spool(first.root)
     report = second.recover()
     assert report.closed == [batch_path.name]
     assert (report.restored_files, report.dropped_files) == (2, 1)
