@@ -219,13 +219,22 @@ class Batch:
         return time.monotonic() - self.last_activity
 
     def close(self, reason: CloseReason) -> bool:
-        """Close the batch (state ``pending``); return ``False`` when it was already closed."""
+        """Close the batch (state ``pending``); return ``False`` when it was already closed.
+
+        Raises
+        ------
+        OSError
+            When the manifest cannot be flushed or the close cannot be recorded; the batch
+            takes no more instances and stays open on disk, for the next start's recovery.
+        """
         with self._lock:
             if self.closed:
                 return False
             self.closed = True
-            self._manifest.flush()
-            self._manifest.close()
+            try:
+                self._manifest.flush()  # its lines were written unflushed (see add)
+            finally:
+                self._manifest.close()
             durable.write_json(
                 self.path / CLOSED_FILE,
                 {
