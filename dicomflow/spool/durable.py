@@ -154,8 +154,8 @@ def adopt_file(
     ------
     OSError
         When the disk refuses; a moved ``source`` is then put back where it was (best
-        effort), so the caller can still keep it elsewhere. So it is when ``sha256`` raises,
-        with its exception.
+        effort), so the caller can still keep it elsewhere. An error of ``sha256`` is
+        raised after the same undoing.
     """
     renamed = False
     try:

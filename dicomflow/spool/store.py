@@ -166,8 +166,8 @@ class Batch:
             When the batch was closed meanwhile; nothing was written.
         OSError
             When the disk refuses; the manifest is unchanged, so the instance is not in it,
-            and a moved ``source`` is back where it was (best effort). So it is when
-            ``content`` fails to give its hash, with that error.
+            and a moved ``source`` is back where it was (best effort). The error of a
+            ``content`` that cannot give its hash is raised after the same undoing.
         """
         with self._lock:
             if self.closed:
