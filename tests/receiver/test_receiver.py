@@ -19,7 +19,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.db.projects import ProjectStore
-from dicomflow.spool import BatchState, Spool
+from dicomflow.spool import BatchState, Spool, durable
 from receiver.app import Receiver
 from tests.receiver.receiver_helpers import (
     bad_datasets,
@@ -103,6 +103,11 @@ def test_every_transfer_syntax_is_stored_byte_identical(receiver: Receiver, spoo
     re_encoded = [p.name for p in files if _digest(dataset_bytes(p)) not in stored]
     assert re_encoded == [], f"re-encoded: {re_encoded}"
     assert stored == sent
+    # Each file keeps, as recovery needs it, the SHA-256 of its own bytes, as in the manifest.
+    for b, e in entries:
+        data = (b.path / e.file).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == e.sha256 and len(data) == e.size
+        assert durable.recorded_sha256(b.path / e.file) == bytes.fromhex(e.sha256)
     syntaxes = {e.transfer_syntax_uid for _b, e in entries}
     assert {
         "1.2.840.10008.1.2",
