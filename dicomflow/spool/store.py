@@ -748,6 +748,11 @@ def _recover_manifest(path: Path) -> tuple[list[dict[str, Any]], int, int]:
     for child in sorted(path.iterdir()):
         if child.name in listed:
             continue
+        if not child.is_file() or child.is_symlink():
+            # Nothing the spool writes there: left to whoever made it (a batch left with no
+            # instance is still removed whole, as nothing in it was acknowledged).
+            LOGGER.warning("spool recovery: %s is not an instance file; left as it is", child)
+            continue
         entry = _restore_entry(child)
         if entry is None:
             child.unlink()
@@ -762,7 +767,7 @@ def _recover_manifest(path: Path) -> tuple[list[dict[str, Any]], int, int]:
 
 def _restore_entry(path: Path) -> ManifestEntry | None:
     """The manifest entry of an instance file that is durable with its kept hash, if it is."""
-    if not (path.suffix == ".dcm" and path.stem.isdigit() and path.is_file()):
+    if not (path.suffix == ".dcm" and path.stem.isdigit()):
         return None
     kept = durable.recorded_sha256(path)
     if kept is None:

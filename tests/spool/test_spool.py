@@ -243,6 +243,8 @@ def test_recovery_closes_half_open_batches_and_drops_unacknowledged_files(
     (batch_path / ".tmp-000003.dcm").write_bytes(b"partial")
     (batch_path / "000003.dcm").write_bytes(b"never acknowledged")
     (first.incoming_dir / "tmpabc.dcm").write_bytes(b"half a transfer")
+    # Not something the spool writes: left alone (and the batch still recovered).
+    (batch_path / "notes").mkdir()
     empty = first.open_batch("proj", "other", ORIGIN)
     pending = first.intake("proj", "p2", ORIGIN)
     pending.store(make_instance(tmp_path), move=False)
@@ -257,6 +259,7 @@ def test_recovery_closes_half_open_batches_and_drops_unacknowledged_files(
     assert report.pending == sorted([batch_path.name, pending.batch_ids[0]])
     assert second.manifest(batch_path.name) == entries
     assert sorted(p.name for p in batch_path.glob("*.dcm")) == ["000001.dcm", "000002.dcm"]
+    assert (batch_path / "notes").is_dir()
     assert second.batch(batch_path.name).close_reason == "recovered after restart"
     assert list(second.incoming_dir.iterdir()) == []
     assert second.recover().closed == [], "recovery is idempotent"
