@@ -193,8 +193,12 @@ def recorded_sha256(path: Path) -> bytes | None:
         return None
     try:
         value = os.getxattr(path, SHA256_XATTR)
-    except OSError:
-        return None
+    except OSError as exc:
+        # None only when there is no such attribute: on any other error (a failing disk)
+        # recovery must stop rather than remove a file it could not read.
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+            return None
+        raise
     return value if len(value) == 32 else None
 
 
