@@ -6,6 +6,7 @@ import gc
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, cast
@@ -30,6 +31,8 @@ HOUSEKEEPING_INTERVAL = 0.5
 MAXIMUM_PDU_SIZE = 1 << 20
 #: Seconds without any PDU after which an association is aborted.
 NETWORK_TIMEOUT = 120.0
+#: Seconds :meth:`Receiver.stop` waits for the aborted associations' threads to end.
+STOP_WAIT = 10.0
 
 
 def configure_pynetdicom() -> None:
@@ -200,9 +203,27 @@ class Receiver:
         if self._server is not None:
             self._server.shutdown()
         self.ae.shutdown()
+        self._wait_for_associations()
         self.spool.close_all()
         if self.outbox is not None:
             self.outbox.stop()
+
+    def _wait_for_associations(self) -> None:
+        """Let the aborted associations' threads finish before their batches are closed.
+
+        ``AE.shutdown`` aborts each association and returns at once; its threads then still
+        finish the instance being stored and remove the association's unused files.
+        Bounded, so one stuck handler cannot hold the stop.
+        """
+        deadline = time.monotonic() + STOP_WAIT
+        for assoc in self.ae.active_associations:
+            assoc.join(max(0.0, deadline - time.monotonic()))
+            if assoc.is_alive():
+                LOGGER.warning(
+                    "association with %s still running %.0f s after the stop",
+                    assoc.requestor.address,
+                    STOP_WAIT,
+                )
 
     def wait(self) -> None:
         """Block until :meth:`stop` is called."""

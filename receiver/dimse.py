@@ -640,6 +640,26 @@ class StreamingDIMSE(DIMSEServiceProvider):
         if spare is not None:
             _discard(spare)
 
+    def discard_unfinished(self) -> None:
+        """Remove the file of a data set whose last fragment never arrived.
+
+        Called by the thread that writes the fragments once it has ended (an aborted or
+        broken association): the instance was never answered, so its sender does not count
+        it as stored. Without this its descriptor stayed open and its partial file stayed in
+        the spool's ``incoming`` area until the next start.
+        """
+        incoming = self.streaming_file()
+        if incoming is None:
+            return
+        cast(DIMSEMessage, self.message)._data_set_file = None
+        LOGGER.info(
+            "discarded the partial data set of an unanswered C-STORE (%d bytes written) "
+            "at the end of the association",
+            incoming.size,
+        )
+        incoming.close()
+        incoming.path.unlink(missing_ok=True)
+
     def receive_primitive(self, primitive: P_DATA) -> None:
         """Decode a P-DATA primitive; queue the DIMSE message once it is complete.
 

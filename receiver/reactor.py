@@ -346,6 +346,12 @@ class EventDrivenDUL(DULServiceProvider):
         try:
             self._run()
         finally:
+            dimse = self.assoc.dimse
+            if isinstance(dimse, StreamingDIMSE):
+                try:
+                    dimse.discard_unfinished()
+                except OSError:
+                    LOGGER.exception("removing the partial data set of an unanswered C-STORE")
             self._wake_r.close()
             self._wake_w.close()
             # The association thread ends once it sees this thread has ended.

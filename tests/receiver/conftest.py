@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,9 +30,17 @@ def spool(tmp_path: Path) -> Spool:
 
 
 @pytest.fixture
-def receiver(spool: Spool, projects: ProjectStore) -> Iterator[Receiver]:
-    """A receiver in this process on a free port (no outbox)."""
+def receiver(
+    spool: Spool, projects: ProjectStore, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Receiver]:
+    """A receiver in this process on a free port (no outbox).
+
+    Its incoming files live in the spool, as in the receiver's own process; once it has
+    stopped none may be left there.
+    """
+    monkeypatch.setattr(tempfile, "tempdir", str(spool.incoming_dir))
     service = Receiver(spool, projects, None, port=0)
     service.start()
     yield service
     service.stop()
+    assert not list(spool.incoming_dir.iterdir()), "files left in the spool's incoming area"

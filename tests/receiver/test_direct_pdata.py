@@ -11,6 +11,7 @@ import hashlib
 import os
 import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from io import BytesIO
@@ -51,18 +52,25 @@ def _both_ways(
     monkeypatch: pytest.MonkeyPatch,
     scenario: Callable[[int], object],
 ) -> Iterator[tuple[bool, object, list[bytes]]]:
-    """Run ``scenario(port)`` with the direct path and without: (direct, result, stored)."""
+    """Run ``scenario(port)`` with the direct path and without: (direct, result, stored).
+
+    Either way no file may be left in the spool's ``incoming`` area: an instance is in a
+    batch or in the problem area, or it was never answered and is gone.
+    """
     for direct in (True, False):
         with monkeypatch.context() as patch:
             if not direct:
                 patch.setattr(reactor.EventDrivenDUL, "_direct_target", lambda *_: None)
             spool = Spool(tmp_path / f"spool-{direct}")
+            # As the receiver's process does (use_spool_for_temporary_files).
+            patch.setattr(tempfile, "tempdir", str(spool.incoming_dir))
             service = Receiver(spool, projects, None, port=0)
             service.start()
             try:
                 result = scenario(service.port)
             finally:
                 service.stop()
+            assert not list(spool.incoming_dir.iterdir()), f"left in incoming (direct: {direct})"
             stored = [
                 dataset_bytes(batch.path / entry.file)
                 for batch in spool.batches()

@@ -189,7 +189,7 @@ def _scu(calling: str = "SCU") -> AE:
 
 
 def test_bad_instances_fail_with_their_reason_and_the_good_ones_are_stored(
-    receiver: Receiver, spool: Spool
+    receiver: Receiver, spool: Spool, tmp_path: Path
 ) -> None:
     bad = bad_datasets()
     garbage = good_dataset()
@@ -205,7 +205,7 @@ def test_bad_instances_fail_with_their_reason_and_the_good_ones_are_stored(
 
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes, not a parsed data set
     try:
-        statuses["garbage"] = assoc.send_c_store(_GarbageFile(garbage))  # type: ignore[arg-type]
+        statuses["garbage"] = assoc.send_c_store(_GarbageFile(garbage, tmp_path))  # type: ignore[arg-type]
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = False
     statuses["good 1"] = assoc.send_c_store(good[1])
@@ -232,13 +232,11 @@ def test_bad_instances_fail_with_their_reason_and_the_good_ones_are_stored(
 class _GarbageFile:
     """A C-STORE source that is a file of random data set bytes (pynetdicom sends it as is)."""
 
-    def __new__(cls, template: Dataset) -> Path:  # type: ignore[misc]
-        import tempfile
-
+    def __new__(cls, template: Dataset, directory: Path) -> Path:  # type: ignore[misc]
         from pydicom.filewriter import write_file_meta_info
 
-        fd, name = tempfile.mkstemp(suffix=".dcm")
-        with os.fdopen(fd, "wb") as fh:
+        path = directory / "garbage.dcm"
+        with path.open("wb") as fh:
             fh.write(b"\x00" * 128 + b"DICM")
             meta = Dataset()
             meta.MediaStorageSOPClassUID = CTImageStorage
@@ -246,7 +244,7 @@ class _GarbageFile:
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             write_file_meta_info(fh, meta)  # type: ignore[arg-type]
             fh.write(os.urandom(4000))
-        return Path(name)
+        return path
 
 
 def test_unknown_project_is_rejected(receiver: Receiver, spool: Spool) -> None:
