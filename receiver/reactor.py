@@ -301,11 +301,15 @@ class EventDrivenDUL(DULServiceProvider):
         if not fragments:
             return False
         view = memoryview(buffer)
+        *others, (last_start, last_end) = fragments
         with self._state_lock:
-            for start, end in fragments:
+            for start, end in others:
                 incoming.write(view[start:end])
-            # The worker may hash the fragments later: the buffer is reused after that.
-            incoming.after_written(partial(self._buffers.give_back, buffer))
+            # The worker may hash the fragments later (in order): the buffer is reused once
+            # the last of them is hashed.
+            incoming.write(
+                view[last_start:last_end], released=partial(self._buffers.give_back, buffer)
+            )
             if last:
                 cast(StreamingDIMSE, self.assoc.dimse).data_set_received()
         return True

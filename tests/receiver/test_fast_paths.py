@@ -271,8 +271,13 @@ def test_incoming_file_hashed_by_a_worker_knows_the_same(tmp_path: Path) -> None
     try:
         incoming = IncomingFile(meta, worker=worker, created=create_empty_file(tmp_path))
         worker.submit(lambda: threads.add(threading.current_thread().name))
-        for chunk in chunks:
+        released_by: list[str] = []
+        for chunk in chunks[:-1]:
             incoming.write(chunk)
+        # Released once hashed, in the worker, behind the large chunks (jobs run in order).
+        incoming.write(
+            chunks[-1], released=lambda: released_by.append(threading.current_thread().name)
+        )
         pending = incoming.head
         # The file waits for its own jobs only, not for what was queued after them (the
         # next instance's file being made).
@@ -282,13 +287,10 @@ def test_incoming_file_hashed_by_a_worker_knows_the_same(tmp_path: Path) -> None
         safety.start()
         content = incoming.result()
         assert not later.is_set()
+        assert released_by == ["receiver-background"]
         incoming.close()
-        buffer_free = threading.Event()
-        incoming.after_written(buffer_free.set)
         later.set()
         safety.cancel()
-        incoming.result()
-        assert buffer_free.is_set()
     finally:
         worker.close()
     assert threads == {"receiver-background"}
