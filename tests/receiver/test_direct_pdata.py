@@ -8,7 +8,9 @@ stored bytes and the statuses must be the same, and the direct path must have be
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import socket
 import struct
 import subprocess
 import tempfile
@@ -307,6 +309,49 @@ def test_a_malformed_p_data_aborts_as_before(
         for direct, outcome, stored in _both_ways(tmp_path, projects, monkeypatch, scenario)
     }
     assert outcomes[True] == outcomes[False] == ("aborted", [])
+
+
+def test_a_data_set_cut_off_by_a_lost_connection_is_removed_at_once(
+    tmp_path: Path,
+    projects: ProjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The sender vanishes mid data set: its partial file goes while the receiver runs on."""
+    large = _large_dataset(tmp_path / "large.dcm", 400)
+
+    def scenario(port: int) -> list[str]:
+        ae = AE(ae_title="RAWPDU")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title="KP-RECV")
+        assert assoc.is_established
+        context_id = assoc.accepted_contexts[0].context_id
+        sock = assoc.dul.socket.socket  # type: ignore[union-attr]
+        assert sock is not None
+        # The command and 100,000 bytes of the data set; no last fragment.
+        sock.sendall(
+            _p_data(context_id, [(3, _command(1, generate_uid()))])
+            + _p_data(context_id, [(0, large[:100_000])])
+        )
+        incoming = Path(tempfile.gettempdir())  # the spool's (see _both_ways)
+        deadline = time.monotonic() + 10
+        while not any(f.stat().st_size > 100_000 for f in incoming.iterdir()):
+            assert time.monotonic() < deadline, "the partial data set never reached its file"
+            time.sleep(0.01)
+        # Gone without a word, as a sender whose machine or process dies.
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        while list(incoming.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        left = sorted(f.name for f in incoming.iterdir())
+        assoc.kill()
+        return left
+
+    caplog.set_level(logging.INFO, logger="receiver")
+    for _direct, left, stored in _both_ways(tmp_path, projects, monkeypatch, scenario):
+        assert left == [] and stored == []
+    discarded = [r for r in caplog.records if "discarded the partial data set" in r.message]
+    assert len(discarded) == 2
 
 
 def test_a_woken_message_queue_returns_at_once_without_an_item() -> None:
