@@ -24,7 +24,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, Association
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
@@ -157,6 +157,24 @@ def _p_data(context_id: int, pdvs: Pdu) -> bytes:
     return struct.pack(">BBL", 0x04, 0, len(body)) + body
 
 
+def _start_a_data_set(port: int, head: bytes) -> tuple[Association, int, socket.socket]:
+    """Associate, then send a C-STORE command and ``head`` as a data-set fragment, not the last.
+
+    Returns the association, the accepted context's ID and the raw socket to go on with.
+    """
+    ae = AE(ae_title="RAWPDU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="KP-RECV")
+    assert assoc.is_established
+    context_id = assoc.accepted_contexts[0].context_id
+    sock = assoc.dul.socket.socket  # type: ignore[union-attr]
+    assert sock is not None
+    sock.sendall(
+        _p_data(context_id, [(3, _command(1, generate_uid()))]) + _p_data(context_id, [(0, head)])
+    )
+    return assoc, context_id, sock
+
+
 def _send_raw(port: int, pdus: list[Pdu], *, pieces: list[int] | None = None) -> list[int]:
     """Associate with pynetdicom, send ``pdus`` as raw bytes, return the response statuses.
 
@@ -281,17 +299,7 @@ def test_a_malformed_p_data_aborts_as_before(
     large = _large_dataset(tmp_path / "large.dcm", 400)
 
     def scenario(port: int) -> list[int] | str:
-        ae = AE(ae_title="RAWPDU")
-        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-        assoc = ae.associate("127.0.0.1", port, ae_title="KP-RECV")
-        assert assoc.is_established
-        context_id = assoc.accepted_contexts[0].context_id
-        sock = assoc.dul.socket.socket  # type: ignore[union-attr]
-        assert sock is not None
-        sock.sendall(
-            _p_data(context_id, [(3, _command(1, generate_uid()))])
-            + _p_data(context_id, [(0, large[:100_000])])
-        )
+        assoc, context_id, sock = _start_a_data_set(port, large[:100_000])
         if malformed == "a PDV longer than its PDU":
             body = struct.pack(">LBB", 5000, context_id, 0) + large[100_000:101_000]
         elif malformed == "a PDV of length 0":
@@ -321,18 +329,7 @@ def test_a_data_set_cut_off_by_a_lost_connection_is_removed_at_once(
     large = _large_dataset(tmp_path / "large.dcm", 400)
 
     def scenario(port: int) -> list[str]:
-        ae = AE(ae_title="RAWPDU")
-        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-        assoc = ae.associate("127.0.0.1", port, ae_title="KP-RECV")
-        assert assoc.is_established
-        context_id = assoc.accepted_contexts[0].context_id
-        sock = assoc.dul.socket.socket  # type: ignore[union-attr]
-        assert sock is not None
-        # The command and 100,000 bytes of the data set; no last fragment.
-        sock.sendall(
-            _p_data(context_id, [(3, _command(1, generate_uid()))])
-            + _p_data(context_id, [(0, large[:100_000])])
-        )
+        assoc, _context_id, sock = _start_a_data_set(port, large[:100_000])
         incoming = Path(tempfile.gettempdir())  # the spool's (see _both_ways)
         deadline = time.monotonic() + 10
         while not any(f.stat().st_size > 100_000 for f in incoming.iterdir()):
