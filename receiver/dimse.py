@@ -233,8 +233,7 @@ class IncomingFile:
         try:
             self.write(_PREAMBLE + meta)
         except OSError:
-            self.close()
-            self.path.unlink(missing_ok=True)
+            self.discard()
             raise
 
     def write(self, data: bytes | memoryview, *, released: Callable[[], None] | None = None) -> int:
@@ -338,6 +337,11 @@ class IncomingFile:
             self._wait_for_worker()
             os.close(self._fd)
             self._fd = -1
+
+    def discard(self) -> None:
+        """Close the file and remove it: its data set is not stored."""
+        self.close()
+        self.path.unlink(missing_ok=True)
 
     @property
     def head(self) -> bytes:
@@ -657,8 +661,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
             "at the end of the association",
             incoming.size,
         )
-        incoming.close()
-        incoming.path.unlink(missing_ok=True)
+        incoming.discard()
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         """Decode a P-DATA primitive; queue the DIMSE message once it is complete.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from sqlalchemy.engine import Engine
 from dicomflow.db.projects import ProjectStore
 from dicomflow.spool.store import Spool
 from receiver.app import Receiver
+from tests.receiver.receiver_helpers import running_receiver
 
 PROJECT = "recv"
 
@@ -33,14 +33,6 @@ def spool(tmp_path: Path) -> Spool:
 def receiver(
     spool: Spool, projects: ProjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Receiver]:
-    """A receiver in this process on a free port (no outbox).
-
-    Its incoming files live in the spool, as in the receiver's own process; once it has
-    stopped none may be left there.
-    """
-    monkeypatch.setattr(tempfile, "tempdir", str(spool.incoming_dir))
-    service = Receiver(spool, projects, None, port=0)
-    service.start()
-    yield service
-    service.stop()
-    assert not list(spool.incoming_dir.iterdir()), "files left in the spool's incoming area"
+    """A receiver in this process on a free port (see :func:`running_receiver`)."""
+    with running_receiver(spool, projects, monkeypatch) as service:
+        yield service

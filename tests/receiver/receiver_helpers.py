@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import struct
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydicom
 import pytest
@@ -13,6 +16,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from dicomflow.dicom.uids import uid_problem
+from receiver.app import Receiver
+
+if TYPE_CHECKING:
+    from dicomflow.db.projects import ProjectStore
+    from dicomflow.spool import Spool
 
 #: pydicom's files, one or more per transfer syntax (asked for by name: no downloads).
 PYDICOM_FILES = (
@@ -28,6 +36,26 @@ PYDICOM_FILES = (
     "rtplan.dcm",
     "rtdose.dcm",
 )
+
+
+@contextmanager
+def running_receiver(
+    spool: Spool, projects: ProjectStore, patch: pytest.MonkeyPatch
+) -> Iterator[Receiver]:
+    """A receiver in this process on a free port (no outbox), stopped at the end.
+
+    Its incoming files live in the spool, as in the receiver's own process; once it has
+    stopped none may be left there: an instance is in a batch or in the problem area, or it
+    was never answered and is gone.
+    """
+    patch.setattr(tempfile, "tempdir", str(spool.incoming_dir))
+    service = Receiver(spool, projects, None, port=0)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+    assert not list(spool.incoming_dir.iterdir()), "files left in the spool's incoming area"
 
 
 def has_part10_header(path: Path) -> bool:

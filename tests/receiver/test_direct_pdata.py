@@ -33,8 +33,12 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from dicomflow.db.projects import ProjectStore
 from dicomflow.spool import Spool
 from receiver import reactor
-from receiver.app import Receiver
-from tests.receiver.receiver_helpers import count_served, dataset_bytes, sample_files
+from tests.receiver.receiver_helpers import (
+    count_served,
+    dataset_bytes,
+    running_receiver,
+    sample_files,
+)
 
 #: Implicit and Explicit VR Little Endian.
 UNCOMPRESSED = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
@@ -56,23 +60,16 @@ def _both_ways(
 ) -> Iterator[tuple[bool, object, list[bytes]]]:
     """Run ``scenario(port)`` with the direct path and without: (direct, result, stored).
 
-    Either way no file may be left in the spool's ``incoming`` area: an instance is in a
-    batch or in the problem area, or it was never answered and is gone.
+    Either way no file may be left in the spool's ``incoming`` area (see
+    :func:`running_receiver`).
     """
     for direct in (True, False):
         with monkeypatch.context() as patch:
             if not direct:
                 patch.setattr(reactor.EventDrivenDUL, "_direct_target", lambda *_: None)
             spool = Spool(tmp_path / f"spool-{direct}")
-            # As the receiver's process does (use_spool_for_temporary_files).
-            patch.setattr(tempfile, "tempdir", str(spool.incoming_dir))
-            service = Receiver(spool, projects, None, port=0)
-            service.start()
-            try:
+            with running_receiver(spool, projects, patch) as service:
                 result = scenario(service.port)
-            finally:
-                service.stop()
-            assert not list(spool.incoming_dir.iterdir()), f"left in incoming (direct: {direct})"
             stored = [
                 dataset_bytes(batch.path / entry.file)
                 for batch in spool.batches()
@@ -330,7 +327,7 @@ def test_a_data_set_cut_off_by_a_lost_connection_is_removed_at_once(
 
     def scenario(port: int) -> list[str]:
         assoc, _context_id, sock = _start_a_data_set(port, large[:100_000])
-        incoming = Path(tempfile.gettempdir())  # the spool's (see _both_ways)
+        incoming = Path(tempfile.gettempdir())  # the spool's (see running_receiver)
         deadline = time.monotonic() + 10
         while not any(f.stat().st_size > 100_000 for f in incoming.iterdir()):
             assert time.monotonic() < deadline, "the partial data set never reached its file"
