@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from pydicom.uid import UID, CTImageStorage, MRImageStorage
+if TYPE_CHECKING:
+    from pydicom.uid import UID
 
 __all__ = [
     "CaseStatus",
@@ -38,6 +40,8 @@ class Modality(Enum):
     @property
     def sop_class_uid(self) -> UID:
         """Image storage SOP class used for this modality."""
+        from pydicom.uid import CTImageStorage, MRImageStorage
+
         return CTImageStorage if self is Modality.CT else MRImageStorage
 
 

@@ -1,37 +1,6 @@
-"""Batches of received instances on disk, their states, the problem area and the outbox."""
+"""Batches of received instances on disk, their states and the problem area.
 
-from dicomflow.spool.checks import (
-    InstanceFacts,
-    InstanceRejectedError,
-    StoreStatus,
-    inspect_instance,
-)
-from dicomflow.spool.records import (
-    BatchRecord,
-    BatchState,
-    CloseReason,
-    Door,
-    ManifestEntry,
-    Origin,
-    ProblemRecord,
-)
-from dicomflow.spool.store import Batch, Intake, RecoveryReport, Spool, UnknownBatchError
-
-__all__ = [
-    "Batch",
-    "BatchRecord",
-    "BatchState",
-    "CloseReason",
-    "Door",
-    "InstanceFacts",
-    "InstanceRejectedError",
-    "Intake",
-    "ManifestEntry",
-    "Origin",
-    "ProblemRecord",
-    "RecoveryReport",
-    "Spool",
-    "StoreStatus",
-    "UnknownBatchError",
-    "inspect_instance",
-]
+Import from the modules: :mod:`~dicomflow.spool.store` (the spool, its batches),
+:mod:`~dicomflow.spool.records` (typed records, light to import), :mod:`~dicomflow.spool.durable`
+(crash-safe file operations).
+"""

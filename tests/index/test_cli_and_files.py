@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from dicomflow.cli.series import series_group
 from dicomflow.config import Settings
 from dicomflow.index import open_index
 from dicomflow.index.base import (
@@ -19,7 +20,6 @@ from dicomflow.index.base import (
     SeriesIndexError,
     SeriesQuery,
 )
-from dicomflow.index.cli import series_group
 from dicomflow.index.dashboards import (
     DASHBOARDS_FILE,
     DashboardsError,
@@ -85,9 +85,6 @@ def test_cli_series_list(index_settings: Settings) -> None:
     assert result.exit_code == 2
     assert "--from" in result.output
     assert "'2024-13-01' is not a date YYYY-MM-DD" in result.output
-    result = runner.invoke(series_group, ["list"], obj=None)
-    assert result.exit_code == 2
-    assert "no settings loaded" in result.output
 
 
 def test_open_index_picks_the_backend(index_settings: Settings) -> None:

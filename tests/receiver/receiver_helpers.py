@@ -20,7 +20,7 @@ from receiver.app import Receiver
 
 if TYPE_CHECKING:
     from dicomflow.db.projects import ProjectStore
-    from dicomflow.spool import Spool
+    from dicomflow.spool.store import Spool
 
 #: pydicom's files, one or more per transfer syntax (asked for by name: no downloads).
 PYDICOM_FILES = (

@@ -17,7 +17,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.config import Settings, load_settings
-from dicomflow.spool import Spool
+from dicomflow.spool.store import Spool
 from dicomflow.stack.isolated import free_port
 from tests.receiver.receiver_helpers import good_dataset
 

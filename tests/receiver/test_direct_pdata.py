@@ -31,7 +31,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.db.projects import ProjectStore
-from dicomflow.spool import Spool
+from dicomflow.spool.store import Spool
 from receiver import reactor
 from tests.receiver.receiver_helpers import (
     count_served,

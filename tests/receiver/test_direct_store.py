@@ -23,7 +23,7 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.db.projects import ProjectStore
-from dicomflow.spool import Spool
+from dicomflow.spool.store import Spool
 from receiver import reactor
 from receiver.app import Receiver
 from receiver.dimse import StoreRequest, StreamingDIMSE, parse_store_request

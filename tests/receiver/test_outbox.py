@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from dicomflow.airflow_api.client import AirflowClient, AirflowUnavailableError
-from dicomflow.spool import BatchState, CloseReason, Door, Origin, Spool
 from dicomflow.spool.outbox import INCOMING_DAG_ID, Outbox, run_id_for
+from dicomflow.spool.records import BatchState, CloseReason, Door, Origin
+from dicomflow.spool.store import Spool
 from tests.receiver.receiver_helpers import good_dataset
 
 

@@ -19,7 +19,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.db.projects import ProjectStore
-from dicomflow.spool import BatchState, Spool, durable
+from dicomflow.spool import durable
+from dicomflow.spool.records import BatchState
+from dicomflow.spool.store import Spool
 from receiver.app import Receiver
 from tests.receiver.receiver_helpers import (
     bad_datasets,

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dicomflow.db.projects import ProjectStore
-from dicomflow.spool import BatchState, Spool
+from dicomflow.spool.records import BatchState
+from dicomflow.spool.store import Spool
 from dicomflow.web.stow import make_stow_router
 from tests.receiver.receiver_helpers import bad_datasets, good_dataset
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow.airflow_api.client import AirflowClient
-from dicomflow.spool import BatchState, CloseReason, Door, Origin, Spool
 from dicomflow.spool.outbox import Outbox
+from dicomflow.spool.records import BatchState, CloseReason, Door, Origin
+from dicomflow.spool.store import Spool
 from tests.receiver.receiver_helpers import good_dataset
 
 

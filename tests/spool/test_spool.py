@@ -13,20 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.spool import (
+from dicomflow.cli.batches import batches as batches_command
+from dicomflow.spool import durable
+from dicomflow.spool.checks import HEAD_BYTES, InstanceRejectedError, StoreStatus
+from dicomflow.spool.records import (
     BatchState,
     CloseReason,
     Door,
-    InstanceRejectedError,
     ManifestEntry,
     Origin,
-    Spool,
-    StoreStatus,
-    durable,
+    WrittenContent,
 )
-from dicomflow.spool.checks import HEAD_BYTES
-from dicomflow.spool.cli import batches as batches_command
-from dicomflow.spool.records import WrittenContent
+from dicomflow.spool.store import Spool
 from tests.dicomfiles import edited_instance
 
 ORIGIN = Origin(Door.DIMSE, "127.0.0.1:5000", "SCANNER", "KP-PROJ")
@@ -178,7 +176,8 @@ def test_an_instance_whose_hash_fails_is_refused_and_kept(spool: Spool, tmp_path
 _FULL_DISK_SCRIPT = """
 import json, resource, signal, sys
 from pathlib import Path
-from dicomflow.spool import InstanceRejectedError, Spool
+from dicomflow.spool.checks import InstanceRejectedError
+from dicomflow.spool.store import Spool
 from tests.spool.test_spool import ORIGIN, make_instance
 
 root, files = Path(sys.argv[1]), Path(sys.argv[2])

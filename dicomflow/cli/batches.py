@@ -1,4 +1,4 @@
-"""``dicomflow batches``: list the spool's batches (the lead registers this command)."""
+"""``dicomflow batches``: what the doors received, batch by batch, and where each stands."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import json
 
 import click
 
-from dicomflow.config import Settings
+from dicomflow.cli.options import json_option, settings_of
 from dicomflow.spool.records import BatchState
-from dicomflow.spool.store import Spool
 
 
 @click.command("batches")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@json_option("One JSON document instead of a table.")
 @click.option(
     "--state",
     "states",
@@ -20,10 +19,12 @@ from dicomflow.spool.store import Spool
     type=click.Choice([s.value for s in BatchState]),
     help="Only batches in this state (repeatable).",
 )
-@click.pass_obj
-def batches(settings: Settings, as_json: bool, states: tuple[str, ...]) -> None:
+@click.pass_context
+def batches(ctx: click.Context, as_json: bool, states: tuple[str, ...]) -> None:
     """List received batches: state, project, dataset, instances, bytes."""
-    spool = Spool.from_settings(settings)
+    from dicomflow.spool.store import Spool
+
+    spool = Spool.from_settings(settings_of(ctx))
     records = spool.batches([BatchState(s) for s in states] if states else None)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in records], indent=2))
@@ -31,12 +32,14 @@ def batches(settings: Settings, as_json: bool, states: tuple[str, ...]) -> None:
     if not records:
         click.echo(f"no batches in {spool.batches_dir}")
         return
-    header = (
+    click.echo(
         f"{'id':28} {'state':9} {'project':16} {'dataset':16} {'inst':>6} {'bytes':>12}  closed"
     )
-    click.echo(header)
     for r in records:
         click.echo(
             f"{r.id:28} {r.state.value:9} {r.project:16} {r.dataset:16} {r.instances:6d} "
             f"{r.bytes:12d}  {r.close_reason or '-'}"
         )
+
+
+COMMANDS = [batches]

@@ -1,0 +1,5 @@
+"""``python -m dicomflow.cli``."""
+
+from dicomflow.cli import main
+
+main()

@@ -1,0 +1,98 @@
+"""``dicomflow up | down | status | logs``: the local stack."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from dicomflow.cli.options import CliError, json_option, settings_of
+
+if TYPE_CHECKING:
+    from dicomflow.config import Settings
+    from dicomflow.stack.supervisor import Stack
+
+
+def _stack(settings: Settings) -> Stack:
+    from dicomflow.stack.supervisor import Stack
+
+    return Stack(settings)
+
+
+@click.command()
+@click.pass_context
+def up(ctx: click.Context) -> None:
+    """Start every component of the local stack and wait until all answer."""
+    from dicomflow.stack.components import StackError
+
+    settings = settings_of(ctx)
+    click.echo(f"dicomflow: starting the local stack in {settings.data_dir}")
+    try:
+        started = _stack(settings).up(report=click.echo)
+    except StackError as exc:
+        raise CliError(str(exc)) from None
+    if not started:
+        click.echo("dicomflow is already running; nothing changed.")
+    _print_addresses(settings)
+
+
+def _print_addresses(settings: Settings) -> None:
+    click.echo("")
+    click.echo(f"  web pages and REST API  {settings.web.base_url}")
+    click.echo(f"  Airflow                 {settings.airflow.base_url}")
+    rc = settings.receiver
+    click.echo(f"  DICOM receiver          {rc.host}:{rc.port}  (called AE = project, e.g. admin)")
+    click.echo(f"  PACS (DICOMweb)         {settings.pacs.base_url}")
+    click.echo(f"  login                   {settings.admin_user} / {settings.admin_password}")
+    click.echo(f"  (credentials are kept in {settings.secrets_file}, readable by you only)")
+
+
+@click.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop what `up` started, and only that."""
+    stopped = _stack(settings_of(ctx)).down(report=click.echo)
+    click.echo("dicomflow stopped." if stopped else "dicomflow was not running.")
+
+
+@click.command()
+@json_option("Print JSON: state, pid, address per component.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show each component's state; exit 0 only if every one is healthy."""
+    rows = _stack(settings_of(ctx)).status()
+    if as_json:
+        click.echo(json.dumps({"components": [r.as_dict() for r in rows]}, indent=2))
+    else:
+        for row in rows:
+            pid = str(row.pid) if row.pid else "-"
+            click.echo(f"{row.name:<22} {row.state.value:<10} {pid:>8}  {row.address}")
+    if any(r.state.value != "healthy" for r in rows):
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("component")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many last lines to show.")
+@click.pass_context
+def logs(ctx: click.Context, component: str, follow: bool, lines: int) -> None:
+    """Print the log of COMPONENT (see `dicomflow status` for the names)."""
+    from dicomflow.stack.components import StackError
+
+    try:
+        comp = _stack(settings_of(ctx)).component(component)
+    except StackError as exc:
+        raise CliError(str(exc)) from None
+    if not comp.log_file.exists():
+        raise CliError(f"{component} has no log yet ({comp.log_file})")
+    cmd = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(comp.log_file)]
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run(cmd, check=False)
+
+
+COMMANDS = [up, down, status, logs]
