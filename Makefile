@@ -13,9 +13,11 @@ install:
 install-test:
 	bash scripts/install.sh --test
 
-lint:
+lint:  ## style, types and the architecture's import contracts (.importlinter)
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 down:
 	.venv/bin/dicomflow down

@@ -34,6 +34,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from dicomflow.intake.admission import KNOWN_PROJECTS_FILE, Admission
 from dicomflow.spool.store import Spool
 from receiver.app import Receiver, freeze_startup_objects, use_spool_for_temporary_files
 
@@ -149,7 +150,7 @@ def main() -> None:
         }
         spool = Spool(work / "spool", max_instances=100_000, max_bytes=1 << 40)
         use_spool_for_temporary_files(spool)
-        receiver = Receiver(spool, _Projects(), None, port=0)
+        receiver = Receiver(spool, Admission(_Projects(), spool.root / KNOWN_PROJECTS_FILE), port=0)
         receiver.start()
         # As the receiver's own process does (python -m receiver).
         freeze_startup_objects()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
+from dicomflow.nifti.options import SWITCHES
 from operators.imports import (
     DeleteNiftiUploadsOperator,
     ImportNiftiUploadsOperator,
@@ -27,29 +28,16 @@ with DAG(
             "folders or zips of NIfTI with meta_data.json / seg_info.json, or nnU-Net datasets.",
             "Only when every case was imported.",
         ),
-        "modality": Param(
-            "MR",
-            type="string",
-            enum=["MR", "CT"],
-            title="Default modality",
-            description="For volumes whose modality no tag (0008|0060) or nnU-Net channel "
-            "name gives.",
-        ),
-        "unknown_labels": Param(
-            "error",
-            type="string",
-            enum=["error", "segment"],
-            title="Label values not described",
-            description="error: the case fails; segment: each becomes a segment "
-            "'unknown (label N)'.",
-        ),
-        "four_d": Param(
-            "split",
-            type="string",
-            enum=["split", "refuse"],
-            title="4D volumes",
-            description="split: one series per volume; refuse: the case fails.",
-        ),
+        **{
+            switch.name: Param(
+                switch.default,
+                type="string",
+                enum=switch.values,
+                title=switch.title,
+                description=switch.help,
+            )
+            for switch in SWITCHES
+        },
     },
     tags=["dicomflow", "import", "nifti"],
 ) as dag:

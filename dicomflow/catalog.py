@@ -9,8 +9,8 @@ from dicomflow.config import Settings
 from dicomflow.index import open_index
 from dicomflow.index.base import STUDY_UID
 from dicomflow.pacs.client import DicomWebClient, PacsError
-from dicomflow.pipeline.batch import report_key, thumbnail_key
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore, ObjectStoreError
+from dicomflow.storage.keys import report_key, thumbnail_key
 
 
 class SeriesNotFoundError(LookupError):

@@ -62,7 +62,6 @@ class ImportUploadsOperator(BaseOperator):
     ui_color = "#e3f1d8"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from dicomflow.airflow_api.client import AirflowClient
         from dicomflow.importer.importer import ImportRefusedError
         from dicomflow.importer.report import ImportOutcome
         from dicomflow.importer.uploads import import_uploads
@@ -71,16 +70,14 @@ class ImportUploadsOperator(BaseOperator):
         params = context["params"]
         settings = load_settings(create_secrets=False)
         try:
-            with AirflowClient.from_settings(settings) as client:
-                report = import_uploads(
-                    settings,
-                    str(params["project"]).strip(),
-                    str(params["dataset"]).strip(),
-                    [str(name) for name in params["uploads"] or []],
-                    extension=params.get("extension") or "",
-                    run_id=str(context["run_id"]),
-                    trigger=client,
-                )
+            report = import_uploads(
+                settings,
+                str(params["project"]).strip(),
+                str(params["dataset"]).strip(),
+                [str(name) for name in params["uploads"] or []],
+                extension=params.get("extension") or "",
+                run_id=str(context["run_id"]),
+            )
         except (ImportRefusedError, UnknownUploadError) as exc:
             # A wrong project or upload name will not get better by retrying.
             raise AirflowFailException(str(exc)) from None
@@ -146,13 +143,13 @@ class DeleteUploadsOperator(_DeleteAfterImportOperator):
 
 
 def _nifti_options(params: Any) -> Any:
-    """The conversion switches of a NIfTI import run's Params."""
-    from dicomflow.nifti import FourDPolicy, Modality, NiftiImportOptions, UnknownLabelPolicy
+    """The conversion switches of a NIfTI import run's Params (defaults: the options')."""
+    from dicomflow.nifti.options import NiftiImportOptions
 
-    return NiftiImportOptions(
-        default_modality=Modality(str(params.get("modality") or "MR").strip().upper()),
-        unknown_labels=UnknownLabelPolicy(str(params.get("unknown_labels") or "error")),
-        four_d=FourDPolicy(str(params.get("four_d") or "split")),
+    return NiftiImportOptions.from_choices(
+        modality=params.get("modality"),
+        unknown_labels=params.get("unknown_labels"),
+        four_d=params.get("four_d"),
     )
 
 
@@ -166,7 +163,6 @@ class ImportNiftiUploadsOperator(BaseOperator):
     ui_color = "#dcecf7"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from dicomflow.airflow_api.client import AirflowClient
         from dicomflow.importer.importer import ImportRefusedError
         from dicomflow.importer.nifti import import_nifti_uploads
         from dicomflow.importer.nifti_report import NiftiImportOutcome
@@ -176,16 +172,14 @@ class ImportNiftiUploadsOperator(BaseOperator):
         settings = load_settings(create_secrets=False)
         try:
             options = _nifti_options(params)
-            with AirflowClient.from_settings(settings) as client:
-                report = import_nifti_uploads(
-                    settings,
-                    str(params["project"]).strip(),
-                    str(params["dataset"]).strip(),
-                    [str(name) for name in params["uploads"] or []],
-                    options=options,
-                    run_id=str(context["run_id"]),
-                    trigger=client,
-                )
+            report = import_nifti_uploads(
+                settings,
+                str(params["project"]).strip(),
+                str(params["dataset"]).strip(),
+                [str(name) for name in params["uploads"] or []],
+                options=options,
+                run_id=str(context["run_id"]),
+            )
         except (ImportRefusedError, UnknownUploadError, ValueError) as exc:
             # A wrong project, upload name or switch will not get better by retrying.
             raise AirflowFailException(str(exc)) from None

@@ -1,4 +1,4 @@
-"""Thin operators over :mod:`dicomflow.pipeline`: the batch id in, one core call, a summary out."""
+"""Thin operators over :mod:`dicomflow.pipeline.steps`: a batch id in, one step, a summary out."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class BatchStepOperator(BaseOperator):
     Parameters
     ----------
     step
-        The name of a function of :mod:`dicomflow.pipeline` (``store_to_pacs``, ...).
+        The name of a function of :mod:`dicomflow.pipeline.steps` (``store_to_pacs``, ...).
     from_tasks
         Keyword arguments filled from upstream tasks' results: ``{argument: (task id, key)}``.
     """
@@ -38,14 +38,14 @@ class BatchStepOperator(BaseOperator):
         self.from_tasks = from_tasks or {}
 
     def execute(self, context: Any) -> dict[str, Any]:
-        import dicomflow.pipeline as pipeline
+        from dicomflow.pipeline import steps
+        from dicomflow.platform import Platform
 
-        function = getattr(pipeline, self.step)
+        function = getattr(steps, self.step)
         extra = {}
         for argument, (task_id, key) in self.from_tasks.items():
             upstream = context["ti"].xcom_pull(task_ids=task_id) or {}
             extra[argument] = upstream.get(key)
-        result: dict[str, Any] = function(
-            load_settings(create_secrets=False), self.batch_id, **extra
-        )
+        with Platform(load_settings(create_secrets=False)) as platform:
+            result: dict[str, Any] = function(platform, self.batch_id, **extra)
         return result

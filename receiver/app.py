@@ -1,4 +1,8 @@
-"""The receiver service: builds the AE, recovers the spool, runs the outbox and the server."""
+"""The receiver service: builds the AE, recovers the spool, runs the server.
+
+It writes into the spool and nothing else: closed batches wait in the spool's outbox for the
+dispatcher, so the receiver takes data while Airflow, the PACS or the index is away.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,16 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from pynetdicom import AE, _config
 from pynetdicom.transport import RequestHandler
 
-from dicomflow.spool.outbox import INCOMING_DAG_ID, DagTrigger, Outbox
+from dicomflow.intake.admission import KNOWN_PROJECTS_FILE, Admission
+from dicomflow.intake.session import recover_spool
 from dicomflow.spool.store import Spool
 from receiver.contexts import storage_contexts
-from receiver.handlers import ProjectDirectory, ReceiverHandlers
+from receiver.handlers import ReceiverHandlers
 from receiver.reactor import EventDrivenRequestHandler, ReceiverServer, fast_reactor_supported
 
 if TYPE_CHECKING:
@@ -54,53 +57,37 @@ def configure_pynetdicom() -> None:
 
 
 class Receiver:
-    """The DICOM receiver: C-STORE and C-ECHO into the spool, batches triggered in Airflow.
+    """The DICOM receiver: C-STORE and C-ECHO into the spool.
 
     Parameters
     ----------
     spool
         Where instances go.
-    projects
-        Which projects exist (``ProjectStore``).
-    trigger
-        The Airflow client for the outbox; ``None`` runs without an outbox.
+    admission
+        Which projects exist (the platform's admission checks).
     host, port
         Where to listen; port 0 picks a free port (see :attr:`port`).
     ae_title
         The receiver's own AE title (it answers to every project's AE title).
     max_associations
         Concurrent associations accepted.
-    route_unknown_projects_to_admin
-        Accept associations for unknown projects into ``admin``.
-    dag_id
-        The DAG the outbox triggers.
-    on_triggered
-        Called by the outbox with each batch id once its DAG run exists (the platform indexes
-        the batch there, so it is searchable before the run's first task starts).
     """
 
     def __init__(
         self,
         spool: Spool,
-        projects: ProjectDirectory,
-        trigger: DagTrigger | None,
+        admission: Admission,
         *,
         host: str = "127.0.0.1",
         port: int = 11112,
         ae_title: str = "DICOMFLOW",
         max_associations: int = 32,
-        route_unknown_projects_to_admin: bool = False,
-        dag_id: str = INCOMING_DAG_ID,
-        outbox_max_backoff: float = 30.0,
-        on_triggered: Callable[[str], object] | None = None,
     ) -> None:
         configure_pynetdicom()
         self.spool = spool
         self.host = host
         self._requested_port = port
-        self.handlers = ReceiverHandlers(
-            spool, projects, route_unknown_projects_to_admin=route_unknown_projects_to_admin
-        )
+        self.handlers = ReceiverHandlers(spool, admission)
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.network_timeout = NETWORK_TIMEOUT
@@ -110,17 +97,6 @@ class Receiver:
         # The called AE title names the project: it never equals our own title.
         self.ae.require_called_aet = False
         self.ae.supported_contexts = storage_contexts()
-        self.outbox = (
-            Outbox(
-                spool,
-                trigger,
-                dag_id,
-                max_backoff=outbox_max_backoff,
-                on_triggered=on_triggered,
-            )
-            if trigger is not None
-            else None
-        )
         self._server: ReceiverServer | None = None
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(
@@ -129,26 +105,28 @@ class Receiver:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Receiver:
-        """A receiver on the platform database, spool and Airflow of ``settings``."""
-        from dicomflow.airflow_api.client import AirflowClient
+        """A receiver on the spool and the project list of ``settings``.
+
+        The database is not needed to start: the projects known last are accepted while it
+        is away.
+        """
         from dicomflow.db.projects import ProjectStore
-        from dicomflow.db.session import create_schema, make_engine
-        from dicomflow.pipeline import announce_quietly
+        from dicomflow.db.session import make_engine
 
         rs = settings.receiver
-        engine = make_engine(settings.platform_db_url)
-        # The receiver may start on a database an older version set up.
-        create_schema(engine)
+        spool = Spool.from_settings(settings)
+        admission = Admission(
+            ProjectStore(make_engine(settings.platform_db_url)),
+            spool.root / KNOWN_PROJECTS_FILE,
+            route_unknown_projects_to_admin=rs.route_unknown_projects_to_admin,
+        )
         return cls(
-            Spool.from_settings(settings),
-            ProjectStore(engine),
-            AirflowClient.from_settings(settings),
+            spool,
+            admission,
             host=rs.host,
             port=rs.port,
             ae_title=rs.ae_title,
             max_associations=rs.max_associations,
-            route_unknown_projects_to_admin=rs.route_unknown_projects_to_admin,
-            on_triggered=partial(announce_quietly, settings) if settings.index.on_arrival else None,
         )
 
     @property
@@ -159,10 +137,8 @@ class Receiver:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        """Recover the spool, start the outbox, the housekeeping and the server threads."""
-        self.spool.recover()
-        if self.outbox is not None:
-            self.outbox.start()
+        """Recover the spool, start the housekeeping and the server threads."""
+        recover_spool(self.spool)
         self._housekeeper.start()
         fast = fast_reactor_supported()
         if not fast:
@@ -198,15 +174,13 @@ class Receiver:
                 LOGGER.exception("closing idle batches failed")
 
     def stop(self) -> None:
-        """Stop accepting, end associations, close open batches and stop the outbox."""
+        """Stop accepting, end associations and close open batches (they go to the outbox)."""
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
         self.ae.shutdown()
         self._wait_for_associations()
         self.spool.close_all()
-        if self.outbox is not None:
-            self.outbox.stop()
 
     def _wait_for_associations(self) -> None:
         """Let the aborted associations' threads finish before their batches are closed.
@@ -247,6 +221,7 @@ def freeze_startup_objects() -> None:
 def use_spool_for_temporary_files(spool: Spool) -> None:
     """Let pynetdicom's temporary files live in the spool, so moving them is a rename.
 
-    Process-wide (``tempfile.tempdir``): call it only in the receiver's own process.
+    Process-wide (``tempfile.tempdir``): call it only in the receiver's own process. The
+    folder is this process's own: recovery removes it once the process is gone.
     """
     tempfile.tempdir = str(spool.incoming_dir)

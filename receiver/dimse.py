@@ -56,7 +56,7 @@ from pynetdicom.dsutils import create_file_meta, decode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
-from dicomflow.spool.checks import HEAD_BYTES
+from dicomflow.intake.checks import HEAD_BYTES
 from dicomflow.spool.records import PendingContent, WrittenContent
 
 if TYPE_CHECKING:

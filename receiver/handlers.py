@@ -1,8 +1,10 @@
 """Event handlers of the receiver: association checks, C-STORE into the spool, C-ECHO.
 
-Each association gets an :class:`AssociationState`; its instances go through one spool
-:class:`~dicomflow.spool.store.Intake`, so they land in a batch of their own that closes
-when the association is released or aborted.
+Each association gets an :class:`AssociationState`; the called AE title names the project
+and the calling AE title the dataset, checked by the platform's
+:class:`~dicomflow.intake.admission.Admission`. Its instances go through one
+:class:`~dicomflow.intake.session.IntakeSession`, so they land in a batch of their own that
+closes when the association is released or aborted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -24,9 +26,11 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from dicomflow.db.projects import ADMIN_PROJECT, normalize_ae_name
 from dicomflow.dicom.uids import uid_problem
-from dicomflow.spool.checks import InstanceRejectedError, StoreStatus
+from dicomflow.intake.admission import Admission, AdmissionRefusedError
+from dicomflow.intake.checks import InstanceRejectedError, StoreStatus
+from dicomflow.intake.session import IntakeSession
 from dicomflow.spool.records import CloseReason, Door, Origin, PendingContent
-from dicomflow.spool.store import Intake, Spool
+from dicomflow.spool.store import Spool
 from receiver.dimse import written_content
 
 LOGGER = logging.getLogger("receiver")
@@ -55,16 +59,6 @@ class RejectReason:
     CALLED_AE_NOT_RECOGNISED = 0x07
 
 
-class ProjectDirectory(Protocol):
-    """What the receiver needs of :class:`~dicomflow.db.projects.ProjectStore`."""
-
-    def exists(self, name: str) -> bool: ...
-
-    def names(self) -> list[str]: ...
-
-    def ensure_dataset(self, project: str, dataset: str) -> int: ...
-
-
 @dataclass
 class AssociationState:
     """What the receiver knows of one association."""
@@ -75,7 +69,7 @@ class AssociationState:
     called_ae: str = ""
     project: str = ""
     dataset: str = ""
-    intake: Intake | None = None
+    intake: IntakeSession | None = None
     outcome: str = "open"
     release_requested: bool = False
 
@@ -92,22 +86,13 @@ class ReceiverHandlers:
     ----------
     spool
         Where instances go.
-    projects
-        Which projects exist; datasets are created on first use.
-    route_unknown_projects_to_admin
-        Accept associations for unknown projects into ``admin`` instead of rejecting them.
+    admission
+        Which projects exist (and whether unknown ones go to ``admin``).
     """
 
-    def __init__(
-        self,
-        spool: Spool,
-        projects: ProjectDirectory,
-        *,
-        route_unknown_projects_to_admin: bool = False,
-    ) -> None:
+    def __init__(self, spool: Spool, admission: Admission) -> None:
         self.spool = spool
-        self.projects = projects
-        self.route_unknown_projects_to_admin = route_unknown_projects_to_admin
+        self.admission = admission
         self._states: dict[int, AssociationState] = {}
         self._lock = threading.Lock()
 
@@ -143,43 +128,43 @@ class ReceiverHandlers:
         assert request is not None  # EVT_REQUESTED follows the A-ASSOCIATE-RQ
         state.calling_ae = str(request.calling_ae_title).strip()
         state.called_ae = str(request.called_ae_title).strip()
-        project = normalize_ae_name(state.called_ae)
+        dataset = normalize_ae_name(state.calling_ae) or "unknown"
         try:
-            known = self.projects.exists(project)
+            destination = self.admission.destination(state.called_ae, dataset)
+        except AdmissionRefusedError as exc:
+            if exc.unknown_project:
+                state.outcome = "rejected: called AE title not recognised"
+                LOGGER.warning(
+                    "rejecting association from %s: called AE title %r (project %r) not "
+                    "recognised; calling AE title %r; existing projects: %s",
+                    state.peer,
+                    state.called_ae,
+                    normalize_ae_name(state.called_ae),
+                    state.calling_ae,
+                    ", ".join(sorted(self.admission.known_projects())) or "(none)",
+                )
+                self._reject(assoc, RejectResult.PERMANENT, RejectReason.CALLED_AE_NOT_RECOGNISED)
+            else:
+                state.outcome = f"rejected: {exc}"
+                LOGGER.warning("rejecting association from %s: %s", state.peer, exc)
+                self._reject(assoc, RejectResult.PERMANENT, RejectReason.NO_REASON)
+            return
         except Exception:
-            LOGGER.exception("cannot look up project %r; rejecting (transient)", project)
+            LOGGER.exception("cannot look up project of %r; rejecting (transient)", state.called_ae)
             state.outcome = "rejected: project lookup failed"
             self._reject(assoc, RejectResult.TRANSIENT, RejectReason.NO_REASON)
             return
-        if not known and self.route_unknown_projects_to_admin:
+        if destination.routed_to_admin:
             LOGGER.info(
                 "called AE title %r is no project: routing %s to %r",
                 state.called_ae,
                 state.peer,
                 ADMIN_PROJECT,
             )
-            project, known = ADMIN_PROJECT, True
-        if not known:
-            state.outcome = "rejected: called AE title not recognised"
-            LOGGER.warning(
-                "rejecting association from %s: called AE title %r (project %r) not "
-                "recognised; calling AE title %r; existing projects: %s",
-                state.peer,
-                state.called_ae,
-                project,
-                state.calling_ae,
-                ", ".join(self._project_names()) or "(none)",
-            )
-            self._reject(assoc, RejectResult.PERMANENT, RejectReason.CALLED_AE_NOT_RECOGNISED)
-            return
-        state.project = project
-        state.dataset = normalize_ae_name(state.calling_ae) or "unknown"
+        state.project = destination.project
+        state.dataset = destination.dataset
         origin = Origin(Door.DIMSE, state.peer, state.calling_ae, state.called_ae)
-
-        def create_dataset() -> None:
-            self.projects.ensure_dataset(project, state.dataset)
-
-        state.intake = self.spool.intake(project, state.dataset, origin, create_dataset)
+        state.intake = IntakeSession(self.spool, destination, origin)
 
     @staticmethod
     def _reject(assoc: Association, result: int, reason: int) -> None:
@@ -187,12 +172,6 @@ class ReceiverHandlers:
         # As pynetdicom does for its own rejections: wait until the A-ASSOCIATE-RJ is sent
         # and the peer closed, else the server closes the socket before the PDU leaves.
         assoc.kill()
-
-    def _project_names(self) -> list[str]:
-        try:
-            return self.projects.names()
-        except Exception:
-            return ["(cannot be listed)"]
 
     def on_c_echo(self, event: Event) -> int:
         """Answer a C-ECHO with Success."""
@@ -237,9 +216,8 @@ class ReceiverHandlers:
             return _failure(StoreStatus.PROCESSING_FAILURE, "association has no project")
         refused = _unsupported_sop_class(sop_class_uid)
         if refused is not None:
-            intake.failed += 1
             try:
-                self.spool.keep_problem(path, refused, intake.origin, intake.project, move=True)
+                intake.reject(path, refused, move=True)
             except OSError:
                 LOGGER.exception("cannot keep a refused instance from %s", state.peer)
             return _failure(StoreStatus.SOP_CLASS_NOT_SUPPORTED, refused)

@@ -22,6 +22,7 @@ from dicomflow.stack.components import (
     AirflowScheduler,
     AirflowTriggerer,
     Component,
+    Dispatcher,
     Orthanc,
     Postgres,
     Receiver,
@@ -127,6 +128,15 @@ def airflow(session_stack: _SessionStack, settings: Settings) -> AirflowServer:
 
 
 @pytest.fixture(scope="session")
+def dispatcher(
+    session_stack: _SessionStack, postgres: Settings, airflow: AirflowServer
+) -> Settings:
+    """The dispatcher, handing the session spool's closed batches to the session's Airflow."""
+    session_stack.need(Dispatcher(postgres))
+    return postgres
+
+
+@pytest.fixture(scope="session")
 def full_stack(
     session_stack: _SessionStack,
     postgres: Settings,
@@ -134,6 +144,6 @@ def full_stack(
     s3: Settings,
     airflow: AirflowServer,
 ) -> Settings:
-    """Everything but the web service: the receiver too, triggering the processing DAG."""
-    session_stack.need(Receiver(postgres))
+    """Everything but the web service: the receiver and the dispatcher too."""
+    session_stack.need(Receiver(postgres), Dispatcher(postgres))
     return postgres

@@ -55,3 +55,28 @@ def upload_files(settings: Settings, project: str, files: dict[str, Path]) -> st
     for path, local in files.items():
         area.put_file(project, record.id, path, local)
     return record.id
+
+
+def wait_processed(settings: Settings, batch_ids: list[str], timeout: float = 180) -> None:
+    """Wait until the dispatcher has handed each batch over and its DAG run has succeeded.
+
+    Raises
+    ------
+    AssertionError
+        When a batch is not handed over in time or its run did not succeed.
+    """
+    from dicomflow.pipeline.dispatcher import INCOMING_DAG_ID, run_id_for
+    from dicomflow.spool.records import BatchState
+    from dicomflow.spool.store import Spool
+
+    spool = Spool.from_settings(settings)
+    deadline = time.monotonic() + timeout
+    for batch_id in batch_ids:
+        while spool.batch(batch_id).state in (BatchState.OPEN, BatchState.PENDING):
+            assert time.monotonic() < deadline, f"batch {batch_id} was never handed over"
+            time.sleep(0.2)
+    with AirflowClient.from_settings(settings) as client:
+        for batch_id in batch_ids:
+            left = max(1.0, deadline - time.monotonic())
+            run = wait_dag_run(client, INCOMING_DAG_ID, run_id_for(batch_id), left)
+            assert run["state"] == "success", f"batch {batch_id}: run {run['state']}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import click
 
@@ -19,13 +19,10 @@ from dicomflow.cli.options import (
     no_progress_option,
     settings_of,
 )
-from dicomflow.nifti.enums import FourDPolicy, Modality, UnknownLabelPolicy
-
-if TYPE_CHECKING:
-    from dicomflow.airflow_api.client import AirflowClient
-    from dicomflow.config import Settings
+from dicomflow.nifti.options import SWITCHES
 
 ReportT = TypeVar("ReportT", bound=PrintableReport)
+F = TypeVar("F", bound=Callable[..., object])
 
 _paths = click.argument(
     "paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
@@ -36,22 +33,34 @@ _dataset = click.option(
 )
 
 
+def _nifti_switches(function: F) -> F:
+    """The NIfTI import's switches as options (``--modality``, ``--unknown-labels``, ``--4d``)."""
+    for switch in reversed(SWITCHES):
+        function = click.option(
+            switch.flag,
+            switch.name,
+            type=click.Choice(switch.values, case_sensitive=False),
+            default=switch.default,
+            show_default=True,
+            help=switch.help,
+        )(function)
+    return function
+
+
 def _run_import(
-    settings: Settings,
-    run: Callable[[AirflowClient, ProgressBar | None], ReportT],
+    run: Callable[[ProgressBar | None], ReportT],
     *,
     label: str,
     no_progress: bool,
     as_json: bool,
 ) -> ReportT:
     """Run an import with a progress bar and print its report; user errors end the command."""
-    from dicomflow.airflow_api.client import AirflowClient
     from dicomflow.importer import ImportRefusedError
 
     bar = None if no_progress or as_json else ProgressBar(label)
     try:
-        with database_errors(), AirflowClient.from_settings(settings) as client:
-            report = run(client, bar)
+        with database_errors():
+            report = run(bar)
     except ImportRefusedError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -85,17 +94,16 @@ def import_command(
 ) -> None:
     """Import DICOM from PATHS (files, folders, zip archives) into a project's dataset.
 
-    The files go through the receiver's checks into spool batches, and each batch is handed
-    to Airflow's service-process-incoming-dcm (pending for the receiver's outbox when
-    Airflow is down). Nothing given is modified or deleted. Exits 1 when an input failed.
+    The files go through the checks of every door into spool batches, each handed over for
+    processing by service-process-incoming-dcm (`dicomflow batches` shows where each is).
+    Nothing given is modified or deleted. Exits 1 when an input failed.
     """
     from dicomflow.importer import ImportOutcome, import_paths
 
     settings = settings_of(ctx)
     report = _run_import(
-        settings,
-        lambda client, bar: import_paths(
-            settings, paths, project, dataset, extension=extension, trigger=client, progress=bar
+        lambda bar: import_paths(
+            settings, paths, project, dataset, extension=extension, progress=bar
         ),
         label="importing",
         no_progress=no_progress,
@@ -109,28 +117,7 @@ def import_command(
 @_paths
 @_project
 @_dataset
-@click.option(
-    "--modality",
-    type=click.Choice([m.value for m in Modality], case_sensitive=False),
-    default=Modality.MR.value,
-    show_default=True,
-    help="Modality of volumes that no tag (0008|0060) or nnU-Net channel name gives.",
-)
-@click.option(
-    "--unknown-labels",
-    type=click.Choice([p.value for p in UnknownLabelPolicy]),
-    default=UnknownLabelPolicy.ERROR.value,
-    show_default=True,
-    help="Label values not described: fail the case, or one segment 'unknown (label N)' each.",
-)
-@click.option(
-    "--4d",
-    "four_d",
-    type=click.Choice([p.value for p in FourDPolicy]),
-    default=FourDPolicy.SPLIT.value,
-    show_default=True,
-    help="4D volumes: one series per volume, or fail the case.",
-)
+@_nifti_switches
 @json_option("Print the report as JSON.")
 @no_progress_option()
 @click.pass_context
@@ -149,25 +136,20 @@ def import_nifti_command(
 
     PATHS are folders (basic layout with meta_data.json / seg_info.json, nnU-Net v2 datasets,
     or folders holding them), .nii/.nii.gz files or zip archives of those. Each case is
-    converted and fed through the receiver's checks into spool batches, each batch handed
-    to Airflow's service-process-incoming-dcm. A bad case or folder is named in the report
-    and does not stop the others. Nothing given is modified. Exits 1 when anything failed.
+    converted and fed through the checks of every door into spool batches, each handed over
+    for processing. A bad case or folder is named in the report and does not stop the
+    others. Nothing given is modified. Exits 1 when anything failed.
     """
     from dicomflow.importer.nifti import import_nifti
     from dicomflow.importer.nifti_report import NiftiImportOutcome
     from dicomflow.nifti.options import NiftiImportOptions
 
     settings = settings_of(ctx)
-    options = NiftiImportOptions(
-        default_modality=Modality(modality.upper()),
-        unknown_labels=UnknownLabelPolicy(unknown_labels),
-        four_d=FourDPolicy(four_d),
+    options = NiftiImportOptions.from_choices(
+        modality=modality, unknown_labels=unknown_labels, four_d=four_d
     )
     report = _run_import(
-        settings,
-        lambda client, bar: import_nifti(
-            settings, paths, project, dataset, options=options, trigger=client, progress=bar
-        ),
+        lambda bar: import_nifti(settings, paths, project, dataset, options=options, progress=bar),
         label="converting and importing",
         no_progress=no_progress,
         as_json=as_json,

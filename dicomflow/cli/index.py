@@ -40,7 +40,7 @@ def rebuild(ctx: click.Context, project: str | None, as_json: bool, no_progress:
     """
     from dicomflow.db.projects import ADMIN_PROJECT, ProjectStore
     from dicomflow.db.session import make_engine
-    from dicomflow.index.rebuild import rebuild_index
+    from dicomflow.pipeline.rebuild import rebuild_index
     from dicomflow.pacs.client import PacsUnavailableError
 
     settings = settings_of(ctx)

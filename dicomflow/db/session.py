@@ -13,7 +13,15 @@ from dicomflow.db.projects import ADMIN_PROJECT
 
 def make_engine(url: str) -> Engine:
     """An engine with a small pool: the receiver, the web service and tasks each hold one."""
-    return create_engine(url, pool_size=4, max_overflow=8, pool_pre_ping=True)
+    # A connection attempt to a host that does not answer fails in seconds, not minutes: the
+    # doors fall back to what they knew while the database is away.
+    return create_engine(
+        url,
+        pool_size=4,
+        max_overflow=8,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 def create_schema(engine: Engine) -> None:

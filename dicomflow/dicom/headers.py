@@ -19,12 +19,13 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicomflow.dicom.instance import Instance
 from dicomflow.dicom.uids import uid_problem
 
 __all__ = [
     "HEADER_TAGS",
     "HeaderScan",
-    "InstanceInfo",
+    "Instance",
     "RejectedFile",
     "SeriesGroup",
     "group_instances",
@@ -51,43 +52,8 @@ HEADER_TAGS: tuple[str, ...] = (
 
 PathLike = str | os.PathLike[str]
 
-#: Version of :meth:`HeaderScan.to_json`'s format.
-_SCAN_FORMAT = 1
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceInfo:
-    """One readable instance of a series.
-
-    Attributes
-    ----------
-    sop_instance_uid
-        SOP Instance UID (0008,0018).
-    instance_number
-        Instance Number (0020,0013), ``None`` when absent or not an integer.
-    path
-        Where the file is on disk.
-    size
-        File size in bytes.
-    sop_class_uid
-        SOP Class UID (0008,0016) of this instance.
-    number_of_frames
-        Number of Frames (0028,0008); 1 for single-frame images, 0 when there is no
-        image at all (no Rows/Columns, e.g. SR or RT Structure Set).
-    image_position
-        Image Position (Patient) (0020,0032) when present at the top level.
-    image_orientation
-        Image Orientation (Patient) (0020,0037) when present at the top level.
-    """
-
-    sop_instance_uid: str
-    instance_number: int | None
-    path: Path
-    size: int
-    sop_class_uid: str = ""
-    number_of_frames: int = 1
-    image_position: tuple[float, float, float] | None = None
-    image_orientation: tuple[float, float, float, float, float, float] | None = None
+#: Version of :meth:`HeaderScan.to_json`'s format (1 grouped the instances itself).
+_SCAN_FORMAT = 2
 
 
 @dataclass(slots=True)
@@ -112,7 +78,7 @@ class SeriesGroup:
     study_instance_uid: str
     modality: str | None
     sop_class_uid: str
-    instances: list[InstanceInfo] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
 
     @property
     def paths(self) -> list[Path]:
@@ -179,8 +145,9 @@ class HeaderScan:
     def to_json(self, base: Path) -> dict[str, Any]:
         """A JSON-able form with paths relative to ``base`` (see :meth:`from_json`).
 
-        A batch is scanned once and every later step reads this form: re-reading thousands
-        of headers in each step cost seconds per step.
+        A batch whose manifest lacks the grouping facts (written by an older version) is
+        scanned once and every later step reads this form: re-reading thousands of headers
+        in each step cost seconds per step.
         """
 
         def rel(path: Path) -> str:
@@ -188,27 +155,10 @@ class HeaderScan:
 
         return {
             "version": _SCAN_FORMAT,
-            "series": [
-                {
-                    "series_instance_uid": g.series_instance_uid,
-                    "study_instance_uid": g.study_instance_uid,
-                    "modality": g.modality,
-                    "sop_class_uid": g.sop_class_uid,
-                    "instances": [
-                        [
-                            i.sop_instance_uid,
-                            i.instance_number,
-                            rel(i.path),
-                            i.size,
-                            i.sop_class_uid,
-                            i.number_of_frames,
-                            i.image_position,
-                            i.image_orientation,
-                        ]
-                        for i in g.instances
-                    ],
-                }
+            "instances": [
+                {**i.manifest_record(), "file": rel(i.path)}
                 for g in self.series
+                for i in g.instances
             ],
             "rejected": [
                 {
@@ -231,25 +181,7 @@ class HeaderScan:
         """
         if data.get("version") != _SCAN_FORMAT:
             raise ValueError(f"unknown header scan format {data.get('version')!r}")
-        scan = cls()
-        for g in data["series"]:
-            group = SeriesGroup(
-                g["series_instance_uid"], g["study_instance_uid"], g["modality"], g["sop_class_uid"]
-            )
-            for uid, number, path, size, sop_class, frames, position, orientation in g["instances"]:
-                group.instances.append(
-                    InstanceInfo(
-                        sop_instance_uid=uid,
-                        instance_number=number,
-                        path=base / path,
-                        size=size,
-                        sop_class_uid=sop_class,
-                        number_of_frames=frames,
-                        image_position=tuple(position) if position else None,
-                        image_orientation=tuple(orientation) if orientation else None,
-                    )
-                )
-            scan.series.append(group)
+        scan = group_instances(Instance.from_manifest_record(r, base) for r in data["instances"])
         for r in data["rejected"]:
             duplicate = r.get("duplicate_of")
             scan.rejected.append(
@@ -322,7 +254,7 @@ def _floats(value: object, count: int) -> tuple[float, ...] | None:
     return numbers if len(numbers) == count else None
 
 
-def read_instance_info(path: PathLike) -> tuple[InstanceInfo, str, str, str | None]:
+def read_instance_info(path: PathLike) -> Instance:
     """Read what grouping needs from one file.
 
     Parameters
@@ -332,8 +264,8 @@ def read_instance_info(path: PathLike) -> tuple[InstanceInfo, str, str, str | No
 
     Returns
     -------
-    tuple
-        ``(instance, series_instance_uid, study_instance_uid, modality)``.
+    Instance
+        Its record (no hash: the file is not read beyond its header).
 
     Raises
     ------
@@ -352,10 +284,8 @@ def read_instance_info(path: PathLike) -> tuple[InstanceInfo, str, str, str | No
     return instance_from_header(ds, file_path, size)
 
 
-def instance_from_header(
-    ds: Dataset, path: Path, size: int = 0
-) -> tuple[InstanceInfo, str, str, str | None]:
-    """What grouping needs from a header already read (a file's, or the PACS's metadata).
+def instance_from_header(ds: Dataset, path: Path, size: int = 0) -> Instance:
+    """The record of an instance whose header was read (a file's, or the PACS's metadata).
 
     Parameters
     ----------
@@ -368,15 +298,14 @@ def instance_from_header(
 
     Returns
     -------
-    tuple
-        ``(instance, series_instance_uid, study_instance_uid, modality)``.
+    Instance
+        Its record; the transfer syntax when the header has file meta information.
 
     Raises
     ------
     ValueError
         With a user-facing reason when a required UID is missing or malformed.
     """
-    file_path = path
     for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "SOPClassUID"):
         problem = uid_problem(ds.get(keyword), keyword)
         if problem is not None:
@@ -384,23 +313,21 @@ def instance_from_header(
 
     rows, columns = ds.get("Rows"), ds.get("Columns")
     frames = _int_or_none(ds.get("NumberOfFrames")) or 1 if rows and columns else 0
-    position = _floats(ds.get("ImagePositionPatient"), 3)
-    orientation = _floats(ds.get("ImageOrientationPatient"), 6)
-    instance = InstanceInfo(
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    return Instance(
+        path=path,
         sop_instance_uid=str(_text(ds, "SOPInstanceUID")),
-        instance_number=_int_or_none(ds.get("InstanceNumber")),
-        path=file_path,
-        size=size,
+        series_instance_uid=str(_text(ds, "SeriesInstanceUID")),
+        study_instance_uid=str(_text(ds, "StudyInstanceUID")),
         sop_class_uid=str(_text(ds, "SOPClassUID")),
+        transfer_syntax_uid=str(syntax or "").rstrip("\x00 "),
+        modality=_text(ds, "Modality"),
+        instance_number=_int_or_none(ds.get("InstanceNumber")),
         number_of_frames=max(frames, 0),
-        image_position=position,  # type: ignore[arg-type]
-        image_orientation=orientation,  # type: ignore[arg-type]
-    )
-    return (
-        instance,
-        str(_text(ds, "SeriesInstanceUID")),
-        str(_text(ds, "StudyInstanceUID")),
-        _text(ds, "Modality"),
+        image_position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        image_orientation=_floats(ds.get("ImageOrientationPatient"), 6),  # type: ignore[arg-type]
+        size=size,
     )
 
 
@@ -427,7 +354,7 @@ def group_series(paths: Iterable[PathLike]) -> HeaderScan:
     """
     scan = HeaderScan()
 
-    def read(path: Path) -> tuple[InstanceInfo, str, str, str | None] | RejectedFile:
+    def read(path: Path) -> Instance | RejectedFile:
         try:
             return read_instance_info(path)
         except ValueError as exc:
@@ -437,16 +364,15 @@ def group_series(paths: Iterable[PathLike]) -> HeaderScan:
 
 
 def group_instances(
-    items: Iterable[tuple[InstanceInfo, str, str, str | None] | RejectedFile],
-    scan: HeaderScan | None = None,
+    items: Iterable[Instance | RejectedFile], scan: HeaderScan | None = None
 ) -> HeaderScan:
     """Group instances whose headers were already read, by the rules of :func:`group_series`.
 
     Parameters
     ----------
     items
-        ``(instance, series_instance_uid, study_instance_uid, modality)`` as returned by
-        :func:`instance_from_header`, or a file already rejected.
+        Instances (from their headers, or the records of a manifest), or files already
+        rejected.
     scan
         The scan to add to (a new one by default).
 
@@ -462,7 +388,8 @@ def group_instances(
         if isinstance(item, RejectedFile):
             scan.rejected.append(item)
             continue
-        instance, series_uid, study_uid, modality = item
+        instance = item
+        series_uid, study_uid = instance.series_instance_uid, instance.study_instance_uid
         path = instance.path
         kept = seen.get(instance.sop_instance_uid)
         if kept is not None:
@@ -476,7 +403,7 @@ def group_instances(
             continue
         group = groups.get(series_uid)
         if group is None:
-            group = SeriesGroup(series_uid, study_uid, modality, instance.sop_class_uid)
+            group = SeriesGroup(series_uid, study_uid, instance.modality, instance.sop_class_uid)
             groups[series_uid] = group
             scan.series.append(group)
         elif group.study_instance_uid != study_uid:

@@ -1,11 +1,9 @@
-"""Import DICOM files from disk into the spool, through the receiver's checks and batches.
+"""Import DICOM files from disk into the spool, through the platform's intake.
 
-Every file goes through :meth:`~dicomflow.spool.store.Intake.store`, the DIMSE door's path:
-the same UID checks, the same problem area for rejected instances, the same batches. Each
-batch that closes (by its size limits, or at the end) is handed to Airflow's
-``service-process-incoming-dcm`` with the run id ``batch-<id>``, so a retried trigger finds
-the run instead of creating a second one; when Airflow cannot be reached the batch stays
-pending and the receiver's outbox triggers it later.
+Every file goes through :class:`~dicomflow.intake.session.IntakeSession`, the path of every
+door: the same admission, the same UID checks, the same problem area for rejected instances,
+the same batches. Each batch that closes (by its size limits, or at the end) joins the spool's
+outbox, from where the dispatcher hands it to Airflow's ``service-process-incoming-dcm``.
 """
 
 from __future__ import annotations
@@ -19,13 +17,8 @@ from typing import Protocol
 
 import pydicom
 
-from dicomflow.airflow_api.client import AirflowError, AirflowRequestError
 from dicomflow.config import Settings
-from dicomflow.db.projects import (
-    InvalidNameError,
-    UnknownProjectError,
-    validate_dataset_name,
-)
+from dicomflow.dicom.instance import Instance
 from dicomflow.importer.archives import ArchiveError, UnpackBudget, is_zip, unpack_zip
 from dicomflow.importer.report import (
     FailedInput,
@@ -35,17 +28,22 @@ from dicomflow.importer.report import (
     ImportReport,
     SeriesSummary,
 )
-from dicomflow.pipeline import announce_quietly
-from dicomflow.spool.checks import InstanceRejectedError, StoreStatus
-from dicomflow.spool.outbox import DagTrigger, run_id_for, trigger_batch
-from dicomflow.spool.records import CloseReason, Door, ManifestEntry, Origin
-from dicomflow.spool.store import Intake, Spool, new_id, utc_now
+from dicomflow.intake.admission import (
+    KNOWN_PROJECTS_FILE,
+    Admission,
+    AdmissionRefusedError,
+    ProjectLookupError,
+    ProjectNames,
+)
+from dicomflow.intake.checks import InstanceRejectedError, StoreStatus
+from dicomflow.intake.session import IntakeSession
+from dicomflow.spool.records import CloseReason, Door, Origin
+from dicomflow.spool.store import Spool, new_id, utc_now
 
 __all__ = [
     "ImportProgress",
     "ImportRefusedError",
     "Importer",
-    "ProjectDirectory",
     "import_paths",
     "normalize_extension",
     "project_directory",
@@ -60,16 +58,6 @@ class ImportRefusedError(ValueError):
     """The import cannot start: unknown project, invalid dataset name or extension."""
 
 
-class ProjectDirectory(Protocol):
-    """What the importer needs of :class:`~dicomflow.db.projects.ProjectStore`."""
-
-    def exists(self, name: str) -> bool: ...
-
-    def names(self) -> list[str]: ...
-
-    def ensure_dataset(self, project: str, dataset: str) -> int: ...
-
-
 class ImportProgress(Protocol):
     """Receives progress in bytes of input read (e.g. a progress bar)."""
 
@@ -80,7 +68,7 @@ class ImportProgress(Protocol):
         """``nbytes`` more of the inputs were handled; ``name`` is the current file."""
 
 
-def project_directory(settings: Settings, projects: ProjectDirectory | None) -> ProjectDirectory:
+def project_directory(settings: Settings, projects: ProjectNames | None) -> ProjectNames:
     """The project directory an import checks against: ``projects`` when given.
 
     Parameters
@@ -92,7 +80,7 @@ def project_directory(settings: Settings, projects: ProjectDirectory | None) -> 
 
     Returns
     -------
-    ProjectDirectory
+    ProjectNames
         ``projects``, or a :class:`~dicomflow.db.projects.ProjectStore` on the platform
         database (an engine is only made when no directory was given).
     """
@@ -126,7 +114,7 @@ def normalize_extension(extension: str | None) -> str:
 
 
 class Importer:
-    """One import: files in, instances into batches, batches triggered, a report out.
+    """One import: files in, instances into batches (each closed batch to the outbox), a report.
 
     Use :meth:`add` per input file (an archive is unpacked), then :meth:`finish`.
 
@@ -144,9 +132,6 @@ class Importer:
         Who imports (recorded in each batch's origin).
     extension
         Only names ending with it are candidates; empty: every file, DICOM by content.
-    trigger
-        Triggers ``service-process-incoming-dcm`` per closed batch; ``None`` leaves every
-        batch pending for the receiver's outbox.
     progress
         Progress receiver.
 
@@ -161,47 +146,33 @@ class Importer:
         settings: Settings,
         project: str,
         dataset: str,
-        projects: ProjectDirectory,
+        projects: ProjectNames,
         *,
         door: Door = Door.IMPORT,
         peer: str = "",
         extension: str | None = ".dcm",
-        trigger: DagTrigger | None = None,
         progress: ImportProgress | None = None,
     ) -> None:
+        self.spool = Spool.from_settings(settings)
+        admission = Admission(projects, self.spool.root / KNOWN_PROJECTS_FILE)
         try:
-            validate_dataset_name(dataset)
-        except InvalidNameError as exc:
+            destination = admission.destination(project, dataset)
+        except (AdmissionRefusedError, ProjectLookupError) as exc:
             raise ImportRefusedError(str(exc)) from None
-        if not projects.exists(project):
-            known = ", ".join(projects.names()) or "none"
-            raise ImportRefusedError(
-                f"project {project!r} does not exist (existing projects: {known}); "
-                "create it with `dicomflow project create`"
-            )
         self.settings = settings
         self.extension = normalize_extension(extension)
-        self.trigger = trigger
         self.progress = progress
-        self.report = ImportReport(project, dataset, self.extension, started_at=utc_now())
-        self.spool = Spool.from_settings(settings)
+        self.report = ImportReport(
+            destination.project, dataset, self.extension, started_at=utc_now()
+        )
         self._closed: list[str] = []
         self.spool.add_close_listener(self._closed.append)
         origin = Origin(door, peer or f"{door.value}@{os.uname().nodename}", dataset, project)
-        self.intake: Intake = self.spool.intake(
-            project, dataset, origin, lambda: self._ensure_dataset(projects)
-        )
+        self.intake = IntakeSession(self.spool, destination, origin)
         self.scratch = settings.imports_dir / new_id()
         self.scratch.mkdir(parents=True, exist_ok=False)
-        self._airflow_down: str | None = None
         self._series: dict[str, SeriesSummary] = {}
         self._uploads = settings.uploads
-
-    def _ensure_dataset(self, projects: ProjectDirectory) -> None:
-        try:
-            projects.ensure_dataset(self.report.project, self.report.dataset)
-        except UnknownProjectError as exc:
-            raise ImportRefusedError(str(exc)) from None
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -237,7 +208,7 @@ class Importer:
         else:
             self._add_file(path, name, owned=owned)
             self._advance(size, name)
-        self._trigger_closed()
+        self._note_closed()
 
     def add_paths(self, paths: Sequence[Path]) -> None:
         """Import files and folders (recursively), named relative to their parent folder."""
@@ -286,7 +257,7 @@ class Importer:
                     step = min(top_size - advanced, packed)
                     self._advance(step, entry_name)
                     advanced += step
-                self._trigger_closed()
+                self._note_closed()
         except ArchiveError as exc:
             LOGGER.error("import: %s", exc)
             self.report.failures.append(FailedInput(name, exc.kind, str(exc)))
@@ -333,18 +304,15 @@ class Importer:
     def _ignore(self, name: str, reason: IgnoreReason, detail: str) -> None:
         self.report.ignored.append(IgnoredFile(name, reason, detail))
 
-    def _count_series(self, entry: ManifestEntry) -> None:
+    def _count_series(self, entry: Instance) -> None:
         summary = self._series.get(entry.series_instance_uid)
         if summary is None:
             summary = SeriesSummary(entry.series_instance_uid, entry.study_instance_uid)
-            batch_id = self.intake.batch_ids[-1]
+            summary.modality = entry.modality or ""
             try:
                 ds = pydicom.dcmread(
-                    self.spool.batch_path(batch_id) / entry.file,
-                    stop_before_pixels=True,
-                    specific_tags=["Modality", "SeriesDescription"],
+                    entry.path, stop_before_pixels=True, specific_tags=["SeriesDescription"]
                 )
-                summary.modality = str(ds.get("Modality", "") or "")
                 summary.description = str(ds.get("SeriesDescription", "") or "")
             except Exception as exc:  # the instance passed the checks; labels are a nicety
                 LOGGER.debug("no series labels for %s: %s", entry.series_instance_uid, exc)
@@ -354,43 +322,18 @@ class Importer:
 
     # -- batches --------------------------------------------------------------------------
 
-    def _trigger_closed(self) -> None:
-        while self._closed:
-            batch_id = self._closed.pop(0)
-            self.report.batches.append(batch_id)
-            self._trigger(batch_id)
-
-    def _trigger(self, batch_id: str) -> None:
-        if self.trigger is None or self._airflow_down is not None:
-            self.report.pending.append(batch_id)
-            return
-        try:
-            trigger_batch(self.spool, self.trigger, self.spool.batch(batch_id))
-        except AirflowError as exc:
-            # The batch is durable and pending: the receiver's outbox triggers it later.
-            self._airflow_down = str(exc)
-            kind = "refused" if isinstance(exc, AirflowRequestError) else "unreachable"
-            self.report.warnings.append(
-                f"Airflow {kind} ({exc}); batches left pending for the receiver's outbox"
-            )
-            self.report.pending.append(batch_id)
-            return
-        self.report.triggered.append(run_id_for(batch_id))
-        if self.settings.index.on_arrival:
-            announce_quietly(self.settings, batch_id)
+    def _note_closed(self) -> None:
+        self.report.batches.extend(self._closed)
+        self._closed.clear()
 
     def finish(self) -> ImportReport:
-        """Close the last batch, trigger what is left, remove scratch files; return the report."""
+        """Close the last batch (to the outbox), remove scratch files; return the report."""
         try:
             self.intake.close(CloseReason.IMPORT_END)
-            self._trigger_closed()
+            self._note_closed()
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
         self.report.finished_at = utc_now()
-        if self.trigger is None and self.report.pending:
-            self.report.warnings.append(
-                "no Airflow client given: batches left pending for the receiver's outbox"
-            )
         return self.report
 
 
@@ -416,8 +359,7 @@ def import_paths(
     dataset: str,
     *,
     extension: str | None = ".dcm",
-    projects: ProjectDirectory | None = None,
-    trigger: DagTrigger | None = None,
+    projects: ProjectNames | None = None,
     progress: ImportProgress | None = None,
     door: Door = Door.IMPORT,
     peer: str = "",
@@ -440,9 +382,6 @@ def import_paths(
         every file, DICOM detected by content.
     projects
         The project directory; default: the platform database of ``settings``.
-    trigger
-        E.g. :class:`~dicomflow.airflow_api.client.AirflowClient`; ``None`` leaves the batches
-        pending for the receiver's outbox.
     progress
         Progress receiver (bytes of input).
     door, peer
@@ -468,7 +407,6 @@ def import_paths(
         door=door,
         peer=peer,
         extension=extension,
-        trigger=trigger,
         progress=progress,
     )
     try:

@@ -27,7 +27,6 @@ from dicomflow.importer.archives import ArchiveError, UnpackBudget, is_zip, unpa
 from dicomflow.importer.importer import (
     Importer,
     ImportProgress,
-    ProjectDirectory,
     project_directory,
 )
 from dicomflow.importer.nifti_report import (
@@ -44,6 +43,7 @@ from dicomflow.importer.uploads import (
     upload_area,
     upload_importer,
 )
+from dicomflow.intake.admission import ProjectNames
 from dicomflow.nifti import (
     CaseResult,
     LayoutError,
@@ -52,7 +52,6 @@ from dicomflow.nifti import (
     convert_folder,
     detect_layout,
 )
-from dicomflow.spool.outbox import DagTrigger
 from dicomflow.spool.records import Door
 from dicomflow.spool.store import utc_now
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
@@ -322,8 +321,7 @@ def import_nifti(
     dataset: str,
     *,
     options: NiftiImportOptions | None = None,
-    projects: ProjectDirectory | None = None,
-    trigger: DagTrigger | None = None,
+    projects: ProjectNames | None = None,
     progress: ImportProgress | None = None,
     door: Door = Door.IMPORT,
     peer: str = "",
@@ -343,10 +341,6 @@ def import_nifti(
         Conversion switches; an empty ``uid_namespace`` becomes ``"<project>/<dataset>"``.
     projects
         The project directory; default: the platform database of ``settings``.
-    trigger
-        Triggers ``service-process-incoming-dcm`` per batch (e.g. an
-        :class:`~dicomflow.airflow_api.client.AirflowClient`); ``None`` leaves the batches
-        pending for the receiver's outbox.
     progress
         Receives the bytes of NIfTI input converted and imported.
     door, peer
@@ -371,7 +365,6 @@ def import_nifti(
         door=door,
         peer=peer,
         extension="",
-        trigger=trigger,
     )
 
     def add_inputs(job: _NiftiImport) -> None:
@@ -390,8 +383,7 @@ def import_nifti_uploads(
     *,
     options: NiftiImportOptions | None = None,
     run_id: str = "",
-    projects: ProjectDirectory | None = None,
-    trigger: DagTrigger | None = None,
+    projects: ProjectNames | None = None,
     progress: ImportProgress | None = None,
     store: ObjectStore | None = None,
 ) -> NiftiImportReport:
@@ -404,7 +396,7 @@ def import_nifti_uploads(
 
     Parameters
     ----------
-    settings, project, dataset, names, run_id, projects, trigger, store
+    settings, project, dataset, names, run_id, projects, store
         As for :func:`~dicomflow.importer.uploads.import_uploads` (the report is stored
         under ``import-reports/<run id>.json`` too).
     options
@@ -424,7 +416,7 @@ def import_nifti_uploads(
     options = _options_for(options or NiftiImportOptions(), project, dataset)
     # Progress goes to the conversion (bytes of NIfTI), not to the importer.
     importer = upload_importer(
-        settings, project, dataset, run_id=run_id, extension="", projects=projects, trigger=trigger
+        settings, project, dataset, run_id=run_id, extension="", projects=projects
     )
 
     def add_inputs(job: _NiftiImport) -> None:

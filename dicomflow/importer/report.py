@@ -94,13 +94,10 @@ class ImportReport:
     series
         Series the instances belong to.
     batches
-        Spool batches holding the instances.
-    triggered
-        DAG run ids of ``service-process-incoming-dcm`` created (or found) for them.
-    pending
-        Batches left for the receiver's outbox (Airflow unreachable or refused).
+        Spool batches holding the instances, each handed over for processing (the
+        dispatcher gives it to Airflow; ``dicomflow batches`` shows where it is).
     warnings
-        Anything else worth reading (why batches are pending).
+        Anything else worth reading.
     """
 
     project: str
@@ -115,8 +112,6 @@ class ImportReport:
     failures: list[FailedInput] = field(default_factory=list)
     series: list[SeriesSummary] = field(default_factory=list)
     batches: list[str] = field(default_factory=list)
-    triggered: list[str] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -145,11 +140,9 @@ class ImportReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImportReport:
         """Inverse of :meth:`as_dict`."""
-        plain = {
-            k: v
-            for k, v in data.items()
-            if k not in ("outcome", "ignored_by_reason", "ignored", "failures", "series")
-        }
+        # Reports kept by versions before the dispatcher listed trigger states.
+        derived = ("outcome", "ignored_by_reason", "ignored", "failures", "series")
+        plain = {k: v for k, v in data.items() if k not in (*derived, "triggered", "pending")}
         return cls(
             **plain,
             ignored=[
@@ -193,8 +186,11 @@ class ImportReport:
                 out.append(f"    {item.name}: {item.reason.value}{detail}")
             if len(self.ignored) > max_ignored:
                 out.append(f"    ... and {len(self.ignored) - max_ignored} more")
-        for batch in self.batches:
-            state = "pending (outbox)" if batch in self.pending else f"triggered as batch-{batch}"
-            out.append(f"  batch {batch}: {state}")
+        if self.batches:
+            out.append(
+                f"  batches ({len(self.batches)}), handed over for processing "
+                "(`dicomflow batches` shows their state):"
+            )
+            out.extend(f"    {batch}" for batch in self.batches)
         out.extend(f"  warning: {w}" for w in self.warnings)
         return out

@@ -18,11 +18,10 @@ from dicomflow.config import Settings
 from dicomflow.importer.importer import (
     Importer,
     ImportProgress,
-    ProjectDirectory,
     project_directory,
 )
 from dicomflow.importer.report import ImportOutcome, ImportReport
-from dicomflow.spool.outbox import DagTrigger
+from dicomflow.intake.admission import ProjectNames
 from dicomflow.spool.records import Door
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
 from dicomflow.uploads.area import UploadArea
@@ -68,8 +67,7 @@ def upload_importer(
     *,
     run_id: str,
     extension: str | None,
-    projects: ProjectDirectory | None = None,
-    trigger: DagTrigger | None = None,
+    projects: ProjectNames | None = None,
     progress: ImportProgress | None = None,
 ) -> Importer:
     """The importer of an import from the uploads area (DICOM or NIfTI).
@@ -79,7 +77,7 @@ def upload_importer(
 
     Parameters
     ----------
-    settings, project, dataset, run_id, extension, projects, trigger, progress
+    settings, project, dataset, run_id, extension, projects, progress
         As for :func:`import_uploads`.
 
     Returns
@@ -100,7 +98,6 @@ def upload_importer(
         door=Door.UPLOAD,
         peer=f"upload:{run_id or 'direct'}",
         extension=extension,
-        trigger=trigger,
         progress=progress,
     )
 
@@ -141,8 +138,7 @@ def import_uploads(
     *,
     extension: str | None = ".dcm",
     run_id: str = "",
-    projects: ProjectDirectory | None = None,
-    trigger: DagTrigger | None = None,
+    projects: ProjectNames | None = None,
     progress: ImportProgress | None = None,
     store: ObjectStore | None = None,
 ) -> ImportReport:
@@ -160,9 +156,8 @@ def import_uploads(
         As for :func:`~dicomflow.importer.importer.import_paths`.
     run_id
         The DAG run; names the stored report (none stored when empty).
-    projects, trigger, progress, store
-        Collaborators; defaults come from ``settings`` (``trigger`` ``None``: batches stay
-        pending for the receiver's outbox).
+    projects, progress, store
+        Collaborators; defaults come from ``settings``.
 
     Raises
     ------
@@ -180,7 +175,6 @@ def import_uploads(
         run_id=run_id,
         extension=extension,
         projects=projects,
-        trigger=trigger,
         progress=progress,
     )
     try:

@@ -1,34 +1,8 @@
-"""The steps of ``service-process-incoming-dcm`` as plain functions over one spooled batch.
+"""The pipeline: from a closed batch in the spool to the PACS, the index and the object store.
 
-Each step takes the settings and a batch id, re-reads what it needs from the spool (the source
-of truth until the batch is finished) and returns a small JSON-able summary. Every step can be
-re-run: object keys and document ids come from DICOM UIDs, PACS writes skip what is stored.
+* :mod:`~dicomflow.pipeline.dispatcher`: the service that hands each closed batch to Airflow
+  (and makes it searchable on arrival);
+* :mod:`~dicomflow.pipeline.steps`: the steps of ``service-process-incoming-dcm``, one per
+  task, as plain functions of a :class:`~dicomflow.platform.Platform` and a batch id;
+* :mod:`~dicomflow.pipeline.batch`: a spooled batch as the steps see it.
 """
-
-from dicomflow.pipeline.steps import (
-    StepError,
-    announce_batch,
-    announce_quietly,
-    finish,
-    index_series,
-    make_thumbnails,
-    map_series,
-    read_batch,
-    record_validation,
-    store_to_pacs,
-    validate,
-)
-
-__all__ = [
-    "StepError",
-    "announce_batch",
-    "announce_quietly",
-    "finish",
-    "index_series",
-    "make_thumbnails",
-    "map_series",
-    "read_batch",
-    "record_validation",
-    "store_to_pacs",
-    "validate",
-]

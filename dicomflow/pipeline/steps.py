@@ -1,4 +1,10 @@
-"""The pipeline's steps; the DAG ``service-process-incoming-dcm`` calls one per task."""
+"""The pipeline's steps; the DAG ``service-process-incoming-dcm`` calls one per task.
+
+Each step takes the process's :class:`~dicomflow.platform.Platform` and a batch id, re-reads
+what it needs from the spool (the source of truth until the batch is finished) and returns a
+small typed, JSON-able summary (it travels as an XCom). Every step can be re-run: object keys
+and document ids come from DICOM UIDs, PACS writes skip what is stored.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +16,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pydicom
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from dicomflow.config import Settings
-from dicomflow.db.overlays import OverlayQueue
-from dicomflow.db.projects import ProjectStore
-from dicomflow.db.session import make_engine
 from dicomflow.dicom.document import build_series_document, merge_series_documents
 from dicomflow.dicom.headers import SeriesGroup
-from dicomflow.index import open_index
 from dicomflow.pacs.client import DicomWebClient
-from dicomflow.pipeline.batch import SpooledBatch, record_key, report_key, thumbnail_key
+from dicomflow.pipeline.batch import SpooledBatch
+from dicomflow.platform import Platform
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
+from dicomflow.storage.keys import record_key, report_key, thumbnail_key
 from dicomflow.thumbnails import ThumbnailKind, render_series_thumbnail
 from dicomflow.validation import (
     SeriesValidation,
@@ -36,13 +39,77 @@ from dicomflow.validation import (
 
 log = logging.getLogger(__name__)
 
-Summary = dict[str, Any]
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
 class StepError(RuntimeError):
     """A step that cannot finish; the batch stays in the spool for a re-run."""
+
+
+class SeriesInBatch(TypedDict):
+    """A series as :func:`read_batch` found it."""
+
+    instances: int
+    modality: str | None
+
+
+class ReadSummary(TypedDict):
+    """What :func:`read_batch` found in a batch."""
+
+    batch_id: str
+    project: str
+    dataset: str
+    instances: int
+    series: dict[str, SeriesInBatch]
+    unreadable: list[str]
+
+
+class Conflict(TypedDict):
+    """An instance the PACS holds with other bytes, kept aside as a problem."""
+
+    sop_instance_uid: str
+    problem: str
+
+
+class StoreSummary(TypedDict):
+    """What :func:`store_to_pacs` did."""
+
+    stored: int
+    already_stored: int
+    conflicts: list[Conflict]
+
+
+class MapSummary(TypedDict):
+    """What :func:`map_series` recorded."""
+
+    mapped: int
+    projects: list[str]
+
+
+class ThumbnailSummary(TypedDict):
+    """The thumbnails :func:`make_thumbnails` wrote: object key per series (``None``: none)."""
+
+    thumbnails: dict[str, str | None]
+    redone: list[str]
+
+
+class ValidationSummary(TypedDict):
+    """Per series: :meth:`SeriesValidation.summary` with its report key and the series' totals."""
+
+    validation: dict[str, dict[str, Any]]
+
+
+class IndexSummary(TypedDict):
+    """The series whose documents were written."""
+
+    indexed: list[str]
+
+
+class FinishSummary(TypedDict):
+    """What :func:`finish` cleaned up."""
+
+    removed_files: int
 
 
 def _dataset_digest(data: bytes) -> str:
@@ -57,14 +124,14 @@ def _uid_digest(uid: str) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
 
-def read_batch(settings: Settings, batch_id: str) -> Summary:
+def read_batch(platform: Platform, batch_id: str) -> ReadSummary:
     """Read the manifest and headers (no pixel data); say what the batch holds."""
-    batch = SpooledBatch.from_settings(settings, batch_id)
+    batch = SpooledBatch(platform.spool, batch_id)
     for rejected in batch.scan.rejected:
         log.warning(
             "batch %s: %s is not processed: %s", batch_id, rejected.path.name, rejected.reason
         )
-    summary = {
+    summary: ReadSummary = {
         "batch_id": batch_id,
         "project": batch.record.project,
         "dataset": batch.record.dataset,
@@ -86,7 +153,7 @@ def read_batch(settings: Settings, batch_id: str) -> Summary:
     return summary
 
 
-def store_to_pacs(settings: Settings, batch_id: str) -> Summary:
+def store_to_pacs(platform: Platform, batch_id: str) -> StoreSummary:
     """Store the batch's instances in the PACS by STOW-RS, skipping those already held.
 
     An instance whose SOP Instance UID the PACS holds with identical dataset bytes is already
@@ -98,49 +165,50 @@ def store_to_pacs(settings: Settings, batch_id: str) -> Summary:
     StepError
         When instances could not be stored (the PACS refused them, or is down after retries).
     """
-    batch = SpooledBatch.from_settings(settings, batch_id)
+    batch = SpooledBatch(platform.spool, batch_id)
+    settings = platform.settings
+    pacs = platform.pacs
     stored = skipped = 0
-    conflicts: list[dict[str, str]] = []
+    conflicts: list[Conflict] = []
     failed: dict[str, str] = {}
     to_send: list[Path] = []
-    with DicomWebClient.from_settings(settings) as pacs:
-        for group in batch.series:
-            held = set(pacs.series_instances(group.study_instance_uid, group.series_instance_uid))
-            for inst in group.instances:
-                if inst.sop_instance_uid not in held:
-                    to_send.append(inst.path)
-                    continue
-                theirs = pacs.retrieve_instance(
-                    group.study_instance_uid, group.series_instance_uid, inst.sop_instance_uid
-                )
-                if _dataset_digest(theirs) == _dataset_digest(inst.path.read_bytes()):
-                    skipped += 1
-                    continue
-                # Named after the batch and the instance: a retried or doubled task keeps the
-                # conflict once.
-                problem_id = f"conflict-{batch_id}-{_uid_digest(inst.sop_instance_uid)}"
-                batch.spool.keep_problem(
-                    inst.path,
-                    f"conflict: SOP Instance UID {inst.sop_instance_uid} is already in the PACS "
-                    "with different content; the stored instance was kept",
-                    batch.record.origin,
-                    batch.record.project,
-                    details={
-                        "batch_id": batch_id,
-                        "series_instance_uid": group.series_instance_uid,
-                        "sop_instance_uid": inst.sop_instance_uid,
-                    },
-                    problem_id=problem_id,
-                )
-                conflicts.append({"sop_instance_uid": inst.sop_instance_uid, "problem": problem_id})
-        size = settings.pacs.stow_batch_size
-        chunks = [to_send[start : start + size] for start in range(0, len(to_send), size)]
-        # A PACS stores requests in parallel (Orthanc: 220/s one at a time, 360/s with four
-        # in flight, measured), so a few requests overlap.
-        with ThreadPoolExecutor(settings.pacs.stow_concurrency, "stow") as pool:
-            for result in pool.map(pacs.store, chunks):
-                stored += len(result.stored)
-                failed.update(result.failed)
+    for group in batch.series:
+        held = set(pacs.series_instances(group.study_instance_uid, group.series_instance_uid))
+        for inst in group.instances:
+            if inst.sop_instance_uid not in held:
+                to_send.append(inst.path)
+                continue
+            theirs = pacs.retrieve_instance(
+                group.study_instance_uid, group.series_instance_uid, inst.sop_instance_uid
+            )
+            if _dataset_digest(theirs) == _dataset_digest(inst.path.read_bytes()):
+                skipped += 1
+                continue
+            # Named after the batch and the instance: a retried or doubled task keeps the
+            # conflict once.
+            problem_id = f"conflict-{batch_id}-{_uid_digest(inst.sop_instance_uid)}"
+            batch.spool.keep_problem(
+                inst.path,
+                f"conflict: SOP Instance UID {inst.sop_instance_uid} is already in the PACS "
+                "with different content; the stored instance was kept",
+                batch.record.origin,
+                batch.record.project,
+                details={
+                    "batch_id": batch_id,
+                    "series_instance_uid": group.series_instance_uid,
+                    "sop_instance_uid": inst.sop_instance_uid,
+                },
+                problem_id=problem_id,
+            )
+            conflicts.append({"sop_instance_uid": inst.sop_instance_uid, "problem": problem_id})
+    size = settings.pacs.stow_batch_size
+    chunks = [to_send[start : start + size] for start in range(0, len(to_send), size)]
+    # A PACS stores requests in parallel (Orthanc: 220/s one at a time, 360/s with four
+    # in flight, measured), so a few requests overlap.
+    with ThreadPoolExecutor(settings.pacs.stow_concurrency, "stow") as pool:
+        for result in pool.map(pacs.store, chunks):
+            stored += len(result.stored)
+            failed.update(result.failed)
     if failed:
         sample = "; ".join(f"{uid}: {why}" for uid, why in list(failed.items())[:5])
         raise StepError(
@@ -157,17 +225,12 @@ def store_to_pacs(settings: Settings, batch_id: str) -> Summary:
     return {"stored": stored, "already_stored": skipped, "conflicts": conflicts}
 
 
-def map_series(settings: Settings, batch_id: str) -> Summary:
-    """Record each series in its project and dataset (and in ``admin``)."""
-    batch = SpooledBatch.from_settings(settings, batch_id)
-    engine = make_engine(settings.platform_db_url)
-    try:
-        projects = ProjectStore(engine)
-        pairs = [(g.series_instance_uid, g.study_instance_uid) for g in batch.series]
-        for project in batch.projects:
-            projects.map_series(project, batch.record.dataset, pairs)
-    finally:
-        engine.dispose()
+def map_series(platform: Platform, batch_id: str) -> MapSummary:
+    """Record each series in its project and dataset (and in ``admin``); datasets are made here."""
+    batch = SpooledBatch(platform.spool, batch_id)
+    pairs = [(g.series_instance_uid, g.study_instance_uid) for g in batch.series]
+    for project in batch.projects:
+        platform.projects.map_series(project, batch.record.dataset, pairs)
     return {"mapped": len(batch.series), "projects": batch.projects}
 
 
@@ -219,57 +282,49 @@ def _is_annotation(group: SeriesGroup) -> bool:
     return bool({SEG_CLASS, RTSTRUCT_CLASS} & set(group.sop_class_uids))
 
 
-def make_thumbnails(settings: Settings, batch_id: str) -> Summary:
+def make_thumbnails(platform: Platform, batch_id: str) -> ThumbnailSummary:
     """Render one PNG per series into the project's and the admin bucket.
 
     A SEG or RTSTRUCT whose image series is not in the PACS yet gets a labelled placeholder and
     waits in the platform database; when a later batch brings that series, the annotation's
     thumbnail is redone over it.
     """
-    batch = SpooledBatch.from_settings(settings, batch_id)
-    store = ObjectStore.from_settings(settings)
+    batch = SpooledBatch(platform.spool, batch_id)
+    store = platform.objects
     for project in batch.projects:
         store.ensure_bucket(project)
-    engine = make_engine(settings.platform_db_url)
-    overlays = OverlayQueue(engine)
+    overlays = platform.overlays
+    pacs = platform.pacs
     made: dict[str, str | None] = {}
     redone: list[str] = []
-    try:
-        with DicomWebClient.from_settings(settings) as pacs:
-            for group in batch.series:
-                uid = group.series_instance_uid
-                if _is_annotation(group):
-                    ref_uid = _referenced_series(group)
-                    with _reference_files(batch, group, ref_uid, pacs) as refs:
-                        result = render_series_thumbnail(group, referenced_files=refs)
-                    if result.kind is ThumbnailKind.PLACEHOLDER and ref_uid is not None:
-                        overlays.wait_for(uid, ref_uid, group.study_instance_uid, batch.projects)
-                    else:
-                        overlays.done(uid)
-                else:
-                    result = render_series_thumbnail(group)
-                log.info("series %s: thumbnail %s (%s)", uid, result.kind, result.reason)
-                made[uid] = _put_thumbnail(store, batch.projects, uid, result.png)
-            for group in batch.series:
-                for waiting in overlays.waiting_on(group.series_instance_uid):
-                    instances = pacs.retrieve_series(
-                        waiting.study_uid, waiting.annotation_series_uid
-                    )
-                    with _as_files(instances) as paths:
-                        result = render_series_thumbnail(paths, referenced_files=group.paths)
-                    if result.kind is ThumbnailKind.OVERLAY:
-                        _put_thumbnail(
-                            store, waiting.projects, waiting.annotation_series_uid, result.png
-                        )
-                        overlays.done(waiting.annotation_series_uid)
-                        redone.append(waiting.annotation_series_uid)
-                        log.info(
-                            "series %s: thumbnail redone over its image series %s",
-                            waiting.annotation_series_uid,
-                            group.series_instance_uid,
-                        )
-    finally:
-        engine.dispose()
+    for group in batch.series:
+        uid = group.series_instance_uid
+        if _is_annotation(group):
+            ref_uid = _referenced_series(group)
+            with _reference_files(batch, group, ref_uid, pacs) as refs:
+                result = render_series_thumbnail(group, referenced_files=refs)
+            if result.kind is ThumbnailKind.PLACEHOLDER and ref_uid is not None:
+                overlays.wait_for(uid, ref_uid, group.study_instance_uid, batch.projects)
+            else:
+                overlays.done(uid)
+        else:
+            result = render_series_thumbnail(group)
+        log.info("series %s: thumbnail %s (%s)", uid, result.kind, result.reason)
+        made[uid] = _put_thumbnail(store, batch.projects, uid, result.png)
+    for group in batch.series:
+        for waiting in overlays.waiting_on(group.series_instance_uid):
+            instances = pacs.retrieve_series(waiting.study_uid, waiting.annotation_series_uid)
+            with _as_files(instances) as paths:
+                result = render_series_thumbnail(paths, referenced_files=group.paths)
+            if result.kind is ThumbnailKind.OVERLAY:
+                _put_thumbnail(store, waiting.projects, waiting.annotation_series_uid, result.png)
+                overlays.done(waiting.annotation_series_uid)
+                redone.append(waiting.annotation_series_uid)
+                log.info(
+                    "series %s: thumbnail redone over its image series %s",
+                    waiting.annotation_series_uid,
+                    group.series_instance_uid,
+                )
     return {"thumbnails": made, "redone": redone}
 
 
@@ -285,19 +340,20 @@ def _put_thumbnail(
     return key
 
 
-def validate(settings: Settings, batch_id: str) -> Summary:
+def validate(platform: Platform, batch_id: str) -> ValidationSummary:
     """Run dciodvfy on the batch's instances; keep counts and an HTML report per series.
 
     ``validation.sample`` in the settings limits how many instances of a series are checked.
     The report covers the whole series: a series that arrives in several batches gets one
     report over all of them (the findings are kept as JSON next to it and merged).
     """
+    settings = platform.settings
     sample = settings.validation.sample or None
-    batch = SpooledBatch.from_settings(settings, batch_id)
-    store = ObjectStore.from_settings(settings)
+    batch = SpooledBatch(platform.spool, batch_id)
+    store = platform.objects
     for project in batch.projects:
         store.ensure_bucket(project)
-    engine = make_engine(settings.platform_db_url)
+    engine = platform.engine
     validator = Validator.from_settings(settings)
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -331,7 +387,6 @@ def validate(settings: Settings, batch_id: str) -> Summary:
             )
     finally:
         validator.close()
-        engine.dispose()
     return {"validation": results}
 
 
@@ -356,104 +411,86 @@ def _series_lock(engine: Engine, series_uid: str, what: str = "") -> Iterator[No
             conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": key})
 
 
-def announce_batch(settings: Settings, batch_id: str) -> Summary:
+def announce_batch(platform: Platform, batch_id: str) -> IndexSummary:
     """Make a just-closed batch's series searchable at once, before any processing.
 
     The documents say ``pacs_state: storing`` until :func:`index_series` confirms that the
     PACS holds the batch.
     """
-    result = _write_documents(settings, batch_id, archived=False)
+    result = _write_documents(platform, batch_id, archived=False)
     log.info("batch %s: %d series searchable on arrival", batch_id, len(result["indexed"]))
     return result
 
 
-def announce_quietly(settings: Settings, batch_id: str) -> bool:
-    """:func:`announce_batch`, for the doors: a failure is logged, never raised.
-
-    Announcing only makes a batch searchable sooner; the DAG indexes it in any case, so an
-    index that is down must not hold up the batch.
-    """
-    try:
-        announce_batch(settings, batch_id)
-    except Exception as exc:  # any failure here is recovered by the DAG's index step
-        log.warning("batch %s: not indexed on arrival (the DAG will index it): %s", batch_id, exc)
-        return False
-    return True
-
-
 def index_series(
-    settings: Settings, batch_id: str, thumbnails: dict[str, str | None] | None = None
-) -> Summary:
+    platform: Platform, batch_id: str, thumbnails: dict[str, str | None] | None = None
+) -> IndexSummary:
     """Index the batch's series (project and ``admin``) as held by the PACS, with thumbnails.
 
     Runs once the PACS holds the instances: the documents then say ``pacs_state: stored``.
     """
-    return _write_documents(settings, batch_id, thumbnails=thumbnails)
+    return _write_documents(platform, batch_id, thumbnails=thumbnails)
 
 
 def record_validation(
-    settings: Settings, batch_id: str, validation: dict[str, dict[str, Any]] | None = None
-) -> Summary:
+    platform: Platform, batch_id: str, validation: dict[str, dict[str, Any]] | None = None
+) -> IndexSummary:
     """Add the validation results to the series documents, before or after the index step.
 
     It claims nothing about the PACS (only :func:`index_series` does, after the store), so it
     need not wait for the store: the merge keeps whichever batches the PACS confirmed.
     """
-    return _write_documents(settings, batch_id, validation=validation, archived=False)
+    return _write_documents(platform, batch_id, validation=validation, archived=False)
 
 
 def _write_documents(
-    settings: Settings,
+    platform: Platform,
     batch_id: str,
     thumbnails: dict[str, str | None] | None = None,
     validation: dict[str, dict[str, Any]] | None = None,
     archived: bool = True,
-) -> Summary:
+) -> IndexSummary:
     """Build each series' document from the batch and merge it into the stored one."""
-    batch = SpooledBatch.from_settings(settings, batch_id)
+    batch = SpooledBatch(platform.spool, batch_id)
     record = batch.record
-    engine = make_engine(settings.platform_db_url)
-    index = open_index(settings, engine=engine)
-    try:
-        for project in batch.projects:
-            index.ensure_project(project)
-        for group in batch.series:
-            uid = group.series_instance_uid
-            new = build_series_document(
-                group,
-                projects=[record.project],
-                datasets=[record.dataset],
-                batch_id=batch_id,
-                calling_ae=record.origin.calling_ae,
-                called_ae=record.origin.called_ae,
-                sender=record.origin.peer,
-                received_at=record.created_at,
-                thumbnail_key=(thumbnails or {}).get(uid),
-                validation=(validation or {}).get(uid),
-                archived=archived,
-            )
-            with _series_lock(engine, uid):
-                stored = index.get("admin", uid)
-                document = merge_series_documents(stored, new) if stored else new
-                # Counts are exact (distinct SOP Instance UIDs); one fixed key makes the index's
-                # per-batch sum equal to that count.
-                document["instance_counts"] = {"all": document["instance_count"]}
-                index.upsert(record.project, [document])
-    finally:
-        index.close()
-        engine.dispose()
+    engine = platform.engine
+    index = platform.index
+    for project in batch.projects:
+        index.ensure_project(project)
+    for group in batch.series:
+        uid = group.series_instance_uid
+        new = build_series_document(
+            group,
+            projects=[record.project],
+            datasets=[record.dataset],
+            batch_id=batch_id,
+            calling_ae=record.origin.calling_ae,
+            called_ae=record.origin.called_ae,
+            sender=record.origin.peer,
+            received_at=record.created_at,
+            thumbnail_key=(thumbnails or {}).get(uid),
+            validation=(validation or {}).get(uid),
+            archived=archived,
+        )
+        with _series_lock(engine, uid):
+            stored = index.get("admin", uid)
+            document = merge_series_documents(stored, new) if stored else new
+            # Counts are exact (distinct SOP Instance UIDs); one fixed key makes the index's
+            # per-batch sum equal to that count.
+            document["instance_counts"] = {"all": document["instance_count"]}
+            index.upsert(record.project, [document])
     return {"indexed": [g.series_instance_uid for g in batch.series]}
 
 
-def finish(settings: Settings, batch_id: str) -> Summary:
+def finish(platform: Platform, batch_id: str) -> FinishSummary:
     """Mark the batch done and remove its instance files (its manifest stays for the record)."""
-    batch = SpooledBatch.from_settings(settings, batch_id)
+    batch = SpooledBatch(platform.spool, batch_id)
     # Done first: a crash between the two leaves files to sweep, never a batch that a re-run
     # cannot read.
     batch.spool.mark_done(batch_id)
     removed = 0
     for entry in batch.entries:
-        path = batch.directory / entry.file
+        path = entry.path
         if path.exists():
             path.unlink()
             removed += 1

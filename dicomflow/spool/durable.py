@@ -49,6 +49,22 @@ def make_dir(path: Path) -> None:
     fsync_dir(path.parent)
 
 
+def touch(path: Path) -> None:
+    """Create an empty marker file and make its name durable (nothing if it exists)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.close(fd)
+    fsync_dir(path.parent)
+
+
+def remove(path: Path) -> None:
+    """Remove a file, if it is there, and make its absence durable."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably."""
     tmp = path.with_name(TMP_PREFIX + path.name)

@@ -1,4 +1,7 @@
-"""Typed records of the spool: batch states, manifest entries, batch and problem listings."""
+"""Typed records of the spool: batch states, origins, batch and problem listings.
+
+Light to import (no DICOM library): the CLI reads them to print its choices.
+"""
 
 from __future__ import annotations
 
@@ -85,33 +88,6 @@ class Origin:
 
 
 @dataclass(frozen=True, slots=True)
-class ManifestEntry:
-    """One durable instance of a batch: a line of ``manifest.jsonl``."""
-
-    file: str
-    sop_instance_uid: str
-    series_instance_uid: str
-    study_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    size: int
-    sha256: str
-    received_at: str
-    #: What grouping the batch into series needs, read on arrival so that no step reads the
-    #: headers again; ``number_of_frames`` is ``None`` in manifests written before.
-    modality: str | None = None
-    instance_number: int | None = None
-    number_of_frames: int | None = None
-    image_position: list[float] | None = None
-    image_orientation: list[float] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-able mapping (lists are shared, not copied)."""
-        # Not dataclasses.asdict(): its deep copy cost ~0.1 ms per received instance.
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
-@dataclass(frozen=True, slots=True)
 class BatchRecord:
     """A batch as listed by ``dicomflow batches``."""
 
@@ -163,7 +139,7 @@ class WrittenContent:
     size
         Its length in bytes.
     head
-        Its first ``HEAD_BYTES + 1`` bytes (see :data:`dicomflow.spool.checks.HEAD_BYTES`),
+        Its first ``HEAD_BYTES + 1`` bytes (see :data:`dicomflow.intake.checks.HEAD_BYTES`),
         all of it when shorter.
     """
 

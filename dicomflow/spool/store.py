@@ -2,15 +2,18 @@
 
 Layout under the spool root::
 
-    batches/<id>/batch.json         project, dataset, origin, creation time
+    batches/<id>/batch.json         project, dataset, origin, owner process, creation time
     batches/<id>/manifest.jsonl     one durable line per accepted instance
     batches/<id>/000001.dcm ...     the instances, byte for byte as received
     batches/<id>/closed.json        present once closed (state: pending)
     batches/<id>/triggered.json     present once a DAG run exists (state: triggered)
     batches/<id>/done.json          present once processed (state: done)
+    open/<id>                       marks a batch its owner still writes
+    outbox/<id>                     marks a closed batch the dispatcher has yet to hand over
     problems/<id>/instance.dcm      a rejected instance ...
     problems/<id>/reason.json       ... and why (peer, AE titles, time, reason)
-    incoming/                       temporary files of transfers in progress
+    incoming/<process>/             temporary files of transfers in progress, per process
+    dispatcher.sock                 where a closed batch wakes the dispatcher (best effort)
 
 The manifest is the truth of what a batch holds. A sender is told "stored" only once the
 instance file is durable with its SHA-256 kept beside it (an extended attribute, flushed with
@@ -18,35 +21,41 @@ the file) and its manifest line is written; the manifest is flushed when the bat
 and recovery rebuilds the lines a crash took from the files and their kept hashes, and
 removes anything else. Where the file system keeps no user extended attributes, each line is
 flushed before the answer instead.
+
+Several processes write one spool (each door has its own), each into batches of its own. A
+batch left open by a process that died is closed by :meth:`Spool.recover`, which whoever
+runs it (the receiver at its start, the dispatcher all along) may call at any time: it
+touches only batches whose owner is gone, one recovery at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shutil
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dicomflow.dicom.instance import Instance
 from dicomflow.spool import durable
-from dicomflow.spool.checks import (
-    InstanceFacts,
-    InstanceRejectedError,
-    StoreStatus,
-    inspect_instance,
-)
+from dicomflow.spool.owner import ProcessIdentity
 from dicomflow.spool.records import (
     BatchRecord,
     BatchState,
     CloseReason,
-    ManifestEntry,
     Origin,
     PendingContent,
     ProblemRecord,
@@ -65,11 +74,15 @@ TRIGGERED_FILE = "triggered.json"
 DONE_FILE = "done.json"
 PROBLEM_FILE = "instance.dcm"
 REASON_FILE = "reason.json"
+#: The dispatcher listens here for a word that a batch was closed.
+DISPATCHER_SOCKET = "dispatcher.sock"
 _HASH_CHUNK = 1 << 20
+#: A problem folder left without its reason (a crash while keeping it) is removed after this.
+_STALE_PROBLEM_SECONDS = 3600
 
-
-def _listed(values: tuple[float, ...] | None) -> list[float] | None:
-    return list(values) if values is not None else None
+#: Describes an instance file for recovery (:func:`dicomflow.intake.checks.inspect_instance`);
+#: raises for a file that would not have been accepted.
+Describe = Callable[[Path], Instance]
 
 
 def utc_now() -> str:
@@ -89,27 +102,6 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _manifest_entry(
-    name: str, facts: InstanceFacts, size: int, digest: str, received_at: str
-) -> ManifestEntry:
-    return ManifestEntry(
-        file=name,
-        sop_instance_uid=facts.sop_instance_uid,
-        series_instance_uid=facts.series_instance_uid,
-        study_instance_uid=facts.study_instance_uid,
-        sop_class_uid=facts.sop_class_uid,
-        transfer_syntax_uid=facts.transfer_syntax_uid,
-        size=size,
-        sha256=digest,
-        received_at=received_at,
-        modality=facts.modality,
-        instance_number=facts.instance_number,
-        number_of_frames=facts.number_of_frames,
-        image_position=_listed(facts.image_position),
-        image_orientation=_listed(facts.image_orientation),
-    )
 
 
 class BatchClosedError(Exception):
@@ -151,14 +143,29 @@ class Batch:
     def add(
         self,
         source: Path,
-        facts: InstanceFacts,
+        instance: Instance,
         *,
         move: bool,
         content: PendingContent | None = None,
-    ) -> ManifestEntry:
+    ) -> Instance:
         """Make an instance file durable in this batch and record it in the manifest.
 
-        ``content`` gives the file's size and SHA-256 when its writer knows them.
+        Parameters
+        ----------
+        source
+            The file.
+        instance
+            Its record, as the checks read it.
+        move
+            Take the file away instead of copying it.
+        content
+            The file's size and SHA-256 when its writer knows them.
+
+        Returns
+        -------
+        Instance
+            The record as the manifest keeps it: the file in the batch, its size, hash and
+            arrival time.
 
         Raises
         ------
@@ -193,8 +200,14 @@ class Batch:
             if self.spool.keeps_hashes and not kept:
                 self.spool._hashes_not_kept()
             try:
-                entry = _manifest_entry(path.name, facts, written.size, written.sha256, utc_now())
-                self._manifest.append(entry.as_dict(), flush=not kept)
+                entry = dataclasses.replace(
+                    instance,
+                    path=path,
+                    size=written.size,
+                    sha256=written.sha256,
+                    received_at=utc_now(),
+                )
+                self._manifest.append(entry.manifest_record(), flush=not kept)
             except BaseException:
                 durable.give_back(path, source, move=move)
                 raise
@@ -254,110 +267,6 @@ class Batch:
         return True
 
 
-@dataclass
-class Intake:
-    """Instances from one sender session (an association, a STOW-RS request) into batches.
-
-    A batch is opened on the first accepted instance and rolled over when it is closed by
-    the idle timeout or its limits; :meth:`close` closes the current one.
-
-    Attributes
-    ----------
-    spool
-        Where the batches go.
-    project, dataset
-        Where the instances belong.
-    origin
-        Who sends them.
-    before_first_batch
-        Called once before the first batch is opened (e.g. to create the dataset).
-    """
-
-    spool: Spool
-    project: str
-    dataset: str
-    origin: Origin
-    before_first_batch: Callable[[], None] | None = None
-    batch_ids: list[str] = field(default_factory=list)
-    stored: int = 0
-    failed: int = 0
-    bytes: int = 0
-    _batch: Batch | None = None
-
-    def store(
-        self, source: Path, *, move: bool, content: PendingContent | None = None
-    ) -> ManifestEntry:
-        """Check an instance file and make it durable in the current batch.
-
-        Parameters
-        ----------
-        source
-            A DICOM Part 10 file.
-        move
-            Take the file away instead of copying it.
-        content
-            What the writer of ``source`` knows of its bytes (hash, size, first bytes): the
-            file is then not read again. The header is checked before the hash is asked for.
-
-        Returns
-        -------
-        ManifestEntry
-            The durable record, once the sender may be told "stored".
-
-        Raises
-        ------
-        InstanceRejectedError
-            When the instance is refused (a bad header, a disk that refuses, a failed hash);
-            it has been kept in the problem area.
-        """
-        try:
-            facts = inspect_instance(source, content.head if content is not None else None)
-        except InstanceRejectedError as exc:
-            self.failed += 1
-            self.spool.keep_problem(source, exc.reason, self.origin, self.project, move=move)
-            raise
-        while True:
-            batch = self._current()
-            try:
-                entry = batch.add(source, facts, move=move, content=content)
-            except BatchClosedError:
-                continue
-            except Exception as exc:
-                self.failed += 1
-                if isinstance(exc, OSError):
-                    LOGGER.error("cannot write to the spool: %s", exc)
-                    reason = f"spool write failed: {exc.strerror or exc}"
-                    status = StoreStatus.OUT_OF_RESOURCES
-                else:  # e.g. the writer's background hashing failed
-                    LOGGER.error("cannot record an instance: %s", exc)
-                    reason = f"receiver error: {exc}"
-                    status = StoreStatus.PROCESSING_FAILURE
-                try:
-                    self.spool.keep_problem(source, reason, self.origin, self.project, move=move)
-                except OSError:
-                    LOGGER.error("cannot keep the instance in the problem area either")
-                raise InstanceRejectedError(
-                    reason, status, facts.sop_class_uid, facts.sop_instance_uid
-                ) from exc
-            self.stored += 1
-            self.bytes += entry.size
-            return entry
-
-    def _current(self) -> Batch:
-        if self._batch is None or self._batch.closed:
-            if self._batch is None and self.before_first_batch is not None:
-                self.before_first_batch()
-                self.before_first_batch = None
-            self._batch = self.spool.open_batch(self.project, self.dataset, self.origin)
-            self.batch_ids.append(self._batch.id)
-        return self._batch
-
-    def close(self, reason: CloseReason) -> None:
-        """Close the current batch, if any."""
-        if self._batch is not None:
-            self._batch.close(reason)
-
-
 @dataclass(frozen=True)
 class RecoveryReport:
     """What :meth:`Spool.recover` did."""
@@ -404,9 +313,18 @@ class Spool:
         self.idle_seconds = idle_seconds
         self.batches_dir = self.root / "batches"
         self.problems_dir = self.root / "problems"
-        self.incoming_dir = self.root / "incoming"
-        for directory in (self.batches_dir, self.problems_dir, self.incoming_dir):
+        self.open_dir = self.root / "open"
+        self.outbox_dir = self.root / "outbox"
+        self.incoming_root = self.root / "incoming"
+        for directory in (
+            self.batches_dir,
+            self.problems_dir,
+            self.open_dir,
+            self.outbox_dir,
+            self.incoming_root,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
+        self.owner = ProcessIdentity.current()
         self._open: dict[str, Batch] = {}
         self._lock = threading.Lock()
         self.keeps_hashes = True
@@ -423,22 +341,29 @@ class Spool:
             idle_seconds=rs.batch_idle_seconds,
         )
 
+    @cached_property
+    def incoming_dir(self) -> Path:
+        """This process's folder for transfers in progress (removed by recovery once it dies).
+
+        On the spool's file system, so that a finished transfer joins its batch by a rename.
+        """
+        path = self.incoming_root / self.owner.key
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def dispatcher_socket(self) -> Path:
+        """Where the dispatcher listens for closed batches."""
+        return self.root / DISPATCHER_SOCKET
+
     # -- writing -------------------------------------------------------------------------
 
-    def intake(
-        self,
-        project: str,
-        dataset: str,
-        origin: Origin,
-        before_first_batch: Callable[[], None] | None = None,
-    ) -> Intake:
-        """A session that stores instances into batches of ``project``/``dataset``."""
-        return Intake(self, project, dataset, origin, before_first_batch)
-
     def open_batch(self, project: str, dataset: str, origin: Origin) -> Batch:
-        """Create a new open batch, durably."""
+        """Create a new open batch, durably, owned by this process."""
         batch_id = new_id()
         path = self.batches_dir / batch_id
+        # The marker first: a batch whose folder exists is always found by recovery.
+        durable.touch(self.open_dir / batch_id)
         durable.make_dir(path)
         durable.write_json(
             path / BATCH_FILE,
@@ -447,6 +372,7 @@ class Spool:
                 "project": project,
                 "dataset": dataset,
                 "origin": origin.as_dict(),
+                "owner": self.owner.as_dict(),
                 "created_at": utc_now(),
             },
         )
@@ -533,7 +459,7 @@ class Spool:
             )
 
     def add_close_listener(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(batch_id)`` whenever a batch closes (e.g. to wake the outbox)."""
+        """Call ``listener(batch_id)`` whenever a batch of this process closes."""
         self._close_listeners.append(listener)
 
     def _batch_closed(self, batch: Batch) -> None:
@@ -542,9 +468,25 @@ class Spool:
         if batch.instances == 0:
             # Nothing was acknowledged into it: an empty batch has nothing to process.
             shutil.rmtree(batch.path, ignore_errors=True)
-            return
-        for listener in self._close_listeners:
-            listener(batch.id)
+        else:
+            self._to_outbox(batch.id)
+        durable.remove(self.open_dir / batch.id)
+        if batch.instances:
+            for listener in self._close_listeners:
+                listener(batch.id)
+
+    def _to_outbox(self, batch_id: str) -> None:
+        durable.touch(self.outbox_dir / batch_id)
+        self.wake_dispatcher()
+
+    def wake_dispatcher(self) -> None:
+        """Tell the dispatcher, if it runs, that a batch is waiting (it also looks by itself)."""
+        with (
+            contextlib.suppress(OSError),
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
+        ):
+            sock.setblocking(False)
+            sock.sendto(b"closed", str(self.dispatcher_socket))
 
     def close_idle(self) -> list[str]:
         """Close open batches without a new instance for ``idle_seconds``; return their ids."""
@@ -565,6 +507,7 @@ class Spool:
             path / TRIGGERED_FILE,
             {"run_id": run_id, "dag_id": dag_id, "triggered_at": utc_now()},
         )
+        durable.remove(self.outbox_dir / batch_id)
 
     def mark_done(self, batch_id: str) -> None:
         """Record that a batch was processed (state ``done``); called by the processing DAG."""
@@ -582,10 +525,11 @@ class Spool:
         """The directory of a batch (the processing DAG reads the instances from there)."""
         return self._batch_path(batch_id)
 
-    def manifest(self, batch_id: str) -> list[ManifestEntry]:
+    def manifest(self, batch_id: str) -> list[Instance]:
         """The durable instances of a batch."""
-        records, _ = durable.read_json_lines(self._batch_path(batch_id) / MANIFEST_FILE)
-        return [ManifestEntry(**r) for r in records]
+        path = self._batch_path(batch_id)
+        records, _ = durable.read_json_lines(path / MANIFEST_FILE)
+        return [Instance.from_manifest_record(r, path) for r in records]
 
     def batch(self, batch_id: str) -> BatchRecord:
         """One batch as a record."""
@@ -605,8 +549,20 @@ class Spool:
         return records
 
     def pending(self) -> list[BatchRecord]:
-        """Closed batches waiting for a DAG run, oldest first."""
-        return self.batches([BatchState.PENDING])
+        """Closed batches waiting to be handed to Airflow, oldest first (the outbox)."""
+        records = []
+        for marker in sorted(self.outbox_dir.iterdir()):
+            try:
+                record = self.batch(marker.name)
+            except UnknownBatchError:
+                LOGGER.warning("outbox: no batch %s; marker removed", marker.name)
+                durable.remove(marker)
+                continue
+            if record.state is BatchState.PENDING:
+                records.append(record)
+            else:  # triggered by an earlier attempt that stopped short of removing it
+                durable.remove(marker)
+        return records
 
     def problems(self) -> list[ProblemRecord]:
         """Every rejected instance kept in the problem area, oldest first."""
@@ -667,55 +623,55 @@ class Spool:
 
     # -- recovery ------------------------------------------------------------------------
 
-    def recover(self) -> RecoveryReport:
-        """Make the spool consistent after a crash; call before accepting instances.
+    @contextlib.contextmanager
+    def _recovery_lock(self) -> Iterator[None]:
+        """One recovery at a time across processes (the receiver's and the dispatcher's)."""
+        fd = os.open(self.root / "recovery.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
-        Open batches left by a previous process are closed: their manifest keeps its complete
-        lines, and gets back the lines of instance files that are durable with their kept
-        hash but whose line did not reach the disk (it is flushed only at the close); other
-        files (never acknowledged, or temporary) are removed, and a batch left empty is
-        removed. Pending batches stay pending, so the outbox triggers them again.
+    def recover(self, describe: Describe, *, full: bool = False) -> RecoveryReport:
+        """Close what processes that died left open; safe to call at any time, from any process.
+
+        A batch left open by a dead owner is closed: its manifest keeps its complete lines,
+        and gets back the lines of instance files that are durable with their kept hash but
+        whose line did not reach the disk (it is flushed only at the close); other files
+        (never acknowledged, or temporary) are removed, and a batch left empty is removed.
+        A dead process's transfers in progress are removed. Batches of live processes are
+        not touched.
+
+        Parameters
+        ----------
+        describe
+            Reads an instance file's record (the checks of the doors); a file it refuses was
+            never acknowledged.
+        full
+            Also look at every batch, not only at the marked ones: puts closed batches that a
+            crash kept out of the outbox back into it (once, when a dispatcher starts).
         """
-        with self._lock:
-            if self._open:
-                raise RuntimeError("recover() must run before any batch is opened")
         closed: list[str] = []
         removed: list[str] = []
         dropped = restored = 0
-        for path in sorted(self.batches_dir.iterdir()):
-            if path.name.startswith(durable.TMP_PREFIX) or not path.is_dir():
-                continue
-            meta = _read_json(path / BATCH_FILE)
-            if meta is None:
-                # Crashed between mkdir and batch.json: nothing was acknowledged into it.
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path.name)
-                continue
-            if (path / CLOSED_FILE).exists():
-                continue
-            entries, listed_again, lost = _recover_manifest(path)
-            restored += listed_again
-            dropped += lost
-            if not entries:
-                shutil.rmtree(path)
-                removed.append(path.name)
-                continue
-            durable.write_json(
-                path / CLOSED_FILE,
-                {
-                    "reason": CloseReason.RECOVERED.value,
-                    "closed_at": utc_now(),
-                    "instances": len(entries),
-                    "bytes": sum(e["size"] for e in entries),
-                },
-            )
-            closed.append(path.name)
-        for leftover in self.incoming_dir.iterdir():
-            leftover.unlink(missing_ok=True)
-        for problem in self.problems_dir.iterdir():
-            if not (problem / REASON_FILE).exists():
-                shutil.rmtree(problem, ignore_errors=True)
-        pending = [r.id for r in self.pending()]
+        with self._recovery_lock():
+            candidates = {m.name for m in self.open_dir.iterdir()}
+            if full:
+                candidates |= {p.name for p in self.batches_dir.iterdir()}
+            for batch_id in sorted(candidates):
+                if batch_id.startswith(durable.TMP_PREFIX) or batch_id in self._open:
+                    continue
+                outcome = self._recover_batch(batch_id, describe)
+                if outcome is None:
+                    continue
+                kind, listed_again, lost = outcome
+                restored += listed_again
+                dropped += lost
+                (closed if kind == "closed" else removed).append(batch_id)
+            self._sweep_incoming()
+            self._sweep_problems()
+        pending = [m.name for m in sorted(self.outbox_dir.iterdir())]
         if closed or removed or dropped:
             LOGGER.warning(
                 "spool recovery: closed %d half-open batches (%d instance files listed again "
@@ -729,8 +685,75 @@ class Spool:
             )
         return RecoveryReport(closed, removed, dropped, pending, restored)
 
+    def _recover_batch(self, batch_id: str, describe: Describe) -> tuple[str, int, int] | None:
+        """Recover one batch if its owner is gone; ``(closed|removed, restored, dropped)``."""
+        path = self.batches_dir / batch_id
+        marker = self.open_dir / batch_id
+        if not path.is_dir():
+            # Crashed between the marker and the folder: nothing was acknowledged into it.
+            durable.remove(marker)
+            return None
+        meta = _read_json(path / BATCH_FILE)
+        if meta is None:
+            # Crashed between mkdir and batch.json: nothing was acknowledged into it.
+            shutil.rmtree(path, ignore_errors=True)
+            durable.remove(marker)
+            return ("removed", 0, 0)
+        if (path / CLOSED_FILE).exists():
+            # Closed: make sure a pending batch is in the outbox (a crash may have come
+            # between the close and the marker) and that it is no longer marked open.
+            if not (path / TRIGGERED_FILE).exists() and not (self.outbox_dir / batch_id).exists():
+                self._to_outbox(batch_id)
+            durable.remove(marker)
+            return None
+        owner = ProcessIdentity.from_dict(meta.get("owner"))
+        if owner is not None and owner.alive():
+            return None
+        entries, listed_again, lost = _recover_manifest(path, describe)
+        if not entries:
+            shutil.rmtree(path)
+            durable.remove(marker)
+            return ("removed", listed_again, lost)
+        durable.write_json(
+            path / CLOSED_FILE,
+            {
+                "reason": CloseReason.RECOVERED.value,
+                "closed_at": utc_now(),
+                "instances": len(entries),
+                "bytes": sum(e["size"] for e in entries),
+            },
+        )
+        self._to_outbox(batch_id)
+        durable.remove(marker)
+        return ("closed", listed_again, lost)
 
-def _recover_manifest(path: Path) -> tuple[list[dict[str, Any]], int, int]:
+    def _sweep_incoming(self) -> None:
+        """Remove the transfers in progress of processes that died."""
+        for child in self.incoming_root.iterdir():
+            if child.is_dir():
+                owner = ProcessIdentity.from_key(child.name)
+                if owner is None or not owner.alive():
+                    shutil.rmtree(child, ignore_errors=True)
+            elif time.time() - _mtime(child) > _STALE_PROBLEM_SECONDS:
+                # A loose file: a temporary file of a version before per-process folders.
+                child.unlink(missing_ok=True)
+
+    def _sweep_problems(self) -> None:
+        """Remove problem folders a crash left without their reason (never acknowledged)."""
+        for problem in self.problems_dir.iterdir():
+            stale = time.time() - _mtime(problem) > _STALE_PROBLEM_SECONDS
+            if stale and not (problem / REASON_FILE).exists():
+                shutil.rmtree(problem, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
+
+
+def _recover_manifest(path: Path, describe: Describe) -> tuple[list[dict[str, Any]], int, int]:
     """The durable manifest of a half-open batch, written back.
 
     Returns
@@ -752,20 +775,20 @@ def _recover_manifest(path: Path) -> tuple[list[dict[str, Any]], int, int]:
             # instance is still removed whole, as nothing in it was acknowledged).
             LOGGER.warning("spool recovery: %s is not an instance file; left as it is", child)
             continue
-        entry = _restore_entry(child)
+        entry = _restore_entry(child, describe)
         if entry is None:
             child.unlink()
             dropped += 1
         else:
-            restored.append(entry.as_dict())
+            restored.append(entry.manifest_record())
     if restored or (manifest.exists() and manifest.stat().st_size != good):
         durable.write_bytes(manifest, b"".join(map(durable.json_line, entries + restored)))
     durable.fsync_dir(path)
     return entries + restored, len(restored), dropped
 
 
-def _restore_entry(path: Path) -> ManifestEntry | None:
-    """The manifest entry of an instance file that is durable with its kept hash, if it is."""
+def _restore_entry(path: Path, describe: Describe) -> Instance | None:
+    """The record of an instance file that is durable with its kept hash, if it is."""
     if not (path.suffix == ".dcm" and path.stem.isdigit()):
         return None
     kept = durable.recorded_sha256(path)
@@ -775,12 +798,14 @@ def _restore_entry(path: Path) -> ManifestEntry | None:
     if bytes.fromhex(digest) != kept:
         return None  # its flush never finished: the sender was never told "stored"
     try:
-        facts = inspect_instance(path)
-    except InstanceRejectedError:
-        return None  # it passed these checks once: not the file that was acknowledged
+        instance = describe(path)
+    except Exception:  # it passed the checks once: not the file that was acknowledged
+        return None
     stat = path.stat()
     received_at = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="milliseconds")
-    return _manifest_entry(path.name, facts, stat.st_size, digest, received_at)
+    return dataclasses.replace(
+        instance, path=path, size=stat.st_size, sha256=digest, received_at=received_at
+    )
 
 
 def _get(data: dict[str, Any] | None, key: str) -> str | None:

@@ -608,6 +608,29 @@ class Receiver(Component):
         return f"{rc.host}:{rc.port} (AE {rc.ae_title})"
 
 
+class Dispatcher(Component):
+    """The dispatcher: hands each closed batch of the spool to Airflow, indexes it on arrival."""
+
+    name = "dispatcher"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "dicomflow.pipeline.dispatcher"]
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        return env
+
+    def healthy(self) -> bool:
+        # It listens on a socket in the spool once it has started (it has no port).
+        return (self.settings.spool_dir / "dispatcher.sock").is_socket()
+
+    def address(self) -> str:
+        return f"spool outbox {self.settings.spool_dir / 'outbox'}"
+
+
 class Web(Component):
     """The platform's web pages and REST API (FastAPI under uvicorn)."""
 
@@ -662,6 +685,8 @@ def all_components(settings: Settings) -> list[Component]:
         ]
     if settings.receiver.managed:
         chosen.append(Receiver(settings))
+    if settings.receiver.managed or settings.web.managed:
+        chosen.append(Dispatcher(settings))
     if settings.web.managed:
         chosen.append(Web(settings))
     return chosen

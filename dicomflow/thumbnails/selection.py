@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dicomflow.dicom.headers import InstanceInfo
+from dicomflow.dicom.instance import Instance
 
 __all__ = ["middle_frame", "sort_instances"]
 
@@ -16,7 +16,7 @@ def _normal(orientation: Sequence[float]) -> np.ndarray:
     return np.cross(row, column)
 
 
-def sort_instances(instances: Sequence[InstanceInfo]) -> list[InstanceInfo]:
+def sort_instances(instances: Sequence[Instance]) -> list[Instance]:
     """Order instances along the slice normal, else by Instance Number, else by path.
 
     Position wins when every instance has one and all share an orientation, since
@@ -24,24 +24,20 @@ def sort_instances(instances: Sequence[InstanceInfo]) -> list[InstanceInfo]:
     (interleaved or reversed acquisitions).
     """
     orientations = {i.image_orientation for i in instances}
-    if (
-        len(instances) > 1
-        and len(orientations) == 1
-        and None not in orientations
-        and all(i.image_position is not None for i in instances)
-    ):
-        normal = _normal(next(iter(orientations)))  # type: ignore[arg-type]
-        return sorted(
-            instances,
-            key=lambda i: (float(np.dot(normal, i.image_position)), str(i.path)),  # type: ignore[arg-type]
-        )
-    return sorted(
-        instances,
-        key=lambda i: (i.instance_number is None, i.instance_number or 0, str(i.path)),
-    )
+    orientation = next(iter(orientations)) if len(orientations) == 1 else None
+    if len(instances) > 1 and orientation is not None:
+        normal = _normal(orientation)
+        placed = [
+            (float(np.dot(normal, i.image_position)), str(i.path), i)
+            for i in instances
+            if i.image_position is not None
+        ]
+        if len(placed) == len(instances):
+            return [i for _, _, i in sorted(placed, key=lambda item: item[:2])]
+    return sorted(instances, key=Instance.sort_key)
 
 
-def middle_frame(instances: Sequence[InstanceInfo]) -> tuple[InstanceInfo, int]:
+def middle_frame(instances: Sequence[Instance]) -> tuple[Instance, int]:
     """Return the middle instance of the sorted series and its middle frame (0-based).
 
     Raises
@@ -49,9 +45,9 @@ def middle_frame(instances: Sequence[InstanceInfo]) -> tuple[InstanceInfo, int]:
     ValueError
         When no instance has pixel data (``number_of_frames == 0``).
     """
-    images = [i for i in instances if i.number_of_frames > 0]
+    images = [i for i in instances if i.frames > 0]
     if not images:
         raise ValueError("no instance with pixel data")
     ordered = sort_instances(images)
     chosen = ordered[(len(ordered) - 1) // 2]
-    return chosen, (chosen.number_of_frames - 1) // 2
+    return chosen, (chosen.frames - 1) // 2

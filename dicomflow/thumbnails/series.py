@@ -8,7 +8,8 @@ from enum import StrEnum
 
 from pydicom.uid import UID
 
-from dicomflow.dicom.headers import InstanceInfo, SeriesGroup, read_instance_info
+from dicomflow.dicom.headers import SeriesGroup, read_instance_info
+from dicomflow.dicom.instance import Instance
 from dicomflow.thumbnails.imaging import encode_png, resize_to_fit
 from dicomflow.thumbnails.overlays import rtstruct_thumbnail, seg_thumbnail
 from dicomflow.thumbnails.placeholder import placeholder_png
@@ -32,19 +33,19 @@ class AnnotationSOPClass(StrEnum):
     RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
-def _instances(files: SeriesGroup | Sequence[PathLike]) -> list[InstanceInfo]:
+def _instances(files: SeriesGroup | Sequence[PathLike]) -> list[Instance]:
     if isinstance(files, SeriesGroup):
         return list(files.instances)
-    instances: list[InstanceInfo] = []
+    instances: list[Instance] = []
     for path in files:
         try:
-            instances.append(read_instance_info(path)[0])
+            instances.append(read_instance_info(path))
         except ValueError:
             continue  # the header scan reports bad files; a thumbnail needs one good one
     return instances
 
 
-def _annotation_class(instances: Sequence[InstanceInfo]) -> AnnotationSOPClass | None:
+def _annotation_class(instances: Sequence[Instance]) -> AnnotationSOPClass | None:
     for instance in instances:
         try:
             return AnnotationSOPClass(instance.sop_class_uid)

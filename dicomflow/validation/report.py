@@ -115,7 +115,7 @@ def read_report_summary(page: str) -> dict[str, Any] | None:
     """The counts of a report :func:`render_report_html` wrote, or ``None`` if it is not one.
 
     Lets the index be rebuilt after it was lost: the report in the object store is then the
-    only record of a validation (see :mod:`dicomflow.index.rebuild`).
+    only record of a validation (see :mod:`dicomflow.pipeline.rebuild`).
 
     Returns
     -------

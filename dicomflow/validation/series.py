@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dicomflow.dicom.completeness import duplicate_instance_numbers, missing_instance_numbers
-from dicomflow.dicom.headers import InstanceInfo, SeriesGroup
+from dicomflow.dicom.headers import SeriesGroup
+from dicomflow.dicom.instance import Instance
 from dicomflow.validation.dciodvfy import Finding, InstanceValidation, Severity
 from dicomflow.validation.runner import Validator
 
@@ -173,11 +174,8 @@ def sample_evenly(items: Sequence[_T], count: int | None) -> list[_T]:
     return [items[math.floor(k * step + 0.5)] for k in range(count)]
 
 
-def _ordered(instances: Sequence[InstanceInfo]) -> list[InstanceInfo]:
-    return sorted(
-        instances,
-        key=lambda i: (i.instance_number is None, i.instance_number or 0, str(i.path)),
-    )
+def _ordered(instances: Sequence[Instance]) -> list[Instance]:
+    return sorted(instances, key=Instance.sort_key)
 
 
 def validate_series(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-from functools import partial
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import HTMLResponse
@@ -65,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _routers(settings: Settings, engine: Engine, projects: ProjectStore) -> list[APIRouter]:
     """The other doors: STOW-RS into the spool, uploads, search, series files and pages."""
     from dicomflow.index import open_index
-    from dicomflow.pipeline.handoff import hand_off
+    from dicomflow.intake.admission import KNOWN_PROJECTS_FILE, Admission
     from dicomflow.spool.store import Spool
     from dicomflow.web.search import make_search_router
     from dicomflow.web.series_files import make_series_files_router
@@ -75,8 +74,9 @@ def _routers(settings: Settings, engine: Engine, projects: ProjectStore) -> list
 
     index = open_index(settings, engine=engine)
     spool = Spool.from_settings(settings)
+    admission = Admission(projects, spool.root / KNOWN_PROJECTS_FILE)
     return [
-        make_stow_router(spool, projects, partial(hand_off, settings, spool)),
+        make_stow_router(spool, admission),
         make_uploads_router(settings, projects),
         make_search_router(index, projects),
         make_series_files_router(settings),

@@ -2,8 +2,9 @@
 
 The request body (``multipart/related; type="application/dicom"``) is streamed to a file in
 the spool's ``incoming`` area, each part is cut out into its own file and goes through the
-same checks and batch code as a DIMSE C-STORE. One request is one sender session: its
-instances land in one batch (more when the batch limits are reached), closed at the end.
+platform's intake (:mod:`dicomflow.intake`), as a DIMSE C-STORE does. One request is one
+sender session: its instances land in one batch (more when the batch limits are reached),
+closed at the end, from where the dispatcher hands it to Airflow.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ import mmap
 import os
 import re
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from starlette.background import BackgroundTask
 
-from dicomflow.db.projects import InvalidNameError, normalize_ae_name, validate_dataset_name
-from dicomflow.spool.checks import InstanceRejectedError, StoreStatus
+from dicomflow.intake.admission import (
+    Admission,
+    AdmissionRefusedError,
+    Destination,
+    ProjectLookupError,
+)
+from dicomflow.intake.checks import InstanceRejectedError, StoreStatus
+from dicomflow.intake.session import IntakeSession
 from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import Spool
 
@@ -33,14 +38,6 @@ __all__ = ["DICOM_JSON", "StowOutcome", "make_stow_router", "split_multipart"]
 DICOM_JSON = "application/dicom+json"
 _BOUNDARY_RE = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _TYPE_RE = re.compile(r'type="?([^";]+)"?', re.IGNORECASE)
-
-
-class ProjectDirectory(Protocol):
-    """What the door needs of :class:`~dicomflow.db.projects.ProjectStore`."""
-
-    def exists(self, name: str) -> bool: ...
-
-    def ensure_dataset(self, project: str, dataset: str) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -132,22 +129,15 @@ def stow_response(outcomes: list[StowOutcome]) -> dict[str, Any]:
     return body
 
 
-def make_stow_router(
-    spool: Spool,
-    projects: ProjectDirectory,
-    hand_off: Callable[[list[str]], object] | None = None,
-) -> APIRouter:
+def make_stow_router(spool: Spool, admission: Admission) -> APIRouter:
     """A router with the STOW-RS endpoint; mount it behind authentication.
 
     Parameters
     ----------
     spool
         Where instances go (the receiver's spool).
-    projects
-        Which projects exist; datasets are created on first use.
-    hand_off
-        Called with the request's closed batches after the answer was sent (to trigger their
-        processing at once); without it they wait, pending, for the receiver's outbox.
+    admission
+        Which projects exist and which dataset names are valid.
     """
     router = APIRouter()
 
@@ -158,18 +148,17 @@ def make_stow_router(
         dataset: str | None = Query(default=None, description="dataset of the instances"),
         x_dicomflow_dataset: str | None = Header(default=None),
     ) -> JSONResponse:
-        name = normalize_ae_name(project)
         dataset_name = (dataset or x_dicomflow_dataset or "").strip()
         if not dataset_name:
             raise HTTPException(
                 400, "name the dataset: query parameter 'dataset' or header X-Dicomflow-Dataset"
             )
         try:
-            validate_dataset_name(dataset_name)
-        except InvalidNameError as exc:
-            raise HTTPException(400, str(exc)) from None
-        if not await run_in_threadpool(projects.exists, name):
-            raise HTTPException(404, f"project {name!r} does not exist")
+            destination = await run_in_threadpool(admission.destination, project, dataset_name)
+        except AdmissionRefusedError as exc:
+            raise HTTPException(404 if exc.unknown_project else 400, str(exc)) from None
+        except ProjectLookupError as exc:
+            raise HTTPException(503, str(exc)) from None
         content_type = request.headers.get("content-type", "")
         boundary = _BOUNDARY_RE.search(content_type)
         if not content_type.lower().startswith("multipart/related") or boundary is None:
@@ -192,15 +181,8 @@ def make_stow_router(
             origin = Origin(
                 Door.STOW, f"{client.host}:{client.port}" if client else "-", "", project
             )
-            outcomes, batch_ids = await run_in_threadpool(
-                _store_parts,
-                spool,
-                projects,
-                name,
-                dataset_name,
-                origin,
-                body_path,
-                boundary.group(1),
+            outcomes = await run_in_threadpool(
+                _store_parts, spool, destination, origin, body_path, boundary.group(1)
             )
         finally:
             body_path.unlink(missing_ok=True)
@@ -208,35 +190,19 @@ def make_stow_router(
         if not outcomes:
             raise HTTPException(400, "the request holds no parts")
         status = 200 if failed == 0 else 202 if failed < len(outcomes) else 409
-        background = BackgroundTask(hand_off, batch_ids) if hand_off and batch_ids else None
-        return JSONResponse(
-            stow_response(outcomes),
-            status_code=status,
-            media_type=DICOM_JSON,
-            background=background,
-        )
+        return JSONResponse(stow_response(outcomes), status_code=status, media_type=DICOM_JSON)
 
     return router
 
 
 def _store_parts(
-    spool: Spool,
-    projects: ProjectDirectory,
-    project: str,
-    dataset: str,
-    origin: Origin,
-    body_path: Path,
-    boundary: str,
-) -> tuple[list[StowOutcome], list[str]]:
+    spool: Spool, destination: Destination, origin: Origin, body_path: Path, boundary: str
+) -> list[StowOutcome]:
     try:
         parts = split_multipart(body_path, boundary)
     except ValueError as exc:
         raise HTTPException(400, f"malformed multipart body: {exc}") from None
-
-    def create_dataset() -> None:
-        projects.ensure_dataset(project, dataset)
-
-    intake = spool.intake(project, dataset, origin, create_dataset)
+    intake = IntakeSession(spool, destination, origin)
     outcomes: list[StowOutcome] = []
     try:
         with open(body_path, "rb") as body:
@@ -256,7 +222,7 @@ def _store_parts(
                 try:
                     if part_type.lower() != "application/dicom":
                         reason = f"part of type {part_type!r} is not application/dicom"
-                        spool.keep_problem(part_path, reason, origin, project, move=True)
+                        intake.reject(part_path, reason, move=True)
                         outcomes.append(StowOutcome("", "", StoreStatus.CANNOT_UNDERSTAND, reason))
                         continue
                     entry = intake.store(part_path, move=True)
@@ -270,4 +236,4 @@ def _store_parts(
                         part_path.unlink(missing_ok=True)
     finally:
         intake.close(CloseReason.REQUEST_END)
-    return outcomes, list(intake.batch_ids)
+    return outcomes

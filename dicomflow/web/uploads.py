@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from tuspyserver import create_tus_router
 from tuspyserver.storage.local import LocalFileStorage
 
@@ -42,6 +42,7 @@ from dicomflow.db.projects import InvalidNameError, validate_dataset_name
 from dicomflow.importer.importer import ImportRefusedError, normalize_extension
 from dicomflow.importer.nifti import NIFTI_UPLOAD_IMPORT_DAG_ID, read_nifti_report
 from dicomflow.importer.uploads import UPLOAD_IMPORT_DAG_ID, read_report
+from dicomflow.nifti.options import SWITCHES
 from dicomflow.spool.store import new_id
 from dicomflow.storage.client import ObjectStore
 from dicomflow.uploads.area import (
@@ -69,6 +70,7 @@ CHUNK_BYTES = 16 << 20
 #: Run id prefixes of the imports the page starts, and their DAGs.
 _DICOM_RUN_PREFIX = "upload-import-"
 _NIFTI_RUN_PREFIX = "nifti-import-"
+MODALITY_SWITCH = next(s for s in SWITCHES if s.name == "modality")
 
 
 class ProjectDirectory(Protocol):
@@ -102,8 +104,13 @@ class ImportRequest(BaseModel):
     delete_upload: bool = False
     #: ``nifti`` converts NIfTI folders (import-niftis-from-data-upload).
     kind: Literal["dicom", "nifti"] = "dicom"
-    #: NIfTI: the modality of volumes that no tag gives.
-    modality: Literal["MR", "CT"] = "MR"
+    #: NIfTI: the modality of volumes that no tag gives (one of the switch's values).
+    modality: str = Field(default_factory=lambda: MODALITY_SWITCH.default)
+
+    @field_validator("modality")
+    @classmethod
+    def _known_modality(cls, value: str) -> str:
+        return str(MODALITY_SWITCH.parse(value).value)
 
 
 def make_uploads_router(
@@ -166,6 +173,16 @@ def make_uploads_router(
             },
             "import_dag": UPLOAD_IMPORT_DAG_ID,
             "nifti_import_dag": NIFTI_UPLOAD_IMPORT_DAG_ID,
+            "nifti_switches": [
+                {
+                    "name": s.name,
+                    "title": s.title,
+                    "help": s.help,
+                    "values": s.values,
+                    "default": s.default,
+                }
+                for s in SWITCHES
+            ],
             "airflow_url": settings.airflow.base_url,
         }
 

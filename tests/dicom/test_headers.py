@@ -84,8 +84,8 @@ def test_duplicates_and_study_conflicts_are_kept_out_of_the_group(tmp_path: Path
 def test_files_without_part10_header_and_without_pixels() -> None:
     rtstruct = pydicom_file("rtstruct.dcm")  # written without preamble/meta
     sr = pydicom_file("reportsi.dcm")
-    instance, series_uid, _, modality = read_instance_info(rtstruct)
-    assert modality == "RTSTRUCT" and series_uid
+    instance = read_instance_info(rtstruct)
+    assert instance.modality == "RTSTRUCT" and instance.series_instance_uid
     assert instance.number_of_frames == 0
-    assert read_instance_info(sr)[0].number_of_frames == 0
-    assert read_instance_info(pydicom_file("emri_small.dcm"))[0].number_of_frames == 10
+    assert read_instance_info(sr).number_of_frames == 0
+    assert read_instance_info(pydicom_file("emri_small.dcm")).number_of_frames == 10

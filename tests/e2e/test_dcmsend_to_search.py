@@ -19,10 +19,10 @@ from dicomflow.db.projects import ProjectStore
 from dicomflow.db.session import make_engine
 from dicomflow.index import open_index
 from dicomflow.pacs.client import DicomWebClient
-from dicomflow.pipeline.batch import thumbnail_key
 from dicomflow.spool.records import BatchState
 from dicomflow.spool.store import Spool
 from dicomflow.storage.client import ObjectStore
+from dicomflow.storage.keys import thumbnail_key
 from dicomflow.web.app import create_app
 from tests.dicomfiles import fresh_copy
 from tests.thumbnails.thumbnail_testutil import write_ct_series

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
 
-from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
 from dicomflow.db.projects import ProjectStore
 from tests.stack_testutil import project_store_with
@@ -28,12 +26,3 @@ def private(settings: Settings, data_dir: Path, **uploads: Any) -> Settings:
     return settings.model_copy(
         update={"data_dir": data_dir, "uploads": settings.uploads.model_copy(update=uploads)}
     )
-
-
-@pytest.fixture
-def unreachable_airflow() -> AirflowClient:
-    """An Airflow client aimed at a port nobody listens on (Airflow down, for real)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return AirflowClient(f"http://127.0.0.1:{port}", "admin", "x", timeout=2.0)

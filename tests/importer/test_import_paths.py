@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
 from dicomflow.db.projects import ProjectStore
 from dicomflow.importer import (
@@ -65,13 +64,10 @@ def test_folder_with_archives_is_imported_with_a_reason_for_every_file_left_out(
     settings: Settings,
     projects: ProjectStore,
     tmp_path: Path,
-    unreachable_airflow: AirflowClient,
 ) -> None:
     series = _mixed_folder(tmp_path / "in")
     local = private(settings, tmp_path / "var")
-    report = import_paths(
-        local, [tmp_path / "in" / "study"], PROJECT, "mixed", trigger=unreachable_airflow
-    )
+    report = import_paths(local, [tmp_path / "in" / "study"], PROJECT, "mixed")
     assert report.outcome is ImportOutcome.IMPORTED, report.lines()
     reasons = {item.name: item.reason for item in report.ignored}
     assert reasons == {
@@ -92,18 +88,16 @@ def test_folder_with_archives_is_imported_with_a_reason_for_every_file_left_out(
     assert {s.description for s in report.series} == {"import test", "zipped", "nested"}
     assert series["deep"] not in counts
 
-    # Airflow is down: the batch stays pending for the receiver's outbox, and the report says so.
+    # One batch, closed into the outbox of this private spool (no dispatcher looks at it).
     spool = Spool.from_settings(local)
-    assert report.pending == report.batches and len(report.batches) == 1
-    assert report.triggered == []
-    assert any("unreachable" in w and "outbox" in w for w in report.warnings)
+    assert len(report.batches) == 1
+    assert [b.id for b in spool.pending()] == report.batches
     record = spool.batch(report.batches[0])
     assert record.state is BatchState.PENDING and record.instances == 6
     assert record.origin.door is Door.IMPORT and record.dataset == "mixed"
     # Rejected DICOM is kept with its reason, as the receiver does.
     problems = [p.reason for p in spool.problems()]
     assert len(problems) == 2 and any("SeriesInstanceUID" in p for p in problems)
-    assert "mixed" in projects.datasets(PROJECT)
     # Nothing given was touched, scratch space is gone.
     assert (tmp_path / "in" / "study" / "archive.zip").is_file()
     assert not any((local.imports_dir).iterdir())
@@ -115,8 +109,9 @@ def test_empty_extension_detects_dicom_by_content(
     settings: Settings, projects: ProjectStore, tmp_path: Path
 ) -> None:
     _mixed_folder(tmp_path / "in")
+    local = private(settings, tmp_path / "var")
     report = import_paths(
-        private(settings, tmp_path / "var"),
+        local,
         [tmp_path / "in" / "study"],
         PROJECT,
         "bycontent",
@@ -127,18 +122,18 @@ def test_empty_extension_detects_dicom_by_content(
     assert reasons["study/readme.txt"] is IgnoreReason.NOT_DICOM
     assert reasons["study/archive.zip!z/notes.txt"] is IgnoreReason.NOT_DICOM
     assert report.imported == 7
-    assert report.pending == report.batches  # no Airflow client: left for the outbox
+    assert [b.id for b in Spool.from_settings(local).pending()] == report.batches
 
 
 def test_batches_roll_over_at_the_receivers_limits(
-    settings: Settings, projects: ProjectStore, tmp_path: Path, unreachable_airflow: AirflowClient
+    settings: Settings, projects: ProjectStore, tmp_path: Path
 ) -> None:
     _, files = new_series(tmp_path / "in", 5)
     local = private(settings, tmp_path / "var")
     local = local.model_copy(
         update={"receiver": local.receiver.model_copy(update={"batch_max_instances": 2})}
     )
-    report = import_paths(local, files, PROJECT, "rollover", trigger=unreachable_airflow)
+    report = import_paths(local, files, PROJECT, "rollover")
     spool = Spool.from_settings(local)
     assert [spool.batch(b).instances for b in report.batches] == [2, 2, 1]
     assert all(spool.batch(b).state is BatchState.PENDING for b in report.batches)

@@ -19,7 +19,7 @@ from dicomflow.db.projects import ADMIN_PROJECT, ProjectStore
 from dicomflow.dicom.document import is_dicom_field
 from dicomflow.index import SeriesQuery, open_index
 from dicomflow.index.base import MODALITY, PATIENT_ID, SERIES_DESCRIPTION
-from dicomflow.index.rebuild import rebuild_index
+from dicomflow.pipeline.rebuild import rebuild_index
 from tests.dicomfiles import fresh_copy, write_ct_series
 from tests.pipeline.conftest import failed_logs, run_dag, spool_batch
 

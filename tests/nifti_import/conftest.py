@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from dicomflow.airflow_api.client import AirflowClient, AirflowRequestError
 from dicomflow.config import Settings
 from dicomflow.importer.nifti import NIFTI_UPLOAD_IMPORT_DAG_ID
-from dicomflow.spool.outbox import INCOMING_DAG_ID
+from dicomflow.pipeline.dispatcher import INCOMING_DAG_ID
 from tests.stack_testutil import project_store_with
 
 PROJECT = "niftis"
@@ -26,7 +26,12 @@ def nifti_project(platform_engine: Engine) -> str:
 
 @pytest.fixture(scope="module")
 def stack(
-    postgres: Settings, orthanc: Settings, s3: Settings, airflow: Any, nifti_project: str
+    postgres: Settings,
+    orthanc: Settings,
+    s3: Settings,
+    airflow: Any,
+    dispatcher: Any,
+    nifti_project: str,
 ) -> Settings:
     """PostgreSQL, Orthanc, S3 and Airflow running, our DAGs parsed; the project exists."""
     # A fresh Airflow answers before its DAG processor has parsed the DAG folder.

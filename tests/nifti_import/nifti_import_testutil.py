@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.storage.client import ObjectStore
 from tests.nifti.nifti_testutil import (
     SEG_INFO,
@@ -20,7 +19,7 @@ from tests.nifti.nifti_testutil import (
     save_nifti,
     write_json,
 )
-from tests.stack_testutil import wait_dag_run
+from tests.stack_testutil import wait_processed
 
 SHAPE = (32, 32, 8)
 
@@ -67,14 +66,10 @@ def assert_processed(settings: Any, report: dict[str, Any], project: str) -> dic
     """
     from dicomflow.index import open_index
     from dicomflow.pacs.client import DicomWebClient
-    from dicomflow.pipeline.batch import thumbnail_key
-    from dicomflow.spool.outbox import INCOMING_DAG_ID
+    from dicomflow.storage.keys import thumbnail_key
 
     dicom = report["dicom"]
-    assert dicom["pending"] == [] and dicom["triggered"] == [f"batch-{b}" for b in dicom["batches"]]
-    with AirflowClient.from_settings(settings) as client:
-        for run_id in dicom["triggered"]:
-            assert wait_dag_run(client, INCOMING_DAG_ID, run_id)["state"] == "success", run_id
+    wait_processed(settings, dicom["batches"])
     studies = {s["series_instance_uid"]: s["study_instance_uid"] for s in dicom["series"]}
     store = ObjectStore.from_settings(settings)
     index = open_index(settings)

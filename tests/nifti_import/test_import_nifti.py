@@ -1,6 +1,6 @@
 """``import_nifti`` itself: what it finds in folders and archives, and how it names failures.
 
-Airflow is not asked (``trigger=None``): the batches stay pending in a private spool.
+No dispatcher looks at the private spool: the batches stay in its outbox.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def test_archives_nested_folders_and_bad_inputs_are_each_reported(
     assert report.outcome is NiftiImportOutcome.PARTIAL
     # Four cases of 8 slices and a SEG each, in the spool, waiting for the outbox.
     assert report.dicom.imported == 4 * (SHAPE[2] + 1)
-    assert report.dicom.pending == report.dicom.batches != []
     spool = Spool.from_settings(local)
+    assert [b.id for b in spool.pending()] == report.dicom.batches != []
     assert sum(spool.batch(b).instances for b in report.dicom.batches) == 36
     # Nothing of the scratch space is left behind, and no scratch path is shown.
     assert not any(local.imports_dir.iterdir()) and (side / "extra.zip").is_file()

@@ -15,6 +15,7 @@ from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
 from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import Spool
+from tests.intake_testutil import open_session
 
 DAG_ID = "service-process-incoming-dcm"
 
@@ -32,7 +33,7 @@ def spool_batch(
     triggers its runs itself (the batch is in state ``triggered``)."""
     spool = Spool.from_settings(settings)
     origin = Origin(Door.DIMSE, "127.0.0.1:40000", dataset.upper(), project.upper())
-    intake = spool.intake(project, dataset, origin)
+    intake = open_session(spool, project, dataset, origin)
     for path in files:
         intake.store(Path(path), move=False)
     assert len(intake.batch_ids) == 1

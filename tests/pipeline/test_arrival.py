@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pydicom
@@ -12,11 +13,13 @@ from dicomflow.config import Settings
 from dicomflow.dicom.headers import HeaderScan, group_series
 from dicomflow.index import open_index
 from dicomflow.pacs.client import DicomWebClient
-from dicomflow.pipeline import announce_batch
 from dicomflow.pipeline.batch import SpooledBatch, scan_from_manifest
+from dicomflow.pipeline.steps import announce_batch
+from dicomflow.platform import Platform
 from dicomflow.spool import durable
 from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import MANIFEST_FILE, Spool
+from tests.intake_testutil import open_session
 from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch
 from tests.thumbnails.thumbnail_testutil import write_ct_series
 
@@ -37,7 +40,9 @@ def _mixed_batch(tmp_path: Path, spool: Spool) -> str:
     stray.file_meta.MediaStorageSOPInstanceUID = stray.SOPInstanceUID
     stray.save_as(tmp_path / "stray.dcm", enforce_file_format=True)
     files.append(tmp_path / "stray.dcm")
-    intake = spool.intake("admin", "mixed", Origin(Door.DIMSE, "127.0.0.1:1", "MIXED", "ADMIN"))
+    intake = open_session(
+        spool, "admin", "mixed", Origin(Door.DIMSE, "127.0.0.1:1", "MIXED", "ADMIN")
+    )
     for path in files:
         intake.store(path, move=False)
     intake.close(CloseReason.RELEASED)
@@ -50,8 +55,8 @@ def test_manifest_grouping_equals_reading_every_header(tmp_path: Path) -> None:
     directory = spool.batch_path(batch_id)
     entries = spool.manifest(batch_id)
 
-    from_manifest = scan_from_manifest(entries, directory)
-    from_files = group_series(directory / e.file for e in entries)
+    from_manifest = scan_from_manifest(entries)
+    from_files = group_series(e.path for e in entries)
 
     assert from_manifest is not None
     assert _as_dict(from_manifest, directory) == _as_dict(from_files, directory)
@@ -66,20 +71,21 @@ def test_old_manifest_is_grouped_from_the_files_once(tmp_path: Path) -> None:
     directory = spool.batch_path(batch_id)
     # A manifest as written before the grouping facts were recorded.
     old = [
-        {k: v for k, v in e.as_dict().items() if k in _OLD_FIELDS} for e in spool.manifest(batch_id)
+        {k: v for k, v in e.manifest_record().items() if k in _OLD_FIELDS}
+        for e in spool.manifest(batch_id)
     ]
     durable.write_bytes(
         directory / MANIFEST_FILE, "".join(json.dumps(r) + "\n" for r in old).encode()
     )
 
     first = SpooledBatch(spool, batch_id)
-    assert scan_from_manifest(first.entries, directory) is None
+    assert scan_from_manifest(first.entries) is None
     scan = first.scan
     assert first.scan_path.is_file(), "the grouping is kept for the later steps"
     assert [len(g.instances) for g in scan.series] == [4, 2]
 
     # A later step reads the kept grouping, not the headers: proven by removing a file.
-    (directory / first.entries[0].file).unlink()
+    first.entries[0].path.unlink()
     later = SpooledBatch(spool, batch_id)
     assert _as_dict(later.scan, directory) == _as_dict(scan, directory)
 
@@ -105,7 +111,8 @@ def test_announced_batch_is_searchable_storing_then_stored_by_the_dag(
     files = copy_files([Path(str(d.filename)) for d in ct], tmp_path / "send")
     batch_id = spool_batch(platform, files, dataset="arrival")
 
-    announce_batch(platform, batch_id)
+    with Platform(platform) as connections:
+        announce_batch(connections, batch_id)
 
     index = open_index(platform)
     try:
@@ -131,8 +138,8 @@ def test_announced_batch_is_searchable_storing_then_stored_by_the_dag(
         index.close()
 
 
-def test_stow_batch_is_triggered_and_searchable_when_the_answer_is_sent(
-    platform: Settings, tmp_path: Path
+def test_stow_batch_is_handed_over_and_searchable_once_answered(
+    platform: Settings, dispatcher: Settings, tmp_path: Path
 ) -> None:
     from fastapi.testclient import TestClient
 
@@ -152,10 +159,14 @@ def test_stow_batch_is_triggered_and_searchable_when_the_answer_is_sent(
     )
     assert answer.status_code == 200, answer.text
 
-    # The test client has run the answer's background work: no wait for the receiver's outbox.
+    # Closed at the end of the request: the dispatcher indexes it and hands it over.
     spool = Spool.from_settings(platform)
-    (batch,) = [b for b in spool.batches() if b.dataset == "stow-arrival"]
-    assert batch.state in (BatchState.TRIGGERED, BatchState.DONE)
+    (batch_id,) = [b.id for b in spool.batches() if b.dataset == "stow-arrival"]
+    deadline = time.monotonic() + 30
+    while spool.batch(batch_id).state not in (BatchState.TRIGGERED, BatchState.DONE):
+        assert time.monotonic() < deadline, "the STOW-RS batch was not handed over"
+        time.sleep(0.1)
+    batch = spool.batch(batch_id)
     index = open_index(platform)
     try:
         doc = index.get("admin", uid)

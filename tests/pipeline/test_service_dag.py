@@ -14,12 +14,12 @@ from dicomflow.db.projects import ProjectStore
 from dicomflow.db.session import make_engine
 from dicomflow.index import open_index
 from dicomflow.pacs.client import DicomWebClient
-from dicomflow.pipeline.batch import report_key, thumbnail_key
 from dicomflow.spool.records import BatchState
 from dicomflow.spool.store import Spool
 from dicomflow.stack.components import Orthanc
 from dicomflow.stack.supervisor import Stack
 from dicomflow.storage.client import ObjectStore
+from dicomflow.storage.keys import report_key, thumbnail_key
 from dicomflow.validation.report import read_report_summary
 from tests.dicomfiles import fresh_copy
 from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch

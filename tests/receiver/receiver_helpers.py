@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 
 from dicomflow.dicom.uids import uid_problem
 from receiver.app import Receiver
+from tests.intake_testutil import admission_for
 
 if TYPE_CHECKING:
     from dicomflow.db.projects import ProjectStore
@@ -49,7 +50,7 @@ def running_receiver(
     was never answered and is gone.
     """
     patch.setattr(tempfile, "tempdir", str(spool.incoming_dir))
-    service = Receiver(spool, projects, None, port=0)
+    service = Receiver(spool, admission_for(spool, projects), port=0)
     service.start()
     try:
         yield service

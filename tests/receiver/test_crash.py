@@ -117,4 +117,4 @@ def test_sigkill_mid_send_loses_and_duplicates_nothing_acknowledged(
     assert "recovered after restart" in {b.close_reason for b in spool.batches()}
     for batch in spool.batches():
         for entry in spool.manifest(batch.id):
-            assert (batch.path / entry.file).stat().st_size == entry.size
+            assert entry.path.stat().st_size == entry.size

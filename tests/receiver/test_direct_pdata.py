@@ -71,7 +71,7 @@ def _both_ways(
             with running_receiver(spool, projects, patch) as service:
                 result = scenario(service.port)
             stored = [
-                dataset_bytes(batch.path / entry.file)
+                dataset_bytes(entry.path)
                 for batch in spool.batches()
                 for entry in spool.manifest(batch.id)
             ]

@@ -28,6 +28,7 @@ from receiver import reactor
 from receiver.app import Receiver
 from receiver.dimse import StoreRequest, StreamingDIMSE, parse_store_request
 from tests.dicomfiles import edited_instance
+from tests.intake_testutil import admission_for
 from tests.receiver.conftest import PROJECT
 from tests.receiver.receiver_helpers import count_served, dataset_bytes
 
@@ -154,14 +155,14 @@ def test_direct_and_pynetdicom_services_answer_and_store_the_same(
                 patch.setattr(reactor.EventDrivenAssociation, "_store_directly", lambda *_: False)
             patch.setattr(StreamingDIMSE, "prepare_next_file", counting_prepare)
             spool = Spool(tmp_path / f"spool-{direct}")
-            service = Receiver(spool, projects, None, port=0)
+            service = Receiver(spool, admission_for(spool, projects), port=0)
             service.start()
             try:
                 answers = _send(service.port, instances)
             finally:
                 service.stop()
         stored = sorted(
-            hashlib.sha256(dataset_bytes(batch.path / entry.file)).hexdigest()
+            hashlib.sha256(dataset_bytes(entry.path)).hexdigest()
             for batch in spool.batches()
             for entry in spool.manifest(batch.id)
         )
@@ -178,7 +179,7 @@ def test_direct_and_pynetdicom_services_answer_and_store_the_same(
 
 def test_another_c_store_handler_gets_every_request(tmp_path: Path, projects: ProjectStore) -> None:
     spool = Spool(tmp_path / "spool")
-    service = Receiver(spool, projects, None, port=0)
+    service = Receiver(spool, admission_for(spool, projects), port=0)
     seen: list[str] = []
     service.start()
     try:
@@ -213,7 +214,7 @@ def test_a_message_watcher_sees_the_decoded_command_set(
         seen.append((int(command.CommandField), str(command.AffectedSOPInstanceUID)))
 
     spool = Spool(tmp_path / "spool")
-    service = Receiver(spool, projects, None, port=0)
+    service = Receiver(spool, admission_for(spool, projects), port=0)
     service.start()
     try:
         assert service._server is not None

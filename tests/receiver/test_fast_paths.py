@@ -32,9 +32,10 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta
 
-import dicomflow.spool.checks as checks
+import dicomflow.intake.checks as checks
+from dicomflow.dicom.instance import Instance
+from dicomflow.intake.checks import HEAD_BYTES, InstanceRejectedError
 from dicomflow.spool import durable
-from dicomflow.spool.checks import HEAD_BYTES, InstanceFacts, InstanceRejectedError
 from receiver.contexts import storage_contexts
 from receiver.dimse import (
     DIGEST_IN_WORKER_FROM,
@@ -50,7 +51,7 @@ from receiver.reactor import copy_contexts
 from tests.dicomfiles import edited_instance
 from tests.receiver.receiver_helpers import PYDICOM_FILES
 
-Outcome = InstanceFacts | tuple[str, int]
+Outcome = Instance | tuple[str, int]
 
 
 def _with_pydicom(path: Path, monkeypatch: pytest.MonkeyPatch) -> Outcome:

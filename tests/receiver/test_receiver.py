@@ -23,6 +23,7 @@ from dicomflow.spool import durable
 from dicomflow.spool.records import BatchState
 from dicomflow.spool.store import Spool
 from receiver.app import Receiver
+from tests.intake_testutil import admission_for
 from tests.receiver.receiver_helpers import (
     bad_datasets,
     dataset_bytes,
@@ -100,16 +101,16 @@ def test_every_transfer_syntax_is_stored_byte_identical(receiver: Receiver, spoo
     entries = [(b, e) for b in batches for e in spool.manifest(b.id)]
     assert {e.sop_instance_uid for _b, e in entries} == {sop_instance_uid(p) for p in files}
     # Some files are other encodings of the same instance: compare as multisets of bytes.
-    stored = Counter(_digest(dataset_bytes(b.path / e.file)) for b, e in entries)
+    stored = Counter(_digest(dataset_bytes(e.path)) for b, e in entries)
     sent = Counter(_digest(dataset_bytes(p)) for p in files)
     re_encoded = [p.name for p in files if _digest(dataset_bytes(p)) not in stored]
     assert re_encoded == [], f"re-encoded: {re_encoded}"
     assert stored == sent
     # Each file keeps, as recovery needs it, the SHA-256 of its own bytes, as in the manifest.
-    for b, e in entries:
-        data = (b.path / e.file).read_bytes()
+    for _, e in entries:
+        data = e.path.read_bytes()
         assert hashlib.sha256(data).hexdigest() == e.sha256 and len(data) == e.size
-        assert durable.recorded_sha256(b.path / e.file) == bytes.fromhex(e.sha256)
+        assert durable.recorded_sha256(e.path) == bytes.fromhex(e.sha256)
     syntaxes = {e.transfer_syntax_uid for _b, e in entries}
     assert {
         "1.2.840.10008.1.2",
@@ -274,7 +275,9 @@ def test_echo_and_kaapana_prefix(receiver: Receiver) -> None:
 
 
 def test_unknown_projects_can_be_routed_to_admin(spool: Spool, projects: ProjectStore) -> None:
-    service = Receiver(spool, projects, None, port=0, route_unknown_projects_to_admin=True)
+    service = Receiver(
+        spool, admission_for(spool, projects, route_unknown_projects_to_admin=True), port=0
+    )
     service.start()
     try:
         assoc = _scu("Lab-PC").associate("127.0.0.1", service.port, ae_title="UNKNOWN-PRJ")

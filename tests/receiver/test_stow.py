@@ -13,6 +13,7 @@ from dicomflow.db.projects import ProjectStore
 from dicomflow.spool.records import BatchState
 from dicomflow.spool.store import Spool
 from dicomflow.web.stow import make_stow_router
+from tests.intake_testutil import admission_for
 from tests.receiver.receiver_helpers import bad_datasets, good_dataset
 
 
@@ -37,7 +38,7 @@ def test_stow_stores_good_instances_and_reports_failures(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     app = FastAPI()
-    app.include_router(make_stow_router(spool, projects))
+    app.include_router(make_stow_router(spool, admission_for(spool, projects)))
     client = TestClient(app)
     good = [good_dataset() for _ in range(2)]
     bad, words = bad_datasets()["missing series"]
@@ -59,7 +60,7 @@ def test_stow_stores_good_instances_and_reports_failures(
 
     (batch,) = spool.batches()
     assert (batch.project, batch.dataset, batch.state) == ("recv", "web-upload", BatchState.PENDING)
-    stored = [(batch.path / e.file).read_bytes() for e in spool.manifest(batch.id)]
+    stored = [e.path.read_bytes() for e in spool.manifest(batch.id)]
     assert stored == [parts[0], parts[2]]
     assert len(spool.problems()) == 1
     assert "web-upload" in projects.datasets("recv")

@@ -14,18 +14,20 @@ from pathlib import Path
 import pytest
 
 from dicomflow.cli.batches import batches as batches_command
+from dicomflow.dicom.instance import Instance
+from dicomflow.intake.checks import HEAD_BYTES, InstanceRejectedError, StoreStatus
+from dicomflow.intake.session import recover_spool
 from dicomflow.spool import durable
-from dicomflow.spool.checks import HEAD_BYTES, InstanceRejectedError, StoreStatus
 from dicomflow.spool.records import (
     BatchState,
     CloseReason,
     Door,
-    ManifestEntry,
     Origin,
     WrittenContent,
 )
 from dicomflow.spool.store import Spool
 from tests.dicomfiles import edited_instance
+from tests.intake_testutil import open_session
 
 ORIGIN = Origin(Door.DIMSE, "127.0.0.1:5000", "SCANNER", "KP-PROJ")
 
@@ -45,7 +47,7 @@ def spool(tmp_path: Path) -> Spool:
 def test_instances_become_durable_files_with_a_manifest(spool: Spool, tmp_path: Path) -> None:
     sources = [make_instance(tmp_path) for _ in range(2)]
     originals = [p.read_bytes() for p in sources]
-    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake = open_session(spool, "proj", "scanner", ORIGIN)
     entries = [intake.store(p, move=True) for p in sources]
 
     assert not any(p.exists() for p in sources), "move=True takes the files away"
@@ -55,17 +57,21 @@ def test_instances_become_durable_files_with_a_manifest(spool: Spool, tmp_path: 
     manifest = spool.manifest(batch.id)
     assert manifest == entries
     for entry, original in zip(manifest, originals, strict=True):
-        assert (batch.path / entry.file).read_bytes() == original
+        assert entry.path.parent == batch.path
+        assert entry.path.read_bytes() == original
         assert entry.transfer_syntax_uid == "1.2.840.10008.1.2.1"
         assert len(entry.sha256) == 64
     assert not [p for p in batch.path.iterdir() if p.name.startswith(".tmp-")]
 
+    assert [b.id for b in spool.pending()] == []
     intake.close(CloseReason.RELEASED)
     record = spool.batch(batch.id)
     assert record.state is BatchState.PENDING
     assert record.close_reason == "association released"
+    assert [b.id for b in spool.pending()] == [batch.id], "a closed batch is in the outbox"
     spool.mark_triggered(batch.id, "batch-x", "dag")
     assert spool.batch(batch.id).state is BatchState.TRIGGERED
+    assert spool.pending() == [], "handed over: out of the outbox"
     spool.mark_done(batch.id)
     assert spool.batch(batch.id).state is BatchState.DONE
 
@@ -73,7 +79,7 @@ def test_instances_become_durable_files_with_a_manifest(spool: Spool, tmp_path: 
 def test_limits_roll_over_to_a_new_batch(spool: Spool, tmp_path: Path) -> None:
     closed: list[str] = []
     spool.add_close_listener(closed.append)
-    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake = open_session(spool, "proj", "scanner", ORIGIN)
     for _ in range(4):
         intake.store(make_instance(tmp_path), move=False)
     assert len(intake.batch_ids) == 2
@@ -90,7 +96,7 @@ def test_limits_roll_over_to_a_new_batch(spool: Spool, tmp_path: Path) -> None:
 def test_idle_batches_close_and_the_session_continues_in_a_new_one(
     spool: Spool, tmp_path: Path
 ) -> None:
-    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake = open_session(spool, "proj", "scanner", ORIGIN)
     intake.store(make_instance(tmp_path), move=False)
     assert spool.close_idle() == []
     time.sleep(0.3)
@@ -114,7 +120,7 @@ def test_bad_instances_are_kept_with_their_reason(
 ) -> None:
     path = make_instance(tmp_path, **changes)
     original = path.read_bytes()
-    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake = open_session(spool, "proj", "scanner", ORIGIN)
     with pytest.raises(InstanceRejectedError) as info:
         intake.store(path, move=True)
     assert info.value.status is status
@@ -135,7 +141,7 @@ def test_garbage_is_rejected_as_unparseable(spool: Spool, tmp_path: Path) -> Non
     path = tmp_path / "garbage.dcm"
     path.write_bytes(b"\x00" * 128 + b"DICM" + bytes(range(256)) * 8)
     with pytest.raises(InstanceRejectedError) as info:
-        spool.intake("proj", "d", ORIGIN).store(path, move=False)
+        open_session(spool, "proj", "d", ORIGIN).store(path, move=False)
     assert info.value.status is StoreStatus.CANNOT_UNDERSTAND
     assert len(spool.problems()) == 1
 
@@ -155,7 +161,7 @@ class _HashThatFails:
 
 
 def test_an_instance_whose_hash_fails_is_refused_and_kept(spool: Spool, tmp_path: Path) -> None:
-    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake = open_session(spool, "proj", "scanner", ORIGIN)
     first = intake.store(make_instance(tmp_path), move=True)
     failing = make_instance(tmp_path)
     original = failing.read_bytes()
@@ -176,13 +182,14 @@ def test_an_instance_whose_hash_fails_is_refused_and_kept(spool: Spool, tmp_path
 _FULL_DISK_SCRIPT = """
 import json, resource, signal, sys
 from pathlib import Path
-from dicomflow.spool.checks import InstanceRejectedError
+from dicomflow.intake.checks import InstanceRejectedError
 from dicomflow.spool.store import Spool
 from tests.spool.test_spool import ORIGIN, make_instance
+from tests.intake_testutil import open_session
 
 root, files = Path(sys.argv[1]), Path(sys.argv[2])
 spool = Spool(root)
-intake = spool.intake("proj", "scanner", ORIGIN)
+intake = open_session(spool, "proj", "scanner", ORIGIN)
 intake.store(make_instance(files), move=True)
 manifest = next(root.glob("batches/*/manifest.jsonl"))
 second = make_instance(files)
@@ -219,56 +226,99 @@ def test_a_manifest_line_cut_short_by_a_full_disk_is_not_kept(tmp_path: Path) ->
     spool = Spool(tmp_path / "spool")
     # Both stored instances are listed: the later line does not follow a torn one.
     manifest = spool.manifest(result["batch"])
-    assert [entry.file for entry in manifest] == ["000001.dcm", "000002.dcm"]
+    assert [entry.path.name for entry in manifest] == ["000001.dcm", "000002.dcm"]
     (problem,) = spool.problems()
     assert (problem.path / "instance.dcm").exists()
 
 
-def _half_open_batch(tmp_path: Path, count: int) -> tuple[Spool, list[ManifestEntry], Path]:
-    """A spool with ``count`` instances stored into an open batch, and that batch's path."""
+_CRASH_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from dicomflow.spool.records import CloseReason
+from dicomflow.spool.store import Spool
+from tests.intake_testutil import open_session
+from tests.spool.test_spool import ORIGIN, make_instance
+
+root, files, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+spool = Spool(root)
+intake = open_session(spool, "proj", "scanner", ORIGIN)
+entries = [intake.store(make_instance(files), move=True).manifest_record() for _ in range(count)]
+empty = spool.open_batch("proj", "other", ORIGIN)
+pending = open_session(spool, "proj", "p2", ORIGIN)
+pending.store(make_instance(files), move=False)
+pending.close(CloseReason.RELEASED)
+(spool.incoming_dir / "tmpabc.dcm").write_bytes(b"half a transfer")
+print(json.dumps({"batch": intake.batch_ids[0], "entries": entries, "empty": empty.id,
+                  "pending": pending.batch_ids[0]}), flush=True)
+os._exit(0)  # dies with its batches open, as a killed door does
+"""
+
+
+def _crashed_door(tmp_path: Path, count: int) -> tuple[Spool, list[Instance], Path, dict[str, str]]:
+    """A spool a door process wrote and died over: ``count`` instances in an open batch.
+
+    Returns the spool (as a new process sees it), the open batch's records and path, and the
+    ids of the door's other batches (``empty`` still open, ``pending`` closed).
+    """
+    files = tmp_path / "files"
+    files.mkdir(exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _CRASH_SCRIPT, str(tmp_path / "spool"), str(files), str(count)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
     spool = Spool(tmp_path / "spool")
-    intake = spool.intake("proj", "scanner", ORIGIN)
-    entries = [intake.store(make_instance(tmp_path), move=True) for _ in range(count)]
-    return spool, entries, spool.batch_path(intake.batch_ids[0])
+    path = spool.batch_path(result["batch"])
+    entries = [Instance.from_manifest_record(r, path) for r in result["entries"]]
+    return spool, entries, path, {"empty": result["empty"], "pending": result["pending"]}
+
+
+def _never(path: Path) -> Instance:
+    raise AssertionError(f"recovery read {path}, a file it had no reason to read")
 
 
 def test_recovery_closes_half_open_batches_and_drops_unacknowledged_files(
     tmp_path: Path,
 ) -> None:
-    first, entries, batch_path = _half_open_batch(tmp_path, 2)
+    spool, entries, batch_path, others = _crashed_door(tmp_path, 2)
     # What a crash can leave: a torn manifest line, a temporary file, a file never recorded.
     with open(batch_path / "manifest.jsonl", "ab") as fh:
         fh.write(b'{"file": "000003.dcm", "sop_ins')
     (batch_path / ".tmp-000003.dcm").write_bytes(b"partial")
     (batch_path / "000003.dcm").write_bytes(b"never acknowledged")
-    (first.incoming_dir / "tmpabc.dcm").write_bytes(b"half a transfer")
     # Not something the spool writes: left alone (and the batch still recovered).
     (batch_path / "notes").mkdir()
-    empty = first.open_batch("proj", "other", ORIGIN)
-    pending = first.intake("proj", "p2", ORIGIN)
-    pending.store(make_instance(tmp_path), move=False)
-    pending.close(CloseReason.RELEASED)
+    # A batch a live process has open is its own: recovery leaves it alone.
+    live = open_session(spool, "proj", "live", ORIGIN)
+    live.store(make_instance(tmp_path), move=False)
+    ours = spool.incoming_dir
 
-    # A new process over the same directory.
-    second = Spool(first.root)
-    report = second.recover()
+    report = Spool(spool.root).recover(_never)
     assert report.closed == [batch_path.name]
-    assert report.removed_empty == [empty.id]
+    assert report.removed_empty == [others["empty"]]
     assert report.dropped_files == 2
-    assert report.pending == sorted([batch_path.name, pending.batch_ids[0]])
-    assert second.manifest(batch_path.name) == entries
+    assert report.pending == sorted([batch_path.name, others["pending"]])
+    assert spool.manifest(batch_path.name) == entries
     assert sorted(p.name for p in batch_path.glob("*.dcm")) == ["000001.dcm", "000002.dcm"]
     assert (batch_path / "notes").is_dir()
-    assert second.batch(batch_path.name).close_reason == "recovered after restart"
-    assert list(second.incoming_dir.iterdir()) == []
-    assert second.recover().closed == [], "recovery is idempotent"
+    assert spool.batch(batch_path.name).close_reason == "recovered after restart"
+    assert [p.name for p in spool.incoming_root.iterdir()] == [ours.name], (
+        "the dead door's transfers in progress are gone, ours stay"
+    )
+    assert spool.batch(live.batch_ids[0]).state is BatchState.OPEN
+    assert [b.id for b in spool.pending()] == sorted([batch_path.name, others["pending"]])
+    assert spool.recover(_never).closed == [], "recovery is idempotent"
 
 
 def test_each_instance_file_keeps_its_hash(spool: Spool, tmp_path: Path) -> None:
-    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake = open_session(spool, "proj", "scanner", ORIGIN)
     entry = intake.store(make_instance(tmp_path), move=True)
-    (batch,) = spool.batches()
-    kept = durable.recorded_sha256(batch.path / entry.file)
+    kept = durable.recorded_sha256(entry.path)
     assert kept is not None and kept.hex() == entry.sha256
     assert spool.keeps_hashes
 
@@ -276,7 +326,7 @@ def test_each_instance_file_keeps_its_hash(spool: Spool, tmp_path: Path) -> None
 def test_recovery_lists_again_the_instances_whose_manifest_lines_a_crash_took(
     tmp_path: Path,
 ) -> None:
-    first, entries, batch_path = _half_open_batch(tmp_path, 3)
+    spool, entries, batch_path, _ = _crashed_door(tmp_path, 3)
     manifest = batch_path / "manifest.jsonl"
     # What a power loss can leave of lines written but not yet flushed (they are flushed at
     # the close): the first line and half of the second.
@@ -287,8 +337,8 @@ def test_recovery_lists_again_the_instances_whose_manifest_lines_a_crash_took(
     unfinished.write_bytes(make_instance(tmp_path).read_bytes())
     os.setxattr(unfinished, durable.SHA256_XATTR, bytes(32))
 
-    second = Spool(first.root)
-    report = second.recover()
+    second = spool
+    report = recover_spool(second)
     assert report.closed == [batch_path.name]
     assert (report.restored_files, report.dropped_files) == (2, 1)
     recovered = second.manifest(batch_path.name)
@@ -297,9 +347,9 @@ def test_recovery_lists_again_the_instances_whose_manifest_lines_a_crash_took(
     assert [replace(e, received_at="") for e in recovered] == [
         replace(e, received_at="") for e in entries
     ]
-    assert sorted(p.name for p in batch_path.glob("*.dcm")) == [e.file for e in entries]
+    assert sorted(p.name for p in batch_path.glob("*.dcm")) == [e.path.name for e in entries]
     assert second.batch(batch_path.name).instances == 3
-    assert second.recover().restored_files == 0, "recovery is idempotent"
+    assert recover_spool(second).restored_files == 0, "recovery is idempotent"
 
 
 def test_without_extended_attributes_each_manifest_line_is_flushed(
@@ -312,19 +362,19 @@ def test_without_extended_attributes_each_manifest_line_is_flushed(
 
     monkeypatch.setattr(os, "setxattr", refuse)
     spool = Spool(tmp_path / "spool")
-    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake = open_session(spool, "proj", "scanner", ORIGIN)
     entries = [intake.store(make_instance(tmp_path), move=True) for _ in range(2)]
     assert not spool.keeps_hashes
     assert sum("keeps no user extended attributes" in r.message for r in caplog.records) == 1
     (batch,) = spool.batches()
     assert spool.manifest(batch.id) == entries
-    assert durable.recorded_sha256(batch.path / entries[0].file) is None
+    assert durable.recorded_sha256(entries[0].path) is None
 
 
 def test_batches_command_lists_json(spool: Spool, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    intake = spool.intake("proj", "scanner", ORIGIN)
+    intake = open_session(spool, "proj", "scanner", ORIGIN)
     intake.store(make_instance(tmp_path), move=False)
     intake.close(CloseReason.RELEASED)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from dicomflow.dicom.headers import InstanceInfo, group_series
+from dicomflow.dicom.headers import group_series
+from dicomflow.dicom.instance import Instance
 from dicomflow.thumbnails import ThumbnailKind, render_series_thumbnail
 from dicomflow.thumbnails.imaging import VOILUTFunction, Window
 from dicomflow.thumbnails.selection import middle_frame, sort_instances
@@ -47,15 +49,17 @@ def test_middle_slice_of_a_shuffled_series(tmp_path: Path) -> None:
 
 def test_order_follows_position_before_instance_number(tmp_path: Path) -> None:
     orientation = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+    def instance(n: int) -> Instance:
+        return Instance(tmp_path / f"{n}", f"1.2.{n}", "1.3", "1.4", "1.2", instance_number=n)
+
     instances = [
-        InstanceInfo(
-            f"1.2.{n}", n, tmp_path / f"{n}", 1, "1.2", 1, (0.0, 0.0, -float(n)), orientation
-        )
+        replace(instance(n), image_position=(0.0, 0.0, -float(n)), image_orientation=orientation)
         for n in range(1, 5)
     ]
     assert [i.instance_number for i in sort_instances(instances)] == [4, 3, 2, 1]
     assert middle_frame(instances)[0].instance_number == 3
-    no_geometry = [InstanceInfo(f"1.2.{n}", n, tmp_path / f"{n}", 1) for n in (3, 1, 2, 4)]
+    no_geometry = [instance(n) for n in (3, 1, 2, 4)]
     assert [i.instance_number for i in sort_instances(no_geometry)] == [1, 2, 3, 4]
 
 

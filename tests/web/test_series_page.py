@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 from dicomflow.config import Settings
 from dicomflow.db.projects import ProjectStore
 from dicomflow.index import SeriesQuery, open_index
-from dicomflow.pipeline.batch import thumbnail_key
 from dicomflow.storage.client import ObjectStore
+from dicomflow.storage.keys import thumbnail_key
 from tests.dicomfiles import fresh_copy, write_ct_series
 from tests.pipeline.conftest import failed_logs, run_dag, spool_batch
 from tests.uploads.web_server import running_web
@@ -288,13 +288,15 @@ def test_series_indexed_on_arrival_shows_storing_until_the_pacs_has_it(
 ) -> None:
     from playwright.sync_api import expect
 
-    from dicomflow.pipeline import announce_batch
+    from dicomflow.pipeline.steps import announce_batch
+    from dicomflow.platform import Platform
 
     project = f"st-{uuid.uuid4().hex[:8]}"
     ProjectStore(platform_engine).create_project(project, "storing badge")
     ct = write_ct_series(tmp_path / "ct", [1, 2])
     batch_id = spool_batch(postgres, [Path(p) for p in ct], project=project)
-    announce_batch(postgres, batch_id)
+    with Platform(postgres) as platform:
+        announce_batch(platform, batch_id)
     uid = _series_uid(ct[0])
 
     page.goto(f"/series?project={project}")

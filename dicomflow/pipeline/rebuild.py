@@ -34,7 +34,8 @@ from dicomflow.db.models import DatasetSeries, SeriesProject
 from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.db.session import make_engine
 from dicomflow.dicom.document import build_series_document
-from dicomflow.dicom.headers import InstanceInfo, SeriesGroup, instance_from_header
+from dicomflow.dicom.headers import SeriesGroup, instance_from_header
+from dicomflow.dicom.instance import Instance
 from dicomflow.index import open_index
 from dicomflow.index.base import SeriesIndex
 from dicomflow.pacs.client import (
@@ -43,8 +44,8 @@ from dicomflow.pacs.client import (
     PacsUnavailableError,
     study_uid_of,
 )
-from dicomflow.pipeline.batch import report_key, thumbnail_key
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore, ObjectStoreError
+from dicomflow.storage.keys import report_key, thumbnail_key
 from dicomflow.validation.report import read_report_summary
 
 __all__ = [
@@ -231,13 +232,12 @@ def series_group_from_metadata(items: Iterable[dict[str, Any]]) -> tuple[SeriesG
         # File meta is not part of a stored file's dataset; some PACSs include it here.
         for tag in [elem.tag for elem in ds if elem.tag.group == 0x0002]:
             del ds[tag]
-        instance, series_uid, study_uid, modality = instance_from_header(
-            ds, Path("pacs") / str(ds.get("SOPInstanceUID", ""))
-        )
+        instance = instance_from_header(ds, Path("pacs") / str(ds.get("SOPInstanceUID", "")))
+        series_uid, study_uid = instance.series_instance_uid, instance.study_instance_uid
         if instance.sop_instance_uid in headers:
             continue
         if group is None:
-            group = SeriesGroup(series_uid, study_uid, modality, instance.sop_class_uid)
+            group = SeriesGroup(series_uid, study_uid, instance.modality, instance.sop_class_uid)
         elif (series_uid, study_uid) != (group.series_instance_uid, group.study_instance_uid):
             raise ValueError(
                 f"instance {instance.sop_instance_uid} is of series {series_uid} in study "
@@ -247,12 +247,8 @@ def series_group_from_metadata(items: Iterable[dict[str, Any]]) -> tuple[SeriesG
         headers[instance.sop_instance_uid] = ds
     if group is None:
         raise ValueError("no instance in the metadata")
-    first = min(group.instances, key=_instance_order)
+    first = min(group.instances, key=Instance.sort_key)
     return group, headers[first.sop_instance_uid]
-
-
-def _instance_order(instance: InstanceInfo) -> tuple[bool, int, str]:
-    return (instance.instance_number is None, instance.instance_number or 0, str(instance.path))
 
 
 class _Rebuilder:

@@ -1,8 +1,7 @@
-"""Checks an instance must pass before it is accepted, shared by the DIMSE and STOW-RS doors."""
+"""Checks an instance must pass before it is accepted, the same at every door."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
 
@@ -10,8 +9,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from dicomflow.dicom.headers import HEADER_TAGS, instance_from_header
+from dicomflow.dicom.instance import Instance, Orientation, Position
 from dicomflow.dicom.uids import uid_problem
-from dicomflow.spool.header import (
+from dicomflow.intake.header import (
     Part10Header,
     Unsure,
     read_part10_header,
@@ -19,7 +19,7 @@ from dicomflow.spool.header import (
     wanted_tags,
 )
 
-__all__ = ["InstanceFacts", "InstanceRejectedError", "StoreStatus", "inspect_instance"]
+__all__ = ["HEAD_BYTES", "InstanceRejectedError", "StoreStatus", "inspect_instance"]
 
 _REQUIRED_UIDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 _HEADER_TAGS = sorted({*_REQUIRED_UIDS, "SOPClassUID", *HEADER_TAGS})
@@ -73,29 +73,11 @@ class InstanceRejectedError(Exception):
         self.sop_instance_uid = sop_instance_uid
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceFacts:
-    """What the spool records of an accepted instance."""
-
-    sop_instance_uid: str
-    series_instance_uid: str
-    study_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    #: Grouping facts (see :class:`~dicomflow.dicom.headers.InstanceInfo`); ``None`` frames
-    #: when the header does not give them consistently (the pipeline then reads the file).
-    modality: str | None = None
-    instance_number: int | None = None
-    number_of_frames: int | None = None
-    image_position: tuple[float, ...] | None = None
-    image_orientation: tuple[float, ...] | None = None
-
-
 def _text(value: object) -> str:
     return "" if value is None else str(value).rstrip("\x00 ")
 
 
-def inspect_instance(path: Path, head: bytes | None = None) -> InstanceFacts:
+def inspect_instance(path: Path, head: bytes | None = None) -> Instance:
     """Read the header of a DICOM Part 10 file and check the UIDs the platform relies on.
 
     Parameters
@@ -108,8 +90,8 @@ def inspect_instance(path: Path, head: bytes | None = None) -> InstanceFacts:
 
     Returns
     -------
-    InstanceFacts
-        The UIDs and transfer syntax.
+    Instance
+        Its record: UIDs, transfer syntax and what grouping needs (no file facts yet).
 
     Raises
     ------
@@ -157,30 +139,22 @@ def inspect_instance(path: Path, head: bytes | None = None) -> InstanceFacts:
             raise InstanceRejectedError(
                 problem, StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, sop_class, sop_instance
             )
-    facts = InstanceFacts(
-        sop_instance_uid=_text(values["SOPInstanceUID"]),
-        series_instance_uid=_text(values["SeriesInstanceUID"]),
-        study_instance_uid=_text(values["StudyInstanceUID"]),
-        sop_class_uid=sop_class,
-        transfer_syntax_uid=transfer_syntax,
-    )
     try:
-        info, _series, _study, modality = instance_from_header(ds, path)
+        return instance_from_header(ds, path)
     except ValueError:
         # Accepted (e.g. the SOP Class UID only in the file meta), but grouping will read
-        # the file itself and judge it.
-        return facts
-    return replace(
-        facts,
-        modality=modality,
-        instance_number=info.instance_number,
-        number_of_frames=info.number_of_frames,
-        image_position=info.image_position,
-        image_orientation=info.image_orientation,
-    )
+        # the file itself and judge it: the grouping facts stay unknown.
+        return Instance(
+            path=path,
+            sop_instance_uid=_text(values["SOPInstanceUID"]),
+            series_instance_uid=_text(values["SeriesInstanceUID"]),
+            study_instance_uid=_text(values["StudyInstanceUID"]),
+            sop_class_uid=sop_class,
+            transfer_syntax_uid=transfer_syntax,
+        )
 
 
-def _inspect_plain(path: Path, head: bytes | None = None) -> InstanceFacts | None:
+def _inspect_plain(path: Path, head: bytes | None = None) -> Instance | None:
     """What :func:`inspect_instance` returns for a plainly encoded, acceptable file.
 
     ``None`` when the fast reader is unsure or the file would be rejected: pydicom decides
@@ -191,12 +165,12 @@ def _inspect_plain(path: Path, head: bytes | None = None) -> InstanceFacts | Non
             head = fh.read(HEAD_BYTES + 1)
     try:
         header = read_part10_header(head[:HEAD_BYTES], _WANTED, complete=len(head) <= HEAD_BYTES)
-        return _plain_facts(header)
+        return _plain_facts(path, header)
     except Unsure:
         return None
 
 
-def _plain_facts(header: Part10Header) -> InstanceFacts | None:
+def _plain_facts(path: Path, header: Part10Header) -> Instance | None:
     uids = {keyword: header.text(_TAG[keyword]) for keyword in (*_REQUIRED_UIDS, "SOPClassUID")}
     if not header.transfer_syntax_uid or any(uid_problem(v, k) for k, v in uids.items()):
         return None
@@ -205,7 +179,8 @@ def _plain_facts(header: Part10Header) -> InstanceFacts | None:
     columns = header.unsigned_short(_TAG["Columns"])
     frames = (header.integer_string(_TAG["NumberOfFrames"]) or 1) if rows and columns else 0
     modality = (header.text(_TAG["Modality"]) or "").strip("\x00 ")
-    return InstanceFacts(
+    return Instance(
+        path=path,
         sop_instance_uid=_text(uids["SOPInstanceUID"]),
         series_instance_uid=_text(uids["SeriesInstanceUID"]),
         study_instance_uid=_text(uids["StudyInstanceUID"]),
@@ -214,10 +189,16 @@ def _plain_facts(header: Part10Header) -> InstanceFacts | None:
         modality=modality or None,
         instance_number=header.integer_string(_TAG["InstanceNumber"]),
         number_of_frames=max(frames, 0),
-        image_position=_count(header.decimal_strings(_TAG["ImagePositionPatient"]), 3),
-        image_orientation=_count(header.decimal_strings(_TAG["ImageOrientationPatient"]), 6),
+        image_position=_position(header.decimal_strings(_TAG["ImagePositionPatient"])),
+        image_orientation=_orientation(header.decimal_strings(_TAG["ImageOrientationPatient"])),
     )
 
 
-def _count(values: tuple[float, ...] | None, count: int) -> tuple[float, ...] | None:
-    return values if values is not None and len(values) == count else None
+def _position(values: tuple[float, ...] | None) -> Position | None:
+    return (values[0], values[1], values[2]) if values is not None and len(values) == 3 else None
+
+
+def _orientation(values: tuple[float, ...] | None) -> Orientation | None:
+    if values is None or len(values) != 6:
+        return None
+    return (values[0], values[1], values[2], values[3], values[4], values[5])

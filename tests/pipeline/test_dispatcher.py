@@ -1,0 +1,205 @@
+"""The dispatcher against a real Airflow: the one hand-over from the spool's outbox."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dicomflow.airflow_api.client import AirflowClient, AirflowUnavailableError
+from dicomflow.pipeline.dispatcher import INCOMING_DAG_ID, Dispatcher, run_id_for
+from dicomflow.spool.records import BatchState, CloseReason
+from dicomflow.spool.store import Spool
+from tests.intake_testutil import open_session
+from tests.receiver.receiver_helpers import good_dataset
+
+
+def _dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _closed_batch(spool: Spool, tmp_path: Path, name: str = "dispatcher-test") -> str:
+    path = tmp_path / f"{name}.dcm"
+    good_dataset().save_as(path, enforce_file_format=True)
+    intake = open_session(spool, "admin", name)
+    intake.store(path, move=True)
+    intake.close(CloseReason.RELEASED)
+    return intake.batch_ids[0]
+
+
+def _client(airflow: Any, url: str | None = None) -> AirflowClient:
+    return AirflowClient(url or airflow.base_url, airflow.username, airflow.password)
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_unreachable_airflow_is_named_in_the_error() -> None:
+    url = _dead_url()
+    client = AirflowClient(url, "admin", "x", timeout=2)
+    try:
+        client.trigger_dag_run(INCOMING_DAG_ID, "batch-x", {})
+    except AirflowUnavailableError as exc:
+        assert url in str(exc) and "unreachable" in str(exc)
+    else:
+        raise AssertionError("no error for an unreachable Airflow")
+
+
+def test_outbox_waits_while_airflow_is_away_then_each_batch_is_handed_over_once(
+    airflow: Any, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    batch_id = _closed_batch(spool, tmp_path)
+    dispatcher = Dispatcher(
+        spool, _client(airflow, _dead_url()), min_backoff=0.1, max_backoff=0.4, poll_interval=0.2
+    )
+    dispatcher.start()
+    try:
+        time.sleep(1.5)
+        assert spool.batch(batch_id).state is BatchState.PENDING
+        assert dispatcher.failed_attempts >= 3, "retries with backoff while Airflow is away"
+        up = _client(airflow)
+        dispatcher.client = up
+        _until(lambda: spool.batch(batch_id).state is BatchState.TRIGGERED, "never handed over")
+        time.sleep(1.0)  # more looks must not trigger again
+    finally:
+        dispatcher.stop()
+    assert dispatcher.handed_over == 1
+    assert spool.pending() == []
+    record = spool.batch(batch_id)
+    assert record.run_id == run_id_for(batch_id)
+    runs = [r for r in up.list_dag_runs(INCOMING_DAG_ID) if r["dag_run_id"] == record.run_id]
+    assert len(runs) == 1
+    assert runs[0]["conf"]["batch_id"] == batch_id
+    # A retried trigger (after a crash before triggered.json) is a success, not a second run.
+    again = up.trigger_dag_run(INCOMING_DAG_ID, record.run_id, {"batch_id": batch_id})
+    assert again.created is False
+
+
+def test_arrival_comes_before_the_run_and_its_failure_holds_nothing_up(
+    airflow: Any, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    batches = [_closed_batch(spool, tmp_path, name) for name in ("first", "second")]
+    seen: list[tuple[str, BatchState]] = []
+
+    def arrive(batch_id: str) -> None:
+        seen.append((batch_id, spool.batch(batch_id).state))
+        if len(seen) == 1:
+            raise RuntimeError("index down")
+
+    dispatcher = Dispatcher(spool, _client(airflow), on_arrival=arrive, poll_interval=0.2)
+    dispatcher.start()
+    try:
+        _until(
+            lambda: all(spool.batch(b).state is BatchState.TRIGGERED for b in batches),
+            f"not handed over; arrivals seen: {seen}",
+        )
+    finally:
+        dispatcher.stop()
+    # Each batch arrives (is indexed) before its run exists; the first arrival failed, and
+    # its batch was handed over all the same (the DAG indexes it).
+    assert all(state is BatchState.PENDING for _, state in seen)
+    assert sorted(b for b, _ in seen) == sorted(batches)
+    assert dispatcher.handed_over == 2
+
+
+def test_arrival_is_tried_again_while_airflow_is_away(airflow: Any, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    batch_id = _closed_batch(spool, tmp_path)
+    arrivals: list[str] = []
+
+    def arrive(batch: str) -> None:
+        arrivals.append(batch)
+        if len(arrivals) == 1:
+            raise RuntimeError("index down")
+
+    dispatcher = Dispatcher(
+        spool,
+        _client(airflow, _dead_url()),
+        on_arrival=arrive,
+        min_backoff=0.1,
+        max_backoff=0.2,
+        poll_interval=0.2,
+    )
+    dispatcher.start()
+    try:
+        _until(lambda: len(arrivals) >= 2, "arrival not tried again while Airflow was away")
+        time.sleep(1.0)
+    finally:
+        dispatcher.stop()
+    # Searchable while Airflow is away; once indexed, not indexed again at each look.
+    assert arrivals == [batch_id, batch_id]
+    assert spool.batch(batch_id).state is BatchState.PENDING
+
+
+def test_a_closed_batch_wakes_the_dispatcher(airflow: Any, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    # It would look by itself only after a minute: the door's word wakes it.
+    dispatcher = Dispatcher(spool, _client(airflow), poll_interval=60, recovery_interval=60)
+    dispatcher.start()
+    try:
+        batch_id = _closed_batch(spool, tmp_path)
+        _until(
+            lambda: spool.batch(batch_id).state is BatchState.TRIGGERED,
+            "a closed batch did not wake the dispatcher",
+            timeout=20,
+        )
+    finally:
+        dispatcher.stop()
+
+
+_DOOR_THAT_DIES = """
+import json, os, sys
+from pathlib import Path
+from dicomflow.spool.store import Spool
+from tests.intake_testutil import open_session
+from tests.receiver.receiver_helpers import good_dataset
+
+spool = Spool(Path(sys.argv[1]))
+intake = open_session(spool, "admin", "dies")
+for n in range(3):
+    path = Path(sys.argv[2]) / f"{n}.dcm"
+    good_dataset().save_as(path, enforce_file_format=True)
+    intake.store(path, move=True)
+print(json.dumps(intake.batch_ids), flush=True)
+os._exit(0)  # dies in the middle of its session, as a killed door does
+"""
+
+
+def test_a_batch_a_dead_door_left_open_is_closed_and_handed_over(
+    airflow: Any, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    dispatcher = Dispatcher(spool, _client(airflow), poll_interval=0.2, recovery_interval=0.5)
+    dispatcher.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _DOOR_THAT_DIES, str(spool.root), str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parents[2],
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        (batch_id,) = json.loads(done.stdout)
+        _until(
+            lambda: spool.batch(batch_id).state is BatchState.TRIGGERED,
+            "the dead door's batch was not recovered and handed over",
+        )
+    finally:
+        dispatcher.stop()
+    record = spool.batch(batch_id)
+    assert (record.instances, record.close_reason) == (3, "recovered after restart")
