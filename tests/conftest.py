@@ -3,6 +3,9 @@
 Tests ask for what they need: ``settings`` alone touches nothing; ``platform_engine`` starts
 PostgreSQL; ``orthanc``, ``s3`` and ``airflow`` start those servers (and PostgreSQL where needed).
 Everything started is stopped at the end of the session.
+
+A test that asks for any of them is marked ``stack`` (so are the modules that start servers of
+their own): ``pytest -m "not stack"`` runs the unit tests, which need no server.
 """
 
 from __future__ import annotations
@@ -30,6 +33,28 @@ from dicomflow.stack.components import (
 )
 from dicomflow.stack.isolated import stack_data_dir, stack_environment
 from dicomflow.stack.supervisor import Stack
+
+#: The fixtures that start real components; a test using one (even indirectly) is ``stack``.
+STACK_FIXTURES = frozenset(
+    {
+        "postgres",
+        "platform_engine",
+        "orthanc",
+        "s3",
+        "airflow",
+        "dispatcher",
+        "full_stack",
+        "own_stack",
+        "index_server_url",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a running component ``stack``."""
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
 
 
 @pytest.fixture(scope="session")

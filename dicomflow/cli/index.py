@@ -38,28 +38,23 @@ def rebuild(ctx: click.Context, project: str | None, as_json: bool, no_progress:
     back from the PACS (headers only) and indexed again with its projects, datasets,
     thumbnail and validation report. Exits 1 when a series could not be rebuilt.
     """
-    from dicomflow.db.projects import ADMIN_PROJECT, ProjectStore
-    from dicomflow.db.session import make_engine
-    from dicomflow.pipeline.rebuild import rebuild_index
+    from dicomflow.db.projects import ADMIN_PROJECT
     from dicomflow.pacs.client import PacsUnavailableError
+    from dicomflow.pipeline.rebuild import rebuild_index
+    from dicomflow.platform import Platform
 
-    settings = settings_of(ctx)
-    if project is not None and project != ADMIN_PROJECT:
-        engine = make_engine(settings.platform_db_url)
-        try:
-            known = ProjectStore(engine).exists(project)
-        finally:
-            engine.dispose()
-        if not known:
+    with Platform(settings_of(ctx)) as platform:
+        unknown = project not in (None, ADMIN_PROJECT) and not platform.projects.exists(project)
+        if unknown:
             raise click.BadParameter(f"project {project!r} does not exist", param_hint="--project")
-    bar = None if no_progress or as_json else ProgressBar("rebuilding", show_pos=True)
-    try:
-        report = rebuild_index(settings, project, progress=bar)
-    except PacsUnavailableError as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        if bar is not None:
-            bar.close()
+        bar = None if no_progress or as_json else ProgressBar("rebuilding", show_pos=True)
+        try:
+            report = rebuild_index(platform, project, progress=bar)
+        except PacsUnavailableError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            if bar is not None:
+                bar.close()
     echo_report(report, as_json)
     if not report.ok:
         sys.exit(1)

@@ -1,10 +1,11 @@
-"""The platform's own tables: projects, datasets and which series belong where."""
+"""The platform's own tables: projects, datasets, which series belong where, and what each
+series received: its instances and batches (the series documents are computed from these)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -73,3 +74,34 @@ class PendingOverlay(Base):
     study_uid: Mapped[str] = mapped_column(String(64))
     projects: Mapped[str] = mapped_column(Text)  # space-separated project names
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class SeriesInstance(Base):
+    """An instance of a series, recorded once however often it was sent."""
+
+    __tablename__ = "series_instances"
+
+    series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The batch it first came in.
+    batch_id: Mapped[str] = mapped_column(String(64))
+
+
+class SeriesBatch(Base):
+    """A batch that brought instances of a series: where to, from whom, and whether archived."""
+
+    __tablename__ = "series_batches"
+
+    series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project: Mapped[str] = mapped_column(String(16))
+    dataset: Mapped[str] = mapped_column(String(64))
+    instances: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    calling_ae: Mapped[str] = mapped_column(String(64), default="")
+    called_ae: Mapped[str] = mapped_column(String(64), default="")
+    sender: Mapped[str] = mapped_column(String(255), default="")
+    #: The PACS confirmed it holds the batch's instances of the series.
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -33,3 +36,18 @@ def create_schema(engine: Engine) -> None:
             .values(name=ADMIN_PROJECT, description="Every series, whatever its project.")
             .on_conflict_do_nothing()
         )
+
+
+@contextmanager
+def advisory_lock(engine: Engine, key: str) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock named ``key`` (across every process of the platform).
+
+    Serialises the read-compute-write of what belongs to one series (its documents, its
+    validation record) between tasks of different batches, on whatever host they run.
+    """
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": key})

@@ -6,16 +6,18 @@ Every DICOM element of a representative header becomes one field named
 templates, dashboards and queries written for Kaapana keep working. Next to those, the
 platform's own fields (projects, datasets, batches, validation, ...) use plain names.
 
-A series can arrive over several batches; :func:`merge_series_documents` folds a new
-document into the stored one. It is idempotent: folding the same batch in twice gives
-the same document, because counts are derived from sets of UIDs, never added up.
+A series can arrive over several batches. Its document is not merged batch by batch: it is
+computed by :func:`series_document` from the series' facts (its instances and batches, kept in
+the platform database), so it is the same whatever order the batches came in, a resent
+instance counts once, and its size is bounded by the series, not by its history.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -27,24 +29,29 @@ from pydicom.tag import BaseTag
 
 from dicomflow.dicom.completeness import missing_instance_numbers
 from dicomflow.dicom.headers import SeriesGroup, read_header
+from dicomflow.dicom.instance import Instance
 
 __all__ = [
     "BULK_VRS",
     "DEFAULT_MAX_SEQUENCE_ITEMS",
     "SCHEMA_VERSION",
     "FieldType",
-    "build_series_document",
+    "PacsState",
+    "SeriesFacts",
     "dataset_fields",
+    "dicom_fields",
     "field_name",
     "format_da",
     "format_dt",
     "format_tm",
+    "header_fields",
     "is_dicom_field",
-    "merge_series_documents",
+    "series_document",
 ]
 
 #: Bump when the meaning of a platform field changes, so stored documents can be migrated.
-SCHEMA_VERSION = 1
+#: 2: computed from the series' facts; no SOP Instance UIDs, batch ids or validation runs.
+SCHEMA_VERSION = 2
 
 #: Binary or unknown VRs: their bytes are useless in a search index.
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -298,170 +305,6 @@ def _utc_iso(value: datetime | str | None) -> str | None:
     return value.astimezone(UTC).isoformat()
 
 
-def _sorted_union(*lists: Iterable[Any] | None) -> list[Any]:
-    merged: set[Any] = set()
-    for values in lists:
-        merged.update(values or ())
-    return sorted(merged)
-
-
-def _validation_run(
-    validation: Mapping[str, Any], batch_id: str | None, fallback_time: str | None
-) -> dict[str, Any]:
-    return {
-        "batch_id": batch_id,
-        "errors": int(validation.get("errors", 0)),
-        "warnings": int(validation.get("warnings", 0)),
-        "instances_checked": int(validation.get("instances_checked", 0)),
-        "checked_at": _utc_iso(validation.get("checked_at")) or fallback_time,
-        "report_key": validation.get("report_key"),
-        "series_totals": _series_totals(validation.get("series_totals")),
-    }
-
-
-# The validation counts of a series document, summed or taken from one run's series totals.
-_VALIDATION_TOTALS = ("errors", "warnings", "instances_checked")
-
-
-def _series_totals(totals: Mapping[str, Any] | None) -> dict[str, int] | None:
-    if not totals:
-        return None
-    return {key: int(totals.get(key, 0)) for key in _VALIDATION_TOTALS}
-
-
-def _validation_block(
-    runs: Sequence[Mapping[str, Any]], instance_numbers: Sequence[int]
-) -> dict[str, Any] | None:
-    if not runs:
-        return None
-    ordered = sorted(runs, key=lambda run: (run.get("checked_at") or "", run.get("batch_id") or ""))
-    latest = ordered[-1]
-    # Each run knows the series' totals after its merge; the merge only ever adds instances,
-    # so the totals over the most instances are the newest (on a tie, the latest run's).
-    merges = [
-        (i, run["series_totals"]) for i, run in enumerate(ordered) if run.get("series_totals")
-    ]
-    if merges:
-        _, totals = max(merges, key=lambda item: (item[1]["instances_checked"], item[0]))
-    else:  # documents written before runs carried totals
-        totals = {key: sum(int(run.get(key, 0)) for run in ordered) for key in _VALIDATION_TOTALS}
-    return {
-        **totals,
-        "checked_at": latest.get("checked_at"),
-        "report_key": latest.get("report_key"),
-        "missing_instance_numbers": missing_instance_numbers(instance_numbers),
-        "runs": [dict(run) for run in ordered],
-    }
-
-
-def build_series_document(
-    group: SeriesGroup,
-    header: Dataset | None = None,
-    *,
-    projects: Sequence[str] = (),
-    datasets: Sequence[str] = (),
-    batch_id: str | None = None,
-    calling_ae: str | None = None,
-    called_ae: str | None = None,
-    sender: str | None = None,
-    received_at: datetime | str | None = None,
-    thumbnail_key: str | None = None,
-    validation: Mapping[str, Any] | None = None,
-    archived: bool = True,
-    max_sequence_items: int = DEFAULT_MAX_SEQUENCE_ITEMS,
-) -> dict[str, Any]:
-    """Build the index document of one series from one batch.
-
-    Parameters
-    ----------
-    group
-        The series as grouped by :func:`dicomflow.dicom.headers.group_series`.
-    header
-        A representative header; by default the header of the instance with the lowest
-        Instance Number is read (pixel data is never read).
-    projects, datasets
-        The platform projects and datasets the series belongs to.
-    batch_id
-        The receive batch the instances came in.
-    calling_ae, called_ae, sender
-        Who sent the batch (AE titles, peer address or user name).
-    received_at
-        When the batch was received; naive datetimes are taken as UTC.
-    thumbnail_key
-        Object-store key of the thumbnail PNG, when one was made.
-    validation
-        Summary of the validation of this batch's instances: ``errors``, ``warnings``,
-        ``instances_checked``, ``checked_at`` and ``report_key`` (e.g.
-        :meth:`dicomflow.validation.SeriesValidation.summary` plus the report key), and
-        optionally ``series_totals``: ``errors``, ``warnings`` and ``instances_checked`` of
-        the whole series so far, each instance counted once. The document's totals are
-        those of its most complete run, or sums over the runs when none has them.
-    archived
-        Whether the PACS has confirmed this batch's instances. A series is indexed as soon as
-        its batch arrives, before the PACS holds it: ``pacs_state`` then says ``"storing"``
-        until every batch of the series is archived.
-    max_sequence_items
-        See :func:`dataset_fields`.
-
-    Returns
-    -------
-    dict
-        A JSON-able document; its index id is the Series Instance UID.
-    """
-    if header is None:
-        first = min(
-            group.instances,
-            key=lambda i: (i.instance_number is None, i.instance_number or 0, str(i.path)),
-        )
-        header = read_header(first.path)
-    notes: list[str] = []
-    document = dataset_fields(header, notes=notes, max_sequence_items=max_sequence_items)
-    # The representative instance's own identity would mislead at series level, and the
-    # grouping is the source of truth for the series/study/class UIDs.
-    for tag, keyword in ((0x00080018, "SOPInstanceUID"), (0x00200013, "InstanceNumber")):
-        for field_type in (FieldType.KEYWORD, FieldType.INTEGER):
-            document.pop(field_name(tag, keyword, field_type), None)
-    document[field_name(0x0020000E, "SeriesInstanceUID", FieldType.KEYWORD)] = (
-        group.series_instance_uid
-    )
-    document[field_name(0x0020000D, "StudyInstanceUID", FieldType.KEYWORD)] = (
-        group.study_instance_uid
-    )
-    received = _utc_iso(received_at)
-    instance_numbers = _sorted_union(
-        i.instance_number for i in group.instances if i.instance_number is not None
-    )
-    runs = [_validation_run(validation, batch_id, received)] if validation is not None else []
-    document.update(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "project": _sorted_union(projects),
-            "dataset": _sorted_union(datasets),
-            "sop_instance_uids": _sorted_union(group.sop_instance_uids),
-            "instance_count": len(set(group.sop_instance_uids)),
-            "instance_numbers": instance_numbers,
-            "sop_class_uids": group.sop_class_uids,
-            "batch_ids": [batch_id] if batch_id else [],
-            "archived_batch_ids": [batch_id] if batch_id and archived else [],
-            "pacs_state": PacsState.STORED if archived else PacsState.STORING,
-            "calling_ae": calling_ae,
-            "called_ae": called_ae,
-            "sender": sender,
-            "received_at": received,
-            "last_received_at": received,
-            "thumbnail_key": thumbnail_key,
-            "validation": _validation_block(runs, instance_numbers),
-            "header_notes": notes,
-        }
-    )
-    return document
-
-
-def _time_bound(values: Iterable[str | None], pick: Any) -> str | None:
-    present = [datetime.fromisoformat(v) for v in values if v]
-    return pick(present).isoformat() if present else None
-
-
 class PacsState(StrEnum):
     """Whether the PACS holds every instance the index counts for a series."""
 
@@ -472,87 +315,187 @@ class PacsState(StrEnum):
     STORING = "storing"
 
 
-def _archived_batches(document: Mapping[str, Any]) -> list[Any]:
-    # Documents written before the field existed were written only after the PACS store.
-    if "archived_batch_ids" not in document:
-        return list(document.get("batch_ids") or [])
-    return list(document.get("archived_batch_ids") or [])
+@dataclass(frozen=True)
+class SeriesFacts:
+    """What the platform knows of a series over every batch that brought it.
+
+    Kept per instance and per batch in the platform database (the document only summarises
+    them, so it stays the same size however often the series is sent).
+
+    Attributes
+    ----------
+    series_uid
+        The series.
+    instance_count
+        Distinct SOP Instance UIDs received (a resent instance counts once).
+    sop_class_uids
+        Its SOP classes.
+    instance_numbers
+        The Instance Numbers present (for the completeness check).
+    batch_count, last_batch_id
+        How many batches brought it, and the latest.
+    archived
+        Whether the PACS confirmed every one of those batches.
+    datasets
+        Per project, the datasets the series is in.
+    received_at, last_received_at
+        First and latest receipt (UTC).
+    calling_ae, called_ae, sender
+        Who sent the latest batch.
+    """
+
+    series_uid: str
+    instance_count: int
+    sop_class_uids: tuple[str, ...] = ()
+    instance_numbers: tuple[int, ...] = ()
+    batch_count: int = 0
+    last_batch_id: str | None = None
+    archived: bool = False
+    datasets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    received_at: datetime | None = None
+    last_received_at: datetime | None = None
+    calling_ae: str | None = None
+    called_ae: str | None = None
+    sender: str | None = None
+
+    @property
+    def projects(self) -> list[str]:
+        """The projects the series is in."""
+        return sorted(self.datasets)
 
 
-def merge_series_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """Fold the document of a new batch into the stored document of the same series.
+#: A document lists at most this many missing Instance Numbers (the report lists them all).
+MAX_LISTED_GAPS = 100
+#: A document keeps at most this many notes on header values it could not index as typed.
+MAX_NOTES = 20
+
+
+def header_fields(
+    group: SeriesGroup,
+    header: Dataset | None = None,
+    *,
+    max_sequence_items: int = DEFAULT_MAX_SEQUENCE_ITEMS,
+) -> tuple[dict[str, Any], list[str]]:
+    """The DICOM fields of a series' document, from one representative header.
 
     Parameters
     ----------
-    old
-        The stored document.
-    new
-        The document built from the new batch.
+    group
+        The series as grouped by :func:`dicomflow.dicom.headers.group_series`.
+    header
+        A representative header; by default the header of the instance with the lowest
+        Instance Number is read (pixel data is never read).
+    max_sequence_items
+        See :func:`dataset_fields`.
+
+    Returns
+    -------
+    tuple
+        The fields and the notes on values that could not be indexed as their type.
+    """
+    if header is None:
+        header = read_header(min(group.instances, key=Instance.sort_key).path)
+    notes: list[str] = []
+    fields = dataset_fields(header, notes=notes, max_sequence_items=max_sequence_items)
+    # The representative instance's own identity would mislead at series level, and the
+    # grouping is the source of truth for the series and study UIDs.
+    for tag, keyword in ((0x00080018, "SOPInstanceUID"), (0x00200013, "InstanceNumber")):
+        for field_type in (FieldType.KEYWORD, FieldType.INTEGER):
+            fields.pop(field_name(tag, keyword, field_type), None)
+    fields[field_name(0x0020000E, "SeriesInstanceUID", FieldType.KEYWORD)] = (
+        group.series_instance_uid
+    )
+    fields[field_name(0x0020000D, "StudyInstanceUID", FieldType.KEYWORD)] = group.study_instance_uid
+    return fields, notes
+
+
+def dicom_fields(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The DICOM element fields of a stored document (its representative header)."""
+    return {k: v for k, v in document.items() if is_dicom_field(k)}
+
+
+def _validation_block(
+    validation: Mapping[str, Any] | None, instance_numbers: Sequence[int]
+) -> dict[str, Any] | None:
+    if not validation:
+        return None
+    present = sorted(set(instance_numbers))
+    missing_count = present[-1] - present[0] + 1 - len(present) if len(present) > 1 else 0
+    return {
+        "errors": int(validation.get("errors", 0)),
+        "warnings": int(validation.get("warnings", 0)),
+        "instances_checked": int(validation.get("instances_checked", 0)),
+        "checked_at": _utc_iso(validation.get("checked_at")),
+        "report_key": validation.get("report_key"),
+        "missing_instances": missing_count,
+        "missing_instance_numbers": missing_instance_numbers(present, limit=MAX_LISTED_GAPS),
+    }
+
+
+def series_document(
+    fields: Mapping[str, Any],
+    facts: SeriesFacts,
+    *,
+    project: str | None = None,
+    thumbnail_key: str | None = None,
+    validation: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The index document of a series, as one project (or the admin index) shows it.
+
+    This is the one place where a document is made; whatever writes the index (the pipeline
+    on arrival and after each step, a rebuild) computes it here from the series' facts, so
+    writes never merge and a document never grows with the series' history.
+
+    Parameters
+    ----------
+    fields
+        The DICOM fields (:func:`header_fields`, or those of the stored document: the
+        representative header stays the one first indexed).
+    facts
+        What the platform database knows of the series.
+    project
+        The project whose index the document is for; ``None`` for the admin index, which
+        lists every project and dataset of the series. A project's copy names only that
+        project and its own datasets.
+    thumbnail_key
+        Object-store key of the thumbnail PNG, when there is one.
+    validation
+        The validation of the whole series so far: ``errors``, ``warnings``,
+        ``instances_checked``, ``checked_at``, ``report_key``; ``None`` before any.
+    notes
+        Notes on header values that could not be indexed as their type.
 
     Returns
     -------
     dict
-        The merged document. Sets (projects, datasets, batch ids, SOP Instance UIDs,
-        Instance Numbers) are unions, so the instance count is that of distinct SOP
-        Instance UIDs and merging the same batch twice changes nothing. DICOM fields of
-        the stored document are kept (the representative header stays stable) and only
-        fields it lacks are added. Sender fields and the thumbnail key follow the newest
-        batch; ``received_at`` is the earliest receipt and ``last_received_at`` the latest.
-        Validation runs are keyed by batch id: re-validating a batch replaces its run.
-        ``archived_batch_ids`` (batches the PACS confirmed) is a union too, and
-        ``pacs_state`` is ``"stored"`` once it covers every batch id.
-
-    Raises
-    ------
-    ValueError
-        When the documents belong to different series.
+        A JSON-able document; its index id is the Series Instance UID.
     """
-    uid_field = field_name(0x0020000E, "SeriesInstanceUID", FieldType.KEYWORD)
-    if old.get(uid_field) and new.get(uid_field) and old[uid_field] != new[uid_field]:
-        raise ValueError(f"cannot merge series {new[uid_field]} into {old[uid_field]}")
-
-    merged: dict[str, Any] = {k: v for k, v in new.items() if is_dicom_field(k)}
-    merged.update({k: v for k, v in old.items() if is_dicom_field(k)})
-
-    uids = _sorted_union(old.get("sop_instance_uids"), new.get("sop_instance_uids"))
-    batch_ids = _sorted_union(old.get("batch_ids"), new.get("batch_ids"))
-    archived = _sorted_union(_archived_batches(old), _archived_batches(new))
-    numbers = _sorted_union(old.get("instance_numbers"), new.get("instance_numbers"))
-    runs: dict[str | None, Mapping[str, Any]] = {}
-    for document in (old, new):
-        for run in (document.get("validation") or {}).get("runs") or []:
-            runs[run.get("batch_id")] = run
-    notes = list(old.get("header_notes") or [])
-    notes += [n for n in new.get("header_notes") or [] if n not in notes]
-
-    def newest(key: str) -> Any:
-        value = new.get(key)
-        return value if value is not None else old.get(key)
-
-    merged.update(
+    if project is None:
+        projects = facts.projects
+        datasets = sorted({d for names in facts.datasets.values() for d in names})
+    else:
+        projects = [project]
+        datasets = sorted(facts.datasets.get(project, ()))
+    document = dict(fields)
+    document.update(
         {
             "schema_version": SCHEMA_VERSION,
-            "project": _sorted_union(old.get("project"), new.get("project")),
-            "dataset": _sorted_union(old.get("dataset"), new.get("dataset")),
-            "sop_instance_uids": uids,
-            "instance_count": len(uids),
-            "instance_numbers": numbers,
-            "sop_class_uids": _sorted_union(old.get("sop_class_uids"), new.get("sop_class_uids")),
-            "batch_ids": batch_ids,
-            "archived_batch_ids": archived,
-            "pacs_state": PacsState.STORED
-            if set(batch_ids) <= set(archived)
-            else PacsState.STORING,
-            "calling_ae": newest("calling_ae"),
-            "called_ae": newest("called_ae"),
-            "sender": newest("sender"),
-            "received_at": _time_bound((old.get("received_at"), new.get("received_at")), min),
-            "last_received_at": _time_bound(
-                (old.get("last_received_at"), new.get("last_received_at")), max
-            ),
-            "thumbnail_key": newest("thumbnail_key"),
-            "validation": _validation_block(list(runs.values()), numbers),
-            "header_notes": notes,
+            "project": projects,
+            "dataset": datasets,
+            "instance_count": facts.instance_count,
+            "sop_class_uids": list(facts.sop_class_uids),
+            "batch_count": facts.batch_count,
+            "last_batch_id": facts.last_batch_id,
+            "pacs_state": PacsState.STORED if facts.archived else PacsState.STORING,
+            "calling_ae": facts.calling_ae,
+            "called_ae": facts.called_ae,
+            "sender": facts.sender,
+            "received_at": _utc_iso(facts.received_at),
+            "last_received_at": _utc_iso(facts.last_received_at),
+            "thumbnail_key": thumbnail_key,
+            "validation": _validation_block(validation, facts.instance_numbers),
+            "header_notes": list(notes)[:MAX_NOTES],
         }
     )
-    return merged
+    return document

@@ -15,7 +15,6 @@ from dicomflow.index.base import (
     SeriesIndex,
     SeriesIndexError,
     SeriesQuery,
-    merge_documents,
 )
 
 if TYPE_CHECKING:
@@ -30,7 +29,6 @@ __all__ = [
     "SeriesIndex",
     "SeriesIndexError",
     "SeriesQuery",
-    "merge_documents",
     "open_index",
 ]
 

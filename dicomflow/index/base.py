@@ -1,30 +1,15 @@
-"""The series index: one interface, its query and result types, and the merge rule.
+"""The series index: one interface, its query and result types.
 
 A series document is a JSON object, one per series, identified by its Series Instance UID, with
 Kaapana-compatible field names (``"00080060 Modality_keyword"``) plus platform fields
-(``project``, ``dataset``, ``instance_count``, ``batch_ids``, ``validation``, ...). Every project
-has an index of its own and the ``admin`` index holds every series, so a query is always scoped
-to exactly one project and a user of project A never sees project B's series.
+(``project``, ``dataset``, ``instance_count``, ``validation``, ...). Every project has an index of
+its own and the ``admin`` index holds every series, so a query is always scoped to exactly one
+project and a user of project A never sees project B's series.
 
-The merge rule (shared by every backend, :func:`merge_documents` is the reference)
-----------------------------------------------------------------------------------
-Writing a document for a series that is already indexed merges it into the stored one:
-
-* a top-level field present in the new document replaces the stored value (nested objects such
-  as ``validation`` are replaced as a whole, so a new validation supersedes the old one);
-* the list fields ``project``, ``dataset`` and ``batch_ids`` become the union of both, in order
-  of first appearance (a scalar counts as a one-element list);
-* ``instance_count`` is kept per batch in ``instance_counts`` (``{batch key: count}``, where the
-  batch key is the document's ``batch_ids`` joined by ``+``, or ``""`` without batch ids); a new
-  document replaces its batch's entry and ``instance_count`` is the sum of the entries. So a
-  series arriving in two batches adds up, and indexing the same batch twice counts it once.
-  (An instance re-sent inside a *new* batch is counted again: exact counts would need the SOP
-  Instance UIDs, which documents do not carry.)
-* fields absent from the new document are kept.
-
-Repeating a write changes nothing: ``merge(merge(a, b), b) == merge(a, b)``, so retried tasks
-are safe. Writes of different batches may arrive in any order for the list fields and counts;
-for the other fields the last write wins (a late retry of an old batch brings its values back).
+An index stores what it is given. The documents are made in one place,
+:func:`dicomflow.dicom.document.series_document`, from the series' facts in the platform
+database, and written by one writer (:mod:`dicomflow.pipeline.documents`) that takes a lock per
+series: so no backend merges, and every backend holds exactly what the writer computed.
 """
 
 from __future__ import annotations
@@ -51,13 +36,10 @@ SERIES_UID = "0020000E SeriesInstanceUID_keyword"
 # Platform fields.
 PROJECTS = "project"
 DATASETS = "dataset"
-BATCH_IDS = "batch_ids"
 INSTANCE_COUNT = "instance_count"
-INSTANCE_COUNTS = "instance_counts"
 RECEIVED_AT = "received_at"
 VALIDATION = "validation"
 
-UNION_FIELDS: tuple[str, ...] = (PROJECTS, DATASETS, BATCH_IDS)
 FACETS: tuple[str, ...] = ("modality", "dataset", "project")
 
 SortKey = Literal["received_at", "study_date", "patient_id", "modality", "series_uid"]
@@ -313,16 +295,22 @@ class SeriesIndex(Protocol):
         """Create the project's index (and the admin one) if missing; safe to repeat."""
         ...
 
-    def upsert(self, project: str, documents: Sequence[Mapping[str, Any]]) -> int:
-        """Merge documents into the project's index and the admin index (see module doc).
+    def put(self, project: str, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Store documents in one project's index (``admin`` too is one), as given.
 
-        Each document must carry ``"0020000E SeriesInstanceUID_keyword"``; ``project`` is added
-        to its ``project`` list. Concurrent writers never lose each other's update.
+        Each document must carry ``"0020000E SeriesInstanceUID_keyword"``; a stored document
+        of the same series is replaced whole. A document listed twice is stored once (the
+        last). Writes are searchable when this returns.
 
         Returns
         -------
         int
             Number of distinct series written.
+
+        Raises
+        ------
+        ValueError
+            When a document has no Series Instance UID.
         """
         ...
 
@@ -352,82 +340,22 @@ class SeriesIndex(Protocol):
         ...
 
 
-def as_list(value: Any) -> list[Any]:
-    """A list field's value as a list (``None`` -> ``[]``, scalar -> one element)."""
-    if value is None:
-        return []
-    if isinstance(value, list | tuple):
-        return list(value)
-    return [value]
-
-
-def union(*lists: Iterable[Any]) -> list[Any]:
-    """Ordered union without duplicates (first appearance wins)."""
-    out: list[Any] = []
-    for items in lists:
-        for item in items:
-            if item not in out:
-                out.append(item)
-    return out
-
-
-def batch_key(document: Mapping[str, Any]) -> str:
-    """The key of a document's batch in ``instance_counts``."""
-    return "+".join(sorted(str(b) for b in as_list(document.get(BATCH_IDS))))
-
-
-def prepare_document(project: str, document: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Normalize a document for writing: list fields as lists, project added, counts per batch.
-
-    Returns
-    -------
-    tuple
-        ``(series_uid, document)``; the document is a new dict, merge-ready.
+def series_uid_of(document: Mapping[str, Any]) -> str:
+    """The Series Instance UID a document is stored under.
 
     Raises
     ------
     ValueError
-        When the document has no Series Instance UID.
+        When the document has none.
     """
     uid = document.get(SERIES_UID)
     if isinstance(uid, list) and len(uid) == 1:
         uid = uid[0]
     if not isinstance(uid, str) or not uid.strip():
         raise ValueError(f"series document without a {SERIES_UID!r}: {uid!r}")
-    doc = dict(document)
-    for name in UNION_FIELDS:
-        if name in doc:
-            doc[name] = union(as_list(doc[name]))
-    doc[PROJECTS] = union(as_list(doc.get(PROJECTS)), [project])
-    if INSTANCE_COUNTS not in doc and INSTANCE_COUNT in doc:
-        doc[INSTANCE_COUNTS] = {batch_key(doc): int(doc[INSTANCE_COUNT])}
-    if INSTANCE_COUNTS in doc:
-        doc[INSTANCE_COUNTS] = {str(k): int(v) for k, v in dict(doc[INSTANCE_COUNTS]).items()}
-        doc[INSTANCE_COUNT] = sum(doc[INSTANCE_COUNTS].values())
-    return uid.strip(), doc
+    return uid.strip()
 
 
-def merge_documents(stored: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge rule (module doc) on prepared documents; backends do the same server-side."""
-    out = dict(stored)
-    for name, value in new.items():
-        if name in UNION_FIELDS:
-            out[name] = union(as_list(stored.get(name)), as_list(value))
-        elif name == INSTANCE_COUNTS:
-            out[name] = {**dict(stored.get(name) or {}), **dict(value)}
-        elif name != INSTANCE_COUNT:
-            out[name] = value
-    if INSTANCE_COUNTS in new:
-        out[INSTANCE_COUNT] = sum(int(v) for v in out[INSTANCE_COUNTS].values())
-    return out
-
-
-def prepare_batch(
-    project: str, documents: Iterable[Mapping[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """Prepare documents and fold repeats of one series into one (a bulk write holds each once)."""
-    folded: dict[str, dict[str, Any]] = {}
-    for document in documents:
-        uid, doc = prepare_document(project, document)
-        folded[uid] = merge_documents(folded[uid], doc) if uid in folded else doc
-    return folded
+def by_series(documents: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Documents keyed by series, the last of repeats kept (a bulk write holds each once)."""
+    return {series_uid_of(d): dict(d) for d in documents}

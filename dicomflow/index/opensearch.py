@@ -2,10 +2,9 @@
 
 Mappings come from the index template ``config/opensearch/index-template.json`` (dynamic
 templates by Kaapana field-name suffix, text copies for descriptions, patient name and free
-text), installed by :meth:`OpenSearchSeriesIndex.ensure_project`. Writes are bulk scripted
-upserts: the Painless script below applies the merge rule of :mod:`dicomflow.index.base` on the
-shard, against the current version of the document, and OpenSearch retries it on a version
-conflict; so concurrent writers never lose an update.
+text), installed by :meth:`OpenSearchSeriesIndex.ensure_project`. Writes are bulk index
+operations that replace a series' document whole (the writer computed it, see
+:mod:`dicomflow.index.base`).
 """
 
 from __future__ import annotations
@@ -34,48 +33,20 @@ from dicomflow.index.base import (
     SOP_CLASS_UID,
     STUDY_DATE,
     STUDY_UID,
-    UNION_FIELDS,
     IndexCounts,
     SearchResult,
     SeriesIndexError,
     SeriesQuery,
-    prepare_batch,
+    by_series,
     search_words,
 )
 
 TEMPLATE_FILE = REPO_ROOT / "config" / "opensearch" / "index-template.json"
 TEMPLATE_NAME = "dicomflow-series"
 INDEX_PREFIX = "project_"
-# Conflicts are retried on the shard first, then the remaining items here.
-RETRY_ON_CONFLICT = 10
-CLIENT_RETRIES = 5
 FACET_SIZE = 500
-
-# The merge rule (base module doc), applied to ctx._source; params.doc is a prepared document.
-MERGE_SCRIPT = """
-Map s = ctx._source;
-for (def e : params.doc.entrySet()) {
-  String k = e.getKey();
-  if (params.union_fields.contains(k)) {
-    List cur = new ArrayList();
-    def old = s.get(k);
-    if (old instanceof List) { cur.addAll(old); } else if (old != null) { cur.add(old); }
-    for (def v : e.getValue()) { if (!cur.contains(v)) { cur.add(v); } }
-    s.put(k, cur);
-  } else if (k == 'instance_counts') {
-    Map counts = new HashMap();
-    def old = s.get(k);
-    if (old instanceof Map) { counts.putAll(old); }
-    counts.putAll(e.getValue());
-    long total = 0;
-    for (def v : counts.values()) { total += ((Number) v).longValue(); }
-    s.put(k, counts);
-    s.put('instance_count', total);
-  } else if (k != 'instance_count') {
-    s.put(k, e.getValue());
-  }
-}
-"""
+# A delete racing a write of the admin copy is retried on the shard.
+RETRY_ON_CONFLICT = 10
 
 # Removing one project from the admin copy; the copy goes when no project is left.
 REMOVE_PROJECT_SCRIPT = """
@@ -228,49 +199,22 @@ class OpenSearchSeriesIndex:
                     raise SeriesIndexError(f"cannot create index {name}: {exc}") from exc
             self._known.add(name)
 
-    def upsert(self, project: str, documents: Sequence[Mapping[str, Any]]) -> int:
-        """Bulk scripted upserts into the project's and the admin index."""
+    def put(self, project: str, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Bulk index (replace) documents in the project's index."""
         self.ensure_project(project)
-        folded = prepare_batch(project, documents)
-        targets = {self.index_name(project), self.index_name(ADMIN_PROJECT)}
+        folded = by_series(documents)
+        index = self.index_name(project)
         actions = [
-            {
-                "_op_type": "update",
-                "_index": target,
-                "_id": uid,
-                "retry_on_conflict": RETRY_ON_CONFLICT,
-                "scripted_upsert": True,
-                "upsert": {},
-                "script": {
-                    "lang": "painless",
-                    "source": MERGE_SCRIPT,
-                    "params": {"doc": doc, "union_fields": list(UNION_FIELDS)},
-                },
-            }
+            {"_op_type": "index", "_index": index, "_id": uid, "_source": doc}
             for uid, doc in folded.items()
-            for target in sorted(targets)
         ]
-        for _attempt in range(CLIENT_RETRIES):
-            _, errors = helpers.bulk(
-                self._client,
-                actions,
-                raise_on_error=False,
-                refresh=self._refresh,
-                max_retries=3,
-            )
-            failed = [e for e in errors if isinstance(e, dict)]
-            conflicts = {
-                (item["update"]["_index"], item["update"]["_id"])
-                for item in failed
-                if item.get("update", {}).get("status") == 409
-            }
-            others = [item for item in failed if item.get("update", {}).get("status") != 409]
-            if others:
-                raise SeriesIndexError(f"bulk write rejected: {others[:3]}")
-            if not conflicts:
-                return len(folded)
-            actions = [a for a in actions if (a["_index"], a["_id"]) in conflicts]
-        raise SeriesIndexError(f"bulk write kept conflicting on {len(actions)} documents")
+        _, errors = helpers.bulk(
+            self._client, actions, raise_on_error=False, refresh=self._refresh, max_retries=3
+        )
+        failed = [e for e in errors if isinstance(e, dict)]
+        if failed:
+            raise SeriesIndexError(f"bulk write rejected: {failed[:3]}")
+        return len(folded)
 
     def get(self, project: str, series_uid: str) -> dict[str, Any] | None:
         """The stored document or ``None``."""

@@ -6,11 +6,10 @@ generated from it by the server (so they can never disagree with it) and carry t
 the common filters, sorts and facets, plus ``tsvector`` columns for words: of every keyword
 field (free text), of the descriptions and of the patient name.
 
-Writes are one ``INSERT ... ON CONFLICT DO UPDATE`` per chunk whose update applies the merge
-rule of :mod:`dicomflow.index.base` in SQL (``dicomflow_series_merge``), so the read-merge-write
-happens under the row lock inside the server: concurrent writers queue on the row instead of
-overwriting each other. Rows are written in ``(project, series_uid)`` order, one global order,
-so two writers can never wait on each other in a cycle (no deadlock).
+Writes are one ``INSERT ... ON CONFLICT DO UPDATE`` per chunk that replaces the stored document
+(the writer computed it whole, see :mod:`dicomflow.index.base`). Rows are written in
+``(project, series_uid)`` order, one global order, so two writers can never wait on each other
+in a cycle (no deadlock).
 
 A search is one read-only snapshot and its counts are exact. Total and facets group the matches
 by one short generated key (modality, datasets, projects), which the facet, modality and
@@ -39,7 +38,7 @@ from dicomflow.index.base import (
     SearchResult,
     SeriesIndexError,
     SeriesQuery,
-    prepare_batch,
+    by_series,
     search_words,
 )
 
@@ -69,30 +68,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         WITH ORDINALITY t(v, n)
     ) items GROUP BY v
   ) firsts
-$$;
-
-CREATE OR REPLACE FUNCTION dicomflow_series_merge(old jsonb, new jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE
-  merged jsonb := old || (new - ARRAY['project', 'dataset', 'batch_ids',
-                                      'instance_count', 'instance_counts']);
-  name text;
-  counts jsonb;
-BEGIN
-  FOREACH name IN ARRAY ARRAY['project', 'dataset', 'batch_ids'] LOOP
-    IF new ? name THEN
-      merged := merged || jsonb_build_object(name, dicomflow_jsonb_union(old -> name, new -> name));
-    END IF;
-  END LOOP;
-  IF new ? 'instance_counts' THEN
-    counts := CASE WHEN jsonb_typeof(old -> 'instance_counts') = 'object'
-                   THEN old -> 'instance_counts' ELSE '{}'::jsonb END || (new -> 'instance_counts');
-    merged := merged || jsonb_build_object(
-      'instance_counts', counts,
-      'instance_count', (SELECT COALESCE(sum(value::bigint), 0) FROM jsonb_each_text(counts)));
-  END IF;
-  RETURN merged;
-END
 $$;
 
 -- The elements as text (JSON null as NULL). A loop rather than a query over
@@ -222,7 +197,7 @@ _UPSERT_SQL = text(
       FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS t(r, n)
      ORDER BY n
     ON CONFLICT (project, series_uid) DO UPDATE
-       SET doc = dicomflow_series_merge(s.doc, EXCLUDED.doc), updated_at = now()
+       SET doc = EXCLUDED.doc, updated_at = now()
     """
 )
 
@@ -582,20 +557,16 @@ class PostgresSeriesIndex:
         validate_project_name(project)
         self._ensure_schema()
 
-    def upsert(self, project: str, documents: Sequence[Mapping[str, Any]]) -> int:
-        """Merge documents into the project's rows and the admin rows (see the merge rule)."""
+    def put(self, project: str, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Store documents in the project's rows, replacing the series' stored ones."""
         validate_project_name(project)
         self._ensure_schema()
-        folded = prepare_batch(project, documents)
-        targets = [project] if project == ADMIN_PROJECT else [project, ADMIN_PROJECT]
-        rows = sorted(
-            ((p, uid, doc) for uid, doc in folded.items() for p in targets),
-            key=lambda row: (row[0], row[1]),
-        )
+        folded = by_series(documents)
+        rows = sorted(((project, uid, doc) for uid, doc in folded.items()), key=lambda r: r[1])
         for start in range(0, len(rows), CHUNK):
             chunk = json.dumps(rows[start : start + CHUNK], default=str)
             # One transaction per chunk: short row-lock holds, and a crash loses at most a chunk
-            # that the retried task writes again (the merge is idempotent).
+            # that the retried step writes again.
             with self._engine.begin() as conn:
                 conn.execute(_UPSERT_SQL, {"rows": chunk})
         return len(folded)

@@ -6,45 +6,40 @@ belong (``series_projects``, ``dataset_series``), the PACS holds their headers (
 metadata: DICOM JSON without pixel data, one request per series), and the object store holds
 their thumbnails and validation reports.
 
-Each rebuilt series is rewritten whole, in every project it belongs to and in ``admin``, so
-the copies agree and no count is carried over twice. Platform fields the PACS cannot know
-(batch ids, sender, AE titles, receipt time, validation runs) are kept from the stored document
-when there is one; without it, the receipt time is when the series was first mapped and the
-validation counts are read back from the stored report.
+Each rebuilt series is rewritten whole by the pipeline's document writer
+(:mod:`dicomflow.pipeline.documents`), in every project it belongs to and in ``admin``, so the
+copies agree. What the PACS cannot know (batches, sender, AE titles, receipt times) comes from
+the series' records in the platform database; a series without records (indexed before they
+were kept, or whose records were lost) is recorded from the PACS's instances, with the
+receipt time of its first mapping. The validation comes from the stored document, else from
+the stored report.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from dicomflow.config import Settings
 from dicomflow.db.models import Dataset as DatasetRow
 from dicomflow.db.models import DatasetSeries, SeriesProject
 from dicomflow.db.projects import ADMIN_PROJECT
-from dicomflow.db.session import make_engine
-from dicomflow.dicom.document import build_series_document
+from dicomflow.db.series import BatchOrigin
+from dicomflow.dicom.document import header_fields
 from dicomflow.dicom.headers import SeriesGroup, instance_from_header
 from dicomflow.dicom.instance import Instance
-from dicomflow.index import open_index
-from dicomflow.index.base import SeriesIndex
-from dicomflow.pacs.client import (
-    DicomWebClient,
-    PacsError,
-    PacsUnavailableError,
-    study_uid_of,
-)
-from dicomflow.storage.client import ObjectNotFoundError, ObjectStore, ObjectStoreError
+from dicomflow.pacs.client import PacsError, PacsUnavailableError, study_uid_of
+from dicomflow.pipeline.documents import DocumentWriter
+from dicomflow.platform import Platform
+from dicomflow.storage.client import ObjectNotFoundError, ObjectStoreError
 from dicomflow.storage.keys import report_key, thumbnail_key
 from dicomflow.validation.report import read_report_summary
 
@@ -59,16 +54,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Fields only the pipeline knows; a rebuild keeps the stored document's values.
-KEPT_FIELDS: tuple[str, ...] = (
-    "batch_ids",
-    "calling_ae",
-    "called_ae",
-    "sender",
-    "received_at",
-    "last_received_at",
-    "validation",
-)
+#: The batch id under which a rebuild records a series it finds only in the PACS.
+REBUILD_BATCH = "rebuild"
 
 
 class RebuildProgress(Protocol):
@@ -252,15 +239,14 @@ def series_group_from_metadata(items: Iterable[dict[str, Any]]) -> tuple[SeriesG
 
 
 class _Rebuilder:
-    """The per-series work, with the clients it shares across series."""
+    """The per-series work, with the connections it shares across series."""
 
-    def __init__(
-        self, settings: Settings, index: SeriesIndex, pacs: DicomWebClient, engine: Engine
-    ) -> None:
-        self.index = index
-        self.pacs = pacs
-        self.engine = engine
-        self.store = ObjectStore.from_settings(settings)
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.index = platform.index
+        self.pacs = platform.pacs
+        self.store = platform.objects
+        self.writer = DocumentWriter(platform)
 
     def study_of(self, series: MappedSeries, stored: dict[str, Any] | None) -> str | None:
         if series.study_uid:
@@ -291,6 +277,15 @@ class _Rebuilder:
         summary = read_report_summary(page)
         return {**summary, "report_key": report_key(uid)} if summary else None
 
+    def _record_from_pacs(self, series: MappedSeries, group: SeriesGroup) -> None:
+        """Record a series the platform database knows only by its mapping."""
+        records = self.writer.records
+        received = series.first_mapped or datetime.now(UTC)
+        for project in series.index_projects:
+            for dataset in series.datasets or ("unknown",):
+                origin = BatchOrigin(REBUILD_BATCH, project, dataset, received)
+                records.record(series.series_uid, origin, group.instances, archived=True)
+
     def rebuild(self, series: MappedSeries) -> int | None:
         """Rewrite one series' documents; the instance count, or ``None`` if not in the PACS."""
         uid = series.series_uid
@@ -302,47 +297,29 @@ class _Rebuilder:
         if not items:
             return None
         group, header = series_group_from_metadata(items)
+        records = self.writer.records
+        if not records.known(uid) and not (stored and records.adopt_document(stored)):
+            self._record_from_pacs(series, group)
         buckets = [ADMIN_PROJECT, *series.index_projects]
         thumb = thumbnail_key(uid) if self.object_in(buckets, thumbnail_key(uid)) else None
+        validation = (stored or {}).get("validation")
         report_home = self.object_in(buckets, report_key(uid))
-        validation = None
-        if report_home is not None and not (stored and stored.get("validation")):
+        if validation is None and report_home is not None:
             validation = self.stored_validation(report_home, uid)
-        document = build_series_document(
-            group,
-            header,
-            projects=series.index_projects,
-            datasets=series.datasets,
-            received_at=series.first_mapped,
+        # Copies in projects the series no longer belongs to go with the old admin copy.
+        self.index.delete_series(ADMIN_PROJECT, uid)
+        document = self.writer.write_series(
+            uid,
+            read_header=lambda: header_fields(group, header),
             thumbnail_key=thumb,
             validation=validation,
+            fresh_header=True,
         )
-        for name in KEPT_FIELDS:
-            if stored and stored.get(name) is not None:
-                document[name] = stored[name]
-        # The pipeline's convention (steps._write_documents): one fixed key, the exact count.
-        document["instance_counts"] = {"all": document["instance_count"]}
-        with self._series_lock(uid):
-            self.index.delete_series(ADMIN_PROJECT, uid)
-            for project in series.index_projects:
-                self.index.ensure_project(project)
-                self.index.upsert(project, [document])
         return int(document["instance_count"])
-
-    @contextmanager
-    def _series_lock(self, series_uid: str) -> Iterator[None]:
-        # The pipeline's lock on a series' read-merge-write: a batch of the same series being
-        # indexed right now waits for the rewrite instead of interleaving with it.
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(hashtext(:uid))"), {"uid": series_uid})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:uid))"), {"uid": series_uid})
 
 
 def rebuild_index(
-    settings: Settings,
+    platform: Platform,
     project: str | None = None,
     progress: RebuildProgress | None = None,
 ) -> RebuildReport:
@@ -350,8 +327,8 @@ def rebuild_index(
 
     Parameters
     ----------
-    settings
-        The platform settings (index backend, PACS, object store, platform database).
+    platform
+        The platform's connections (index backend, PACS, object store, platform database).
     project
         Only the series of this project (``None`` or ``admin``: every series). Each is
         rewritten in all of its projects, so the copies stay the same.
@@ -368,31 +345,24 @@ def rebuild_index(
     PacsUnavailableError
         When the PACS cannot be reached at all (nothing further is tried).
     """
-    engine = make_engine(settings.platform_db_url)
-    index = open_index(settings)
     report = RebuildReport(project=project)
-    try:
-        todo = mapped_series(engine, project)
+    todo = mapped_series(platform.engine, project)
+    if progress is not None:
+        progress.start(len(todo))
+    worker = _Rebuilder(platform)
+    for series in todo:
+        try:
+            count = worker.rebuild(series)
+        except PacsUnavailableError:
+            raise
+        except (PacsError, ValueError) as exc:
+            report.failed[series.series_uid] = str(exc)
+            log.warning("series %s not rebuilt: %s", series.series_uid, exc)
+        else:
+            if count is None:
+                report.missing.append(series.series_uid)
+            else:
+                report.rebuilt[series.series_uid] = count
         if progress is not None:
-            progress.start(len(todo))
-        with DicomWebClient.from_settings(settings) as pacs:
-            worker = _Rebuilder(settings, index, pacs, engine)
-            for series in todo:
-                try:
-                    count = worker.rebuild(series)
-                except PacsUnavailableError:
-                    raise
-                except (PacsError, ValueError) as exc:
-                    report.failed[series.series_uid] = str(exc)
-                    log.warning("series %s not rebuilt: %s", series.series_uid, exc)
-                else:
-                    if count is None:
-                        report.missing.append(series.series_uid)
-                    else:
-                        report.rebuilt[series.series_uid] = count
-                if progress is not None:
-                    progress.advance(series.series_uid)
-    finally:
-        index.close()
-        engine.dispose()
+            progress.advance(series.series_uid)
     return report

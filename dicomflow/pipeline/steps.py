@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pydicom
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
 
-from dicomflow.dicom.document import build_series_document, merge_series_documents
+from dicomflow.db.session import advisory_lock
 from dicomflow.dicom.headers import SeriesGroup
 from dicomflow.pacs.client import DicomWebClient
 from dicomflow.pipeline.batch import SpooledBatch
+from dicomflow.pipeline.documents import DocumentWriter
 from dicomflow.platform import Platform
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
 from dicomflow.storage.keys import record_key, report_key, thumbnail_key
@@ -360,7 +359,7 @@ def validate(platform: Platform, batch_id: str) -> ValidationSummary:
         for group in batch.series:
             uid = group.series_instance_uid
             outcome = validate_series(group, validator, sample=sample)
-            with _series_lock(engine, uid, "validation report"):
+            with advisory_lock(engine, f"validation:{uid}"):
                 whole = _with_earlier_batches(store, outcome)
                 page = render_report_html(
                     whole, details={"last batch": batch_id, "modality": group.modality or "-"}
@@ -371,12 +370,12 @@ def validate(platform: Platform, batch_id: str) -> ValidationSummary:
                     store.put_bytes(
                         project, report_key(uid), page.encode(), "text/html; charset=utf-8"
                     )
+            # The series so far, each instance once (a resent instance is not counted again):
+            # what the document shows, whatever order the batches come in.
             results[uid] = {
-                **outcome.summary(),
+                **whole.summary(),
                 "report_key": report_key(uid),
-                # The series so far, each instance once (a resent instance is not counted
-                # again): what the document shows, whatever order the batches merge in.
-                "series_totals": whole.summary(),
+                "this_batch": outcome.summary(),
             }
             log.info(
                 "series %s: %d error(s), %d warning(s) in %d instance(s)",
@@ -397,18 +396,6 @@ def _with_earlier_batches(store: ObjectStore, outcome: SeriesValidation) -> Seri
     except ObjectNotFoundError:
         return outcome
     return SeriesValidation.from_json(earlier).merged_with(outcome)
-
-
-@contextmanager
-def _series_lock(engine: Engine, series_uid: str, what: str = "") -> Iterator[None]:
-    """Serialise a read-merge-write of one series (its document, or ``what``) across batches."""
-    key = f"{what}:{series_uid}" if what else series_uid
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": key})
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": key})
 
 
 def announce_batch(platform: Platform, batch_id: str) -> IndexSummary:
@@ -438,7 +425,7 @@ def record_validation(
     """Add the validation results to the series documents, before or after the index step.
 
     It claims nothing about the PACS (only :func:`index_series` does, after the store), so it
-    need not wait for the store: the merge keeps whichever batches the PACS confirmed.
+    need not wait for the store: the documents say what the PACS confirmed so far.
     """
     return _write_documents(platform, batch_id, validation=validation, archived=False)
 
@@ -450,36 +437,12 @@ def _write_documents(
     validation: dict[str, dict[str, Any]] | None = None,
     archived: bool = True,
 ) -> IndexSummary:
-    """Build each series' document from the batch and merge it into the stored one."""
+    """Record the batch's series and write their documents (see :mod:`.documents`)."""
     batch = SpooledBatch(platform.spool, batch_id)
-    record = batch.record
-    engine = platform.engine
-    index = platform.index
-    for project in batch.projects:
-        index.ensure_project(project)
-    for group in batch.series:
-        uid = group.series_instance_uid
-        new = build_series_document(
-            group,
-            projects=[record.project],
-            datasets=[record.dataset],
-            batch_id=batch_id,
-            calling_ae=record.origin.calling_ae,
-            called_ae=record.origin.called_ae,
-            sender=record.origin.peer,
-            received_at=record.created_at,
-            thumbnail_key=(thumbnails or {}).get(uid),
-            validation=(validation or {}).get(uid),
-            archived=archived,
-        )
-        with _series_lock(engine, uid):
-            stored = index.get("admin", uid)
-            document = merge_series_documents(stored, new) if stored else new
-            # Counts are exact (distinct SOP Instance UIDs); one fixed key makes the index's
-            # per-batch sum equal to that count.
-            document["instance_counts"] = {"all": document["instance_count"]}
-            index.upsert(record.project, [document])
-    return {"indexed": [g.series_instance_uid for g in batch.series]}
+    written = DocumentWriter(platform).write_batch(
+        batch, archived=archived, thumbnails=thumbnails, validation=validation
+    )
+    return {"indexed": written}
 
 
 def finish(platform: Platform, batch_id: str) -> FinishSummary:

@@ -40,9 +40,17 @@ _STATIC = {
     "detail.js": "text/javascript",
     "series.css": "text/css",
 }
-# Platform fields too long or too internal for the page's summary table.
+# Platform fields too internal for the page's summary table (the first four: documents of
+# versions before the series' records were kept).
 _HIDDEN_PLATFORM_FIELDS = frozenset(
-    {"sop_instance_uids", "instance_numbers", "instance_counts", "archived_batch_ids"}
+    {
+        "sop_instance_uids",
+        "instance_numbers",
+        "instance_counts",
+        "archived_batch_ids",
+        "schema_version",
+        "header_notes",
+    }
 )
 
 

@@ -1,23 +1,25 @@
-"""Series documents with Kaapana field names, and merging across batches."""
+"""Series documents with Kaapana field names, computed from a series' facts."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from dicomflow.dicom.document import (
-    build_series_document,
+    MAX_LISTED_GAPS,
+    SeriesFacts,
     dataset_fields,
     format_da,
     format_dt,
     format_tm,
-    merge_series_documents,
+    header_fields,
+    series_document,
 )
 from dicomflow.dicom.headers import SeriesGroup, group_series
 from tests.dicomfiles import pydicom_file, write_ct_series
@@ -123,7 +125,8 @@ def test_documents_of_several_pydicom_files_are_json(tmp_path: Path) -> None:
     names = ["rtstruct.dcm", "emri_small.dcm", "reportsi.dcm", "rtplan.dcm", "US1_J2KR.dcm"]
     for name in names:
         group = one_series([pydicom_file(name)])
-        document = build_series_document(group, batch_id="b", received_at="2024-05-01T10:00:00")
+        fields, _ = header_fields(group)
+        document = series_document(fields, _facts(group.series_instance_uid, instance_count=1))
         text = json.dumps(document, allow_nan=False)
         assert document["instance_count"] == 1, name
         assert json.loads(text)["0020000E SeriesInstanceUID_keyword"] == group.series_instance_uid
@@ -146,153 +149,98 @@ def test_long_sequences_are_truncated_with_a_note() -> None:
     assert notes == ["PerFrameFunctionalGroupsSequence: 10 items, only the first 3 indexed"]
 
 
-def test_series_document_platform_fields(tmp_path: Path) -> None:
-    group = one_series(write_ct_series(tmp_path / "series", [1, 2, 4]))
-    document = build_series_document(
-        group,
-        projects=["lung", "admin"],
-        datasets=["d1"],
-        batch_id="batch-1",
-        calling_ae="CT01",
-        called_ae="DICOMFLOW",
-        sender="10.0.0.5",
-        received_at="2024-05-01T10:00:00",
-        thumbnail_key="thumbnails/x.png",
-        validation={"errors": 2, "warnings": 5, "instances_checked": 3, "report_key": "r1"},
-    )
-    assert document["project"] == ["admin", "lung"]
-    assert document["instance_count"] == 3
-    assert document["sop_instance_uids"] == sorted(group.sop_instance_uids)
-    assert document["batch_ids"] == ["batch-1"]
-    assert document["received_at"] == "2024-05-01T10:00:00+00:00"
-    assert document["validation"]["errors"] == 2
-    assert document["validation"]["missing_instance_numbers"] == [3]
-    assert document["validation"]["report_key"] == "r1"
-    assert document["00080060 Modality_keyword"] == "CT"
+def _facts(uid: str, **changes: Any) -> SeriesFacts:
+    base: dict[str, Any] = {
+        "series_uid": uid,
+        "instance_count": 3,
+        "sop_class_uids": ("1.2.840.10008.5.1.4.1.1.2",),
+        "instance_numbers": (1, 2, 4),
+        "batch_count": 2,
+        "last_batch_id": "batch-2",
+        "archived": True,
+        "datasets": {"lung": ("d1", "d2"), "heart": ("h1",)},
+        "received_at": datetime(2024, 5, 1, 10, tzinfo=UTC),
+        "last_received_at": datetime(2024, 5, 2, 10, tzinfo=UTC),
+        "calling_ae": "CT01",
+        "called_ae": "LUNG",
+        "sender": "10.0.0.5:4000",
+    }
+    return SeriesFacts(**{**base, **changes})
+
+
+def test_header_fields_describe_the_series_not_one_instance(tmp_path: Path) -> None:
+    group = one_series(write_ct_series(tmp_path / "series", [2, 1, 4]))
+    fields, notes = header_fields(group)
+    assert fields["00080060 Modality_keyword"] == "CT"
+    assert fields["0020000E SeriesInstanceUID_keyword"] == group.series_instance_uid
+    assert fields["0020000D StudyInstanceUID_keyword"] == group.study_instance_uid
     # Per-instance identity would be misleading on a series document.
-    assert "00080018 SOPInstanceUID_keyword" not in document
-    assert "00200013 InstanceNumber_integer" not in document
+    assert "00080018 SOPInstanceUID_keyword" not in fields
+    assert "00200013 InstanceNumber_integer" not in fields
+    assert notes == []
 
 
-def test_merge_unions_and_is_idempotent(tmp_path: Any) -> None:
-    from pydicom.uid import generate_uid
-
-    series_uid, study_uid = generate_uid(), generate_uid()
-    first = write_ct_series(tmp_path / "b1", [1, 2], series_uid=series_uid, study_uid=study_uid)
-    second = write_ct_series(tmp_path / "b2", [5], series_uid=series_uid, study_uid=study_uid)
-    # A resend of instance 2 arrives again with batch 2.
-    group_1 = one_series(first)
-    group_2 = one_series([*second, first[1]])
-    doc_1 = build_series_document(
-        group_1,
-        projects=["p1"],
-        batch_id="b1",
-        received_at="2024-05-01T10:00:00",
-        calling_ae="A",
-        validation={"errors": 1, "warnings": 0, "instances_checked": 2},
+def test_series_document_summarises_the_facts(tmp_path: Path) -> None:
+    group = one_series(write_ct_series(tmp_path / "series", [1, 2, 4]))
+    fields, _ = header_fields(group)
+    facts = _facts(group.series_instance_uid)
+    validation = {
+        "errors": 2,
+        "warnings": 5,
+        "instances_checked": 3,
+        "report_key": "r1",
+        "checked_at": "2024-05-02T11:00:00",
+    }
+    admin = series_document(
+        fields, facts, thumbnail_key="thumbnails/x.png", validation=validation, notes=["n"]
     )
-    doc_2 = build_series_document(
-        group_2,
-        projects=["p2"],
-        datasets=["d"],
-        batch_id="b2",
-        received_at="2024-05-02T10:00:00",
-        calling_ae="B",
-        validation={"errors": 0, "warnings": 3, "instances_checked": 2},
+    assert admin["project"] == ["heart", "lung"]
+    assert admin["dataset"] == ["d1", "d2", "h1"]
+    assert admin["instance_count"] == 3 and admin["batch_count"] == 2
+    assert admin["last_batch_id"] == "batch-2"
+    assert admin["pacs_state"] == "stored"
+    assert (admin["calling_ae"], admin["called_ae"]) == ("CT01", "LUNG")
+    assert admin["received_at"] == "2024-05-01T10:00:00+00:00"
+    assert admin["last_received_at"] == "2024-05-02T10:00:00+00:00"
+    assert admin["validation"] == {
+        "errors": 2,
+        "warnings": 5,
+        "instances_checked": 3,
+        "checked_at": "2024-05-02T11:00:00+00:00",
+        "report_key": "r1",
+        "missing_instances": 1,
+        "missing_instance_numbers": [3],
+    }
+    assert admin["00080060 Modality_keyword"] == "CT"
+    assert admin["header_notes"] == ["n"]
+    json.dumps(admin)  # JSON-able
+
+    # A project's copy names that project and its own datasets only.
+    lung = series_document(fields, facts, project="lung")
+    assert (lung["project"], lung["dataset"]) == (["lung"], ["d1", "d2"])
+    assert lung["validation"] is None, "not validated yet"
+    assert series_document(fields, _facts("x", archived=False))["pacs_state"] == "storing"
+
+
+def test_a_document_is_bounded_by_the_series_not_its_history(tmp_path: Path) -> None:
+    group = one_series(write_ct_series(tmp_path / "series", [1]))
+    fields, _ = header_fields(group)
+    small = series_document(
+        fields, _facts("x", instance_count=1, instance_numbers=(1,)), validation={"errors": 0}
     )
-
-    merged = merge_series_documents(doc_1, doc_2)
-    assert merged["instance_count"] == 3
-    assert merged["project"] == ["p1", "p2"] and merged["dataset"] == ["d"]
-    assert merged["batch_ids"] == ["b1", "b2"]
-    assert merged["calling_ae"] == "B"
-    assert merged["received_at"] == "2024-05-01T10:00:00+00:00"
-    assert merged["last_received_at"] == "2024-05-02T10:00:00+00:00"
-    assert merged["validation"]["errors"] == 1 and merged["validation"]["warnings"] == 3
-    assert merged["validation"]["missing_instance_numbers"] == [3, 4]
-
-    assert merge_series_documents(merged, doc_2) == merged
-    assert merge_series_documents(merge_series_documents(merged, doc_1), doc_2) == merged
-
-    # Re-validating batch 1 replaces its run instead of adding to it.
-    doc_1_again = dict(doc_1)
-    doc_1_again["validation"] = dict(doc_1["validation"])
-    doc_1_again["validation"]["runs"] = [dict(doc_1["validation"]["runs"][0], errors=0)]
-    assert merge_series_documents(merged, doc_1_again)["validation"]["errors"] == 0
-
-    filled = build_series_document(
-        one_series(
-            write_ct_series(tmp_path / "b3", [3, 4], series_uid=series_uid, study_uid=study_uid)
-        )
+    # 5,000 instances arrived in 100 batches, every other instance number missing.
+    big = series_document(
+        fields,
+        _facts(
+            "x",
+            instance_count=5000,
+            instance_numbers=tuple(range(1, 10_001, 2)),
+            batch_count=100,
+            last_batch_id="batch-100",
+        ),
+        validation={"errors": 0},
+        notes=[f"note {n}" for n in range(500)],
     )
-    assert merge_series_documents(merged, filled)["validation"]["missing_instance_numbers"] == []
-    assert merge_series_documents(merged, filled)["instance_count"] == 5
-
-
-def test_validation_totals_count_a_resent_instance_once(tmp_path: Path) -> None:
-    series_uid, study_uid = generate_uid(), generate_uid()
-    first = write_ct_series(tmp_path / "b1", [1, 2], series_uid=series_uid, study_uid=study_uid)
-    second = write_ct_series(tmp_path / "b2", [3], series_uid=series_uid, study_uid=study_uid)
-    # Batch 2 resends instance 2; the validate step reports the series' totals after its merge.
-    doc_1 = build_series_document(
-        one_series(first),
-        batch_id="b1",
-        validation={
-            "errors": 0,
-            "warnings": 2,
-            "instances_checked": 2,
-            "checked_at": "2024-05-01T10:00:00+00:00",
-            "series_totals": {"errors": 0, "warnings": 2, "instances_checked": 2},
-        },
-    )
-    doc_2 = build_series_document(
-        one_series([first[1], *second]),
-        batch_id="b2",
-        validation={
-            "errors": 1,
-            "warnings": 2,
-            "instances_checked": 2,
-            "checked_at": "2024-05-01T09:00:00+00:00",  # finished first, merged last
-            "series_totals": {"errors": 1, "warnings": 3, "instances_checked": 3},
-        },
-    )
-    for merged in (merge_series_documents(doc_1, doc_2), merge_series_documents(doc_2, doc_1)):
-        block = merged["validation"]
-        assert (block["errors"], block["warnings"], block["instances_checked"]) == (1, 3, 3)
-        assert len(block["runs"]) == 2
-
-
-def test_merge_refuses_another_series(tmp_path: Path) -> None:
-    a = build_series_document(one_series(write_ct_series(tmp_path / "x", [1])))
-    b = build_series_document(one_series(write_ct_series(tmp_path / "y", [1])))
-    with pytest.raises(ValueError, match="cannot merge"):
-        merge_series_documents(a, b)
-
-
-def test_pacs_state_is_stored_only_when_every_batch_is_archived(tmp_path: Path) -> None:
-    from pydicom.uid import generate_uid
-
-    series_uid, study_uid = generate_uid(), generate_uid()
-    group_1 = one_series(
-        write_ct_series(tmp_path / "b1", [1], series_uid=series_uid, study_uid=study_uid)
-    )
-    group_2 = one_series(
-        write_ct_series(tmp_path / "b2", [2], series_uid=series_uid, study_uid=study_uid)
-    )
-    arrived_1 = build_series_document(group_1, batch_id="b1", archived=False)
-    stored_1 = build_series_document(group_1, batch_id="b1")
-    arrived_2 = build_series_document(group_2, batch_id="b2", archived=False)
-    assert arrived_1["pacs_state"] == "storing" and stored_1["pacs_state"] == "stored"
-
-    # The arrival document and the DAG's document of one batch merge in either order.
-    assert merge_series_documents(arrived_1, stored_1)["pacs_state"] == "stored"
-    assert merge_series_documents(stored_1, arrived_1)["pacs_state"] == "stored"
-    # A second batch arriving makes the series "storing" again until it is archived too.
-    growing = merge_series_documents(stored_1, arrived_2)
-    assert growing["pacs_state"] == "storing" and growing["instance_count"] == 2
-    stored_2 = build_series_document(group_2, batch_id="b2")
-    assert merge_series_documents(growing, stored_2)["pacs_state"] == "stored"
-
-    # Documents indexed before the state existed were written after the PACS store.
-    legacy = {k: v for k, v in stored_1.items() if k not in ("archived_batch_ids", "pacs_state")}
-    assert merge_series_documents(legacy, stored_1)["pacs_state"] == "stored"
+    assert big["validation"]["missing_instances"] == 4999
+    assert len(big["validation"]["missing_instance_numbers"]) == MAX_LISTED_GAPS
+    assert len(json.dumps(big)) < len(json.dumps(small)) + 3_000

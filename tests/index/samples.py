@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dicomflow.index.base import SERIES_UID, SeriesIndex
+
 ROOT = "1.2.826.0.1.3680043.8.498"
 
 
@@ -27,7 +29,7 @@ def series(n: int, **fields: Any) -> dict[str, Any]:
         "00180050 SliceThickness_float": 1.25,
         "dataset": ["ds-a"],
         "instance_count": 10 + n,
-        "batch_ids": [f"batch-{n}"],
+        "batch_count": 1,
         "calling_ae": "DS-A",
         "called_ae": "ALPHA",
         "received_at": f"2024-05-{10 + n:02d}T08:00:00+00:00",
@@ -39,3 +41,20 @@ def series(n: int, **fields: Any) -> dict[str, Any]:
 
 def uid(n: int) -> str:
     return f"{ROOT}.2.{n}"
+
+
+def store(index: SeriesIndex, project: str, documents: list[dict[str, Any]]) -> None:
+    """Write series into a project and ``admin`` as the document writer lays them out.
+
+    The project's copy names that project; the admin copy names every project (and dataset)
+    the series was stored in so far. (The pipeline computes these from its records; the
+    backend tests only need documents laid out the same way.)
+    """
+    for document in documents:
+        series_uid = document[SERIES_UID]
+        admin = index.get("admin", series_uid) or {}
+        projects = sorted({*(admin.get("project") or []), project} - {"admin"} or {"admin"})
+        datasets = sorted({*(admin.get("dataset") or []), *(document.get("dataset") or [])})
+        if project != "admin":
+            index.put(project, [{**document, "project": [project]}])
+        index.put("admin", [{**document, "project": projects, "dataset": datasets}])

@@ -28,7 +28,7 @@ from dicomflow.index.dashboards import (
 )
 from dicomflow.index.opensearch import TEMPLATE_FILE, OpenSearchSeriesIndex, build_query
 from dicomflow.index.postgres import PostgresSeriesIndex
-from tests.index.samples import series, uid
+from tests.index.samples import series, store, uid
 
 
 def test_query_from_params_parses_and_validates() -> None:
@@ -59,8 +59,8 @@ def test_cli_series_list(index_settings: Settings) -> None:
     project = f"cli-{uuid.uuid4().hex[:8]}"
     index = open_index(index_settings)
     try:
-        index.upsert(project, [series(n) for n in range(3)])
-        index.upsert(project, [series(3, **{"00080060 Modality_keyword": "MR"})])
+        store(index, project, [series(n) for n in range(3)])
+        store(index, project, [series(3, **{"00080060 Modality_keyword": "MR"})])
     finally:
         index.close()
     runner = CliRunner()
@@ -127,7 +127,7 @@ def test_index_template_maps_every_suffix() -> None:
     props = mappings["properties"]
     for text_field in ("all_text", "description_text", "patient_name_text"):
         assert props[text_field]["type"] == "text"
-    assert props["instance_counts"]["enabled"] is False  # batch ids must not become fields
+    assert props["batch_count"]["type"] == "long" and props["instance_count"]["type"] == "long"
     analysis = template["template"]["settings"]["index"]["analysis"]
     assert props["all_text"]["analyzer"] in analysis["analyzer"]
 

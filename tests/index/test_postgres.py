@@ -17,7 +17,7 @@ from dicomflow.config import load_settings
 from dicomflow.index import postgres
 from dicomflow.index.base import SERIES_UID, SeriesIndexError, SeriesQuery
 from dicomflow.index.postgres import SCHEMA_TAG, PostgresSeriesIndex, create_index_schema
-from tests.index.samples import series
+from tests.index.samples import series, store
 
 LAYOUT_1 = "dicomflow series index, layout 1"
 # What layout 1 had where layout 2 differs: two indexes without the facet key, and the
@@ -80,7 +80,7 @@ def test_a_layout_1_table_is_upgraded_in_place(own_schema_engine: Engine) -> Non
     with engine.begin() as conn:
         conn.connection.cursor().execute(LAYOUT_1_DDL)
     old = PostgresSeriesIndex(engine)
-    old.upsert("alpha", [series(n, dataset=[f"ds-{n % 3}", "ds-all"]) for n in range(6)])
+    store(old, "alpha", [series(n, dataset=[f"ds-{n % 3}", "ds-all"]) for n in range(6)])
     before = old.search("admin", SeriesQuery(modality=("CT",), size=3))
 
     create_index_schema(engine)  # what the next start of the new version does
@@ -116,7 +116,7 @@ def test_a_pg_dump_backup_restores_and_works(
     engine = own_schema_engine
     create_index_schema(engine)
     index = PostgresSeriesIndex(engine)
-    index.upsert("alpha", [series(n, dataset=[f"ds-{n % 3}", "ds-all"]) for n in range(6)])
+    store(index, "alpha", [series(n, dataset=[f"ds-{n % 3}", "ds-all"]) for n in range(6)])
     query = SeriesQuery(modality=("CT",), size=3)
     before = index.search("admin", query)
     with engine.connect() as conn:
@@ -156,7 +156,7 @@ def test_a_pg_dump_backup_restores_and_works(
             again = PostgresSeriesIndex(restored)
             assert again.search("admin", query) == before
             # Writes merge as before, through the restored functions.
-            again.upsert("beta", [series(0, dataset=["ds-new"])])
+            store(again, "beta", [series(0, dataset=["ds-new"])])
             merged = again.get("admin", series(0)[SERIES_UID])
             assert merged is not None and merged["project"] == ["alpha", "beta"]
             assert merged["dataset"] == ["ds-0", "ds-all", "ds-new"]
@@ -211,7 +211,7 @@ def test_unfiltered_facets_read_the_facet_index(
 def test_facets_of_a_modality_or_date_filter_read_an_index_only(
     index_engine: Engine, postgres_index: PostgresSeriesIndex, condition: str, index: str
 ) -> None:
-    postgres_index.upsert("alpha", [series(n) for n in range(20)])
+    store(postgres_index, "alpha", [series(n) for n in range(20)])
     with index_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM series_documents"))  # sets the visibility map
     with index_engine.begin() as conn:
@@ -269,7 +269,7 @@ def paging_corpus(postgres_index: PostgresSeriesIndex) -> PostgresSeriesIndex:
         )
         for n in range(40)
     ]
-    postgres_index.upsert("alpha", docs)
+    store(postgres_index, "alpha", docs)
     return postgres_index
 
 

@@ -11,16 +11,18 @@ from fastapi.testclient import TestClient
 from dicomflow.db.projects import ProjectStore
 from dicomflow.index.base import SeriesIndex
 from dicomflow.web.search import make_search_router
-from tests.index.samples import series, uid
+from tests.index.samples import series, store, uid
 
 
 @pytest.fixture
 def client(postgres_index: SeriesIndex, project_store: ProjectStore) -> Iterator[TestClient]:
     project_store.ensure_dataset("alpha", "ds-a")
     project_store.ensure_dataset("alpha", "empty-ds")
-    postgres_index.upsert("alpha", [series(n) for n in range(5)])
-    postgres_index.upsert(
-        "beta", [series(9, dataset=["beta-ds"], **{"00080060 Modality_keyword": "MR"})]
+    store(postgres_index, "alpha", [series(n) for n in range(5)])
+    store(
+        postgres_index,
+        "beta",
+        [series(9, dataset=["beta-ds"], **{"00080060 Modality_keyword": "MR"})],
     )
     app = FastAPI()
     app.include_router(make_search_router(postgres_index, project_store))

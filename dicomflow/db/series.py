@@ -1,0 +1,234 @@
+"""What each series received: its instances and batches, the facts its documents summarise.
+
+Every write of a series' documents records the batch's part of the series here first, then
+reads the series' facts back (:class:`~dicomflow.dicom.document.SeriesFacts`). Both are
+idempotent: a retried step records nothing twice, and an instance resent in another batch is
+one instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection, Engine
+
+from dicomflow.db.models import SeriesBatch, SeriesInstance
+from dicomflow.dicom.document import SeriesFacts
+from dicomflow.dicom.instance import Instance
+
+__all__ = ["BatchOrigin", "SeriesRecords"]
+
+# Rows per INSERT statement: a 5,000-instance series is a few statements.
+_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class BatchOrigin:
+    """Where a batch's instances went and who sent them.
+
+    Attributes
+    ----------
+    batch_id
+        The spool batch (or ``legacy`` for what a document of an older version carried).
+    project, dataset
+        Where its instances belong.
+    received_at
+        When the batch was opened.
+    calling_ae, called_ae, sender
+        Who sent it.
+    """
+
+    batch_id: str
+    project: str
+    dataset: str
+    received_at: datetime
+    calling_ae: str = ""
+    called_ae: str = ""
+    sender: str = ""
+
+
+class SeriesRecords:
+    """The instances and batches of every series, in the platform database.
+
+    Parameters
+    ----------
+    engine
+        An engine on the platform database.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def record(
+        self,
+        series_uid: str,
+        origin: BatchOrigin,
+        instances: Sequence[Instance],
+        *,
+        archived: bool,
+    ) -> None:
+        """Record a batch's instances of a series; ``archived`` once the PACS holds them.
+
+        Repeating it changes nothing; ``archived`` is never taken back.
+        """
+        with self._engine.begin() as conn:
+            self._record(conn, series_uid, origin, instances, archived=archived)
+
+    @staticmethod
+    def _record(
+        conn: Connection,
+        series_uid: str,
+        origin: BatchOrigin,
+        instances: Sequence[Instance],
+        *,
+        archived: bool,
+    ) -> None:
+        rows = [
+            {
+                "series_uid": series_uid,
+                "sop_instance_uid": i.sop_instance_uid,
+                "sop_class_uid": i.sop_class_uid,
+                "instance_number": i.instance_number,
+                "batch_id": origin.batch_id,
+            }
+            for i in instances
+        ]
+        for start in range(0, len(rows), _CHUNK):
+            conn.execute(
+                insert(SeriesInstance).values(rows[start : start + _CHUNK]).on_conflict_do_nothing()
+            )
+        batch = insert(SeriesBatch).values(
+            series_uid=series_uid,
+            batch_id=origin.batch_id,
+            project=origin.project,
+            dataset=origin.dataset,
+            instances=len(instances),
+            received_at=origin.received_at,
+            calling_ae=origin.calling_ae,
+            called_ae=origin.called_ae,
+            sender=origin.sender,
+            archived=archived,
+        )
+        conn.execute(
+            batch.on_conflict_do_update(
+                index_elements=["series_uid", "batch_id"],
+                set_={"archived": SeriesBatch.archived | batch.excluded.archived},
+            )
+        )
+
+    def known(self, series_uid: str) -> bool:
+        """Whether anything of the series was recorded."""
+        with self._engine.connect() as conn:
+            stmt = select(SeriesBatch.batch_id).where(SeriesBatch.series_uid == series_uid)
+            return conn.execute(stmt.limit(1)).first() is not None
+
+    def adopt_document(self, document: Mapping[str, Any]) -> bool:
+        """Record what a document of an older version carried, once (an in-place upgrade).
+
+        Documents of schema version 1 listed their SOP Instance UIDs, Instance Numbers,
+        projects, datasets and batches; those become the series' records, so counts stay
+        right when the series next arrives.
+
+        Returns
+        -------
+        bool
+            Whether anything was recorded (a document without these lists records nothing).
+        """
+        uid = str(document.get("0020000E SeriesInstanceUID_keyword") or "")
+        uids = [str(u) for u in document.get("sop_instance_uids") or []]
+        if not uid or not uids:
+            return False
+        projects = [p for p in _listed(document.get("project")) if p != "admin"] or ["admin"]
+        datasets = _listed(document.get("dataset")) or ["unknown"]
+        received = document.get("received_at")
+        received_at = datetime.fromisoformat(received) if received else datetime.now(UTC)
+        archived_ids = set(_listed(document.get("archived_batch_ids")))
+        archived = document.get("pacs_state", "stored") == "stored" or bool(archived_ids)
+        classes = _listed(document.get("sop_class_uids"))
+        instances = [
+            Instance(
+                path=_NOWHERE,
+                sop_instance_uid=sop_uid,
+                series_instance_uid=uid,
+                study_instance_uid="",
+                sop_class_uid=classes[0] if len(classes) == 1 else "",
+            )
+            for sop_uid in uids
+        ]
+        with self._engine.begin() as conn:
+            for project in projects:
+                for dataset in datasets:
+                    origin = BatchOrigin(
+                        "legacy",
+                        project,
+                        dataset,
+                        received_at,
+                        str(document.get("calling_ae") or ""),
+                        str(document.get("called_ae") or ""),
+                        str(document.get("sender") or ""),
+                    )
+                    self._record(conn, uid, origin, instances, archived=archived)
+        return True
+
+    def facts(self, series_uid: str) -> SeriesFacts | None:
+        """What is recorded of a series, or ``None`` when nothing is."""
+        with self._engine.connect() as conn:
+            batches = conn.execute(
+                select(SeriesBatch)
+                .where(SeriesBatch.series_uid == series_uid)
+                .order_by(SeriesBatch.received_at, SeriesBatch.batch_id)
+            ).all()
+            if not batches:
+                return None
+            count, classes = conn.execute(
+                select(
+                    func.count(),
+                    func.array_agg(func.distinct(SeriesInstance.sop_class_uid)),
+                ).where(SeriesInstance.series_uid == series_uid)
+            ).one()
+            numbers = conn.execute(
+                select(SeriesInstance.instance_number)
+                .where(
+                    SeriesInstance.series_uid == series_uid,
+                    SeriesInstance.instance_number.is_not(None),
+                )
+                .distinct()
+            ).scalars()
+            instance_numbers = tuple(sorted(n for n in numbers if n is not None))
+        datasets: dict[str, set[str]] = {}
+        for row in batches:
+            datasets.setdefault(row.project, set()).add(row.dataset)
+        latest = batches[-1]
+        return SeriesFacts(
+            series_uid=series_uid,
+            instance_count=int(count),
+            sop_class_uids=tuple(sorted(c for c in classes or () if c)),
+            instance_numbers=instance_numbers,
+            batch_count=len({row.batch_id for row in batches}),
+            last_batch_id=latest.batch_id,
+            archived=all(row.archived for row in batches),
+            datasets={p: tuple(sorted(d)) for p, d in datasets.items()},
+            received_at=batches[0].received_at,
+            last_received_at=latest.received_at,
+            calling_ae=latest.calling_ae or None,
+            called_ae=latest.called_ae or None,
+            sender=latest.sender or None,
+        )
+
+
+def _listed(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+#: Instances adopted from an old document have no file.
+_NOWHERE = Path("legacy")
