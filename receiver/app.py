@@ -21,6 +21,7 @@ from dicomflow.intake.session import recover_spool
 from dicomflow.spool.store import Spool
 from receiver.contexts import storage_contexts
 from receiver.handlers import ReceiverHandlers
+from receiver.negotiation import install as install_negotiation
 from receiver.reactor import EventDrivenRequestHandler, ReceiverServer, fast_reactor_supported
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ def configure_pynetdicom() -> None:
     # (~0.15 ms per instance) even though the receiver logs pynetdicom at WARNING; the
     # receiver writes its own line per association. Read when the server is made.
     _config.LOG_HANDLER_LEVEL = "none"
+    # A sender's compressed data is accepted as it was compressed.
+    install_negotiation()
 
 
 class Receiver:

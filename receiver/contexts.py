@@ -1,9 +1,11 @@
 """Presentation contexts the receiver accepts: every storage SOP class, and Verification.
 
-The acceptor's transfer-syntax order decides what is accepted when a sender proposes several
-in one context. Explicit VR Little Endian comes first so Explicit VR senders are not
-re-encoded to Implicit VR, then the other uncompressed syntaxes, then every compressed one:
-a sender's compressed data arrives as it was compressed, byte for byte.
+Among the uncompressed syntaxes the receiver's order decides what is accepted when a sender
+proposes several in one context: Explicit VR Little Endian first so Explicit VR senders are
+not re-encoded to Implicit VR (pynetdicom's senders propose Implicit VR first whatever their
+data). Any other syntax (compressed, deflated) that a sender proposes first is its data's own:
+:mod:`receiver.negotiation` accepts that one, so compressed data arrives as it was compressed,
+byte for byte, instead of being decompressed by the sender.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-__all__ = ["TRANSFER_SYNTAXES", "storage_contexts", "storage_sop_classes"]
+__all__ = [
+    "RECEIVER_ORDERED_SYNTAXES",
+    "TRANSFER_SYNTAXES",
+    "storage_contexts",
+    "storage_sop_classes",
+]
 
 _UNCOMPRESSED = [
     ExplicitVRLittleEndian,
@@ -42,6 +49,12 @@ _NEWER = [
     "1.2.840.10008.1.2.4.202",
     "1.2.840.10008.1.2.4.203",
 ]
+
+#: The uncompressed syntaxes: among them the receiver's order decides, whichever a sender
+#: proposes first (see :mod:`receiver.negotiation`).
+RECEIVER_ORDERED_SYNTAXES = frozenset(
+    {ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian}
+)
 
 #: Accepted transfer syntaxes in order of preference.
 TRANSFER_SYNTAXES: list[str] = list(
