@@ -10,8 +10,24 @@ from airflow.sdk import BaseOperator
 from dicomflow.config import load_settings
 
 
+def record_failure(context: Any) -> None:
+    """A step failed for good (its retries are spent): the batch is failed, and says why."""
+    from dicomflow.pipeline.failures import fail_batch
+    from dicomflow.platform import Platform
+
+    task = context["ti"]
+    batch_id = str(context["params"].get("batch_id") or "")
+    if not batch_id:
+        return
+    reason = context.get("exception") or "the step failed (see its log)"
+    with Platform(load_settings(create_secrets=False)) as platform:
+        fail_batch(platform, batch_id, str(task.task_id), str(reason))
+
+
 class BatchStepOperator(BaseOperator):
     """Run one pipeline step on the batch named in the DAG run's conf.
+
+    A step that fails for good marks its batch ``failed`` (:func:`record_failure`).
 
     Parameters
     ----------
@@ -32,6 +48,7 @@ class BatchStepOperator(BaseOperator):
         from_tasks: dict[str, tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("on_failure_callback", record_failure)
         super().__init__(**kwargs)
         self.step = step
         self.batch_id = batch_id

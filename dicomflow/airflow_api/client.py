@@ -184,13 +184,14 @@ class AirflowClient:
             raise _refused(response, f"read run {run_id!r} of DAG {dag_id!r}")
         return dict(response.json())
 
-    def list_dag_runs(self, dag_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        """The latest DAG runs of a DAG."""
-        response = self._api(
-            "GET",
-            f"/api/v2/dags/{dag_id}/dagRuns",
-            params={"limit": limit, "order_by": "-run_after"},
-        )
+    def list_dag_runs(
+        self, dag_id: str, *, limit: int = 100, states: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        """The latest DAG runs of a DAG (only those in ``states`` when given)."""
+        params: dict[str, Any] = {"limit": limit, "order_by": "-run_after"}
+        if states:
+            params["state"] = list(states)
+        response = self._api("GET", f"/api/v2/dags/{dag_id}/dagRuns", params=params)
         if response.status_code != 200:
             raise _refused(response, f"list runs of DAG {dag_id!r}")
         return list(response.json().get("dag_runs", []))
@@ -201,6 +202,35 @@ class AirflowClient:
         if response.status_code != 200:
             raise _refused(response, "list DAGs")
         return {str(d["dag_id"]) for d in response.json().get("dags", [])}
+
+    def clear_failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
+        """Run a DAG run's failed tasks again (and those that did not run because of them).
+
+        Returns
+        -------
+        list of str
+            The task ids cleared (empty when nothing had failed).
+
+        Raises
+        ------
+        AirflowUnavailableError
+            When Airflow cannot be reached or fails.
+        AirflowRequestError
+            When Airflow refuses (e.g. the run does not exist).
+        """
+        response = self._api(
+            "POST",
+            f"/api/v2/dags/{dag_id}/clearTaskInstances",
+            json={
+                "dag_run_id": run_id,
+                "dry_run": False,
+                "only_failed": True,
+                "reset_dag_runs": True,
+            },
+        )
+        if response.status_code != 200:
+            raise _refused(response, f"clear the failed tasks of run {run_id!r}")
+        return [str(t["task_id"]) for t in response.json().get("task_instances", [])]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """The task instances of a DAG run (state, start and end dates, try number)."""

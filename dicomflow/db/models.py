@@ -105,3 +105,5 @@ class SeriesBatch(Base):
     sender: Mapped[str] = mapped_column(String(255), default="")
     #: The PACS confirmed it holds the batch's instances of the series.
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Why the batch's processing failed (``step: reason``); cleared by a retry or success.
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)

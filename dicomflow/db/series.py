@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
@@ -115,12 +115,29 @@ class SeriesRecords:
             sender=origin.sender,
             archived=archived,
         )
+        changes: dict[str, Any] = {"archived": SeriesBatch.archived | batch.excluded.archived}
+        if archived:
+            changes["failure"] = None
         conn.execute(
-            batch.on_conflict_do_update(
-                index_elements=["series_uid", "batch_id"],
-                set_={"archived": SeriesBatch.archived | batch.excluded.archived},
-            )
+            batch.on_conflict_do_update(index_elements=["series_uid", "batch_id"], set_=changes)
         )
+
+    def record_failure(self, batch_id: str, failure: str | None) -> list[str]:
+        """Record why a batch's processing failed (``None``: it is being retried).
+
+        Returns
+        -------
+        list of str
+            The series of the batch (their documents show the failure).
+        """
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                update(SeriesBatch)
+                .where(SeriesBatch.batch_id == batch_id, SeriesBatch.archived.is_(False))
+                .values(failure=failure)
+                .returning(SeriesBatch.series_uid)
+            ).scalars()
+            return sorted(set(rows))
 
     def known(self, series_uid: str) -> bool:
         """Whether anything of the series was recorded."""
@@ -219,6 +236,10 @@ class SeriesRecords:
             calling_ae=latest.calling_ae or None,
             called_ae=latest.called_ae or None,
             sender=latest.sender or None,
+            failure=next(
+                (f"{row.batch_id}: {row.failure}" for row in reversed(batches) if row.failure),
+                None,
+            ),
         )
 
 

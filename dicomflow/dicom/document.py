@@ -310,9 +310,11 @@ class PacsState(StrEnum):
 
     #: Every batch of the series is confirmed by the PACS.
     STORED = "stored"
-    #: At least one batch is indexed but not yet confirmed (being stored, or its store failed
-    #: and waits for a re-run).
+    #: At least one batch is indexed but not yet confirmed by the PACS (being processed).
     STORING = "storing"
+    #: The processing of a batch of the series failed (the document says where and why); it
+    #: is retried by itself once the service it needed answers, or by ``batches retry``.
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,8 @@ class SeriesFacts:
         First and latest receipt (UTC).
     calling_ae, called_ae, sender
         Who sent the latest batch.
+    failure
+        Why the processing of a batch not yet archived failed (``<batch>: <step>: <why>``).
     """
 
     series_uid: str
@@ -357,6 +361,7 @@ class SeriesFacts:
     calling_ae: str | None = None
     called_ae: str | None = None
     sender: str | None = None
+    failure: str | None = None
 
     @property
     def projects(self) -> list[str]:
@@ -432,6 +437,12 @@ def _validation_block(
     }
 
 
+def _pacs_state(facts: SeriesFacts) -> PacsState:
+    if facts.archived:
+        return PacsState.STORED
+    return PacsState.FAILED if facts.failure else PacsState.STORING
+
+
 def series_document(
     fields: Mapping[str, Any],
     facts: SeriesFacts,
@@ -487,7 +498,8 @@ def series_document(
             "sop_class_uids": list(facts.sop_class_uids),
             "batch_count": facts.batch_count,
             "last_batch_id": facts.last_batch_id,
-            "pacs_state": PacsState.STORED if facts.archived else PacsState.STORING,
+            "pacs_state": _pacs_state(facts),
+            "failure": facts.failure if not facts.archived else None,
             "calling_ae": facts.calling_ae,
             "called_ae": facts.called_ae,
             "sender": facts.sender,

@@ -51,6 +51,8 @@ INCOMING_DAG_ID = "service-process-incoming-dcm"
 POLL_INTERVAL = 2.0
 #: Seconds between looks for batches that dead processes left open.
 RECOVERY_INTERVAL = 5.0
+#: Seconds between looks at failed batches and runs.
+WATCH_INTERVAL = 10.0
 
 
 class DagTrigger(Protocol):
@@ -118,6 +120,11 @@ class Dispatcher:
         Seconds between looks at the outbox when nothing wakes the dispatcher.
     recovery_interval
         Seconds between looks for batches left open by processes that died.
+    watch
+        Called every ``watch_interval`` seconds (the platform retries failed batches there);
+        what it raises is logged.
+    watch_interval
+        Seconds between calls of ``watch``.
     """
 
     def __init__(
@@ -131,6 +138,8 @@ class Dispatcher:
         max_backoff: float = 30.0,
         poll_interval: float = POLL_INTERVAL,
         recovery_interval: float = RECOVERY_INTERVAL,
+        watch: Callable[[], object] | None = None,
+        watch_interval: float = WATCH_INTERVAL,
     ) -> None:
         self.spool = spool
         self.client = client
@@ -140,6 +149,8 @@ class Dispatcher:
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
         self.recovery_interval = recovery_interval
+        self.watch = watch
+        self.watch_interval = watch_interval
         self.handed_over = 0
         self.failed_attempts = 0
         self._announced: set[str] = set()
@@ -197,7 +208,7 @@ class Dispatcher:
 
     def _run(self) -> None:
         backoff = self.min_backoff
-        next_recovery = 0.0
+        next_recovery = next_watch = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
             if now >= next_recovery:
@@ -206,6 +217,12 @@ class Dispatcher:
                 except Exception:
                     LOGGER.exception("dispatcher: spool recovery failed")
                 next_recovery = now + self.recovery_interval
+            if self.watch is not None and now >= next_watch:
+                try:
+                    self.watch()
+                except Exception:
+                    LOGGER.exception("dispatcher: the watch over failed batches failed")
+                next_watch = now + self.watch_interval
             try:
                 self.drain()
             except AirflowError as exc:
@@ -274,6 +291,7 @@ def main() -> int:
     from types import FrameType
 
     from dicomflow.config import ConfigError, load_settings
+    from dicomflow.pipeline.failures import FailureWatch
     from dicomflow.pipeline.steps import announce_batch
     from dicomflow.platform import Platform
 
@@ -294,6 +312,7 @@ def main() -> int:
             platform.spool,
             platform.airflow,
             on_arrival=arrive if settings.index.on_arrival else None,
+            watch=FailureWatch(platform, INCOMING_DAG_ID).check,
         )
 
         def stop(signum: int, frame: FrameType | None) -> None:

@@ -20,6 +20,8 @@ class BatchState(StrEnum):
     PENDING = "pending"
     #: A DAG run exists for it (``triggered.json``).
     TRIGGERED = "triggered"
+    #: Its run failed (``failed.json``: the step and why); a retry makes it triggered again.
+    FAILED = "failed"
     #: Processed; the processing DAG wrote ``done.json``.
     DONE = "done"
 
@@ -105,6 +107,10 @@ class BatchRecord:
     triggered_at: str | None = None
     run_id: str | None = None
     done_at: str | None = None
+    failed_at: str | None = None
+    failed_step: str | None = None
+    failure: str | None = None
+    retries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able mapping (for ``--json``)."""

@@ -7,6 +7,7 @@ Layout under the spool root::
     batches/<id>/000001.dcm ...     the instances, byte for byte as received
     batches/<id>/closed.json        present once closed (state: pending)
     batches/<id>/triggered.json     present once a DAG run exists (state: triggered)
+    batches/<id>/failed.json        present while its run has failed (state: failed)
     batches/<id>/done.json          present once processed (state: done)
     open/<id>                       marks a batch its owner still writes
     outbox/<id>                     marks a closed batch the dispatcher has yet to hand over
@@ -72,6 +73,7 @@ MANIFEST_FILE = "manifest.jsonl"
 CLOSED_FILE = "closed.json"
 TRIGGERED_FILE = "triggered.json"
 DONE_FILE = "done.json"
+FAILED_FILE = "failed.json"
 PROBLEM_FILE = "instance.dcm"
 REASON_FILE = "reason.json"
 #: The dispatcher listens here for a word that a batch was closed.
@@ -511,7 +513,44 @@ class Spool:
 
     def mark_done(self, batch_id: str) -> None:
         """Record that a batch was processed (state ``done``); called by the processing DAG."""
-        durable.write_json(self._batch_path(batch_id) / DONE_FILE, {"done_at": utc_now()})
+        path = self._batch_path(batch_id)
+        durable.write_json(path / DONE_FILE, {"done_at": utc_now()})
+        durable.remove(path / FAILED_FILE)
+
+    def mark_failed(self, batch_id: str, step: str, reason: str) -> None:
+        """Record that a batch's run failed in ``step`` (state ``failed``), and why.
+
+        The count of retries so far is kept (see :meth:`clear_failed`).
+        """
+        path = self._batch_path(batch_id)
+        if (path / DONE_FILE).exists():
+            return
+        earlier = _read_json(path / FAILED_FILE) or _read_json(path / TRIGGERED_FILE) or {}
+        durable.write_json(
+            path / FAILED_FILE,
+            {
+                "failed_at": utc_now(),
+                "step": step,
+                "reason": reason,
+                "retries": int(earlier.get("retries", 0)),
+            },
+        )
+
+    def clear_failed(self, batch_id: str) -> int:
+        """Take a failed batch back to ``triggered`` for a retry; return its retry count.
+
+        The count survives in ``triggered.json``, so a batch that fails again says how often
+        it was tried.
+        """
+        path = self._batch_path(batch_id)
+        failed = _read_json(path / FAILED_FILE)
+        if failed is None:
+            return 0
+        retries = int(failed.get("retries", 0)) + 1
+        triggered = _read_json(path / TRIGGERED_FILE) or {}
+        durable.write_json(path / TRIGGERED_FILE, {**triggered, "retries": retries})
+        durable.remove(path / FAILED_FILE)
+        return retries
 
     # -- reading -------------------------------------------------------------------------
 
@@ -590,6 +629,7 @@ class Spool:
             return None
         closed = _read_json(path / CLOSED_FILE)
         triggered = _read_json(path / TRIGGERED_FILE)
+        failed = _read_json(path / FAILED_FILE)
         done = _read_json(path / DONE_FILE)
         if closed is not None:
             instances, size = closed["instances"], closed["bytes"]
@@ -598,6 +638,8 @@ class Spool:
             instances, size = len(entries), sum(e["size"] for e in entries)
         if done is not None:
             state = BatchState.DONE
+        elif failed is not None:
+            state = BatchState.FAILED
         elif triggered is not None:
             state = BatchState.TRIGGERED
         elif closed is not None:
@@ -619,6 +661,10 @@ class Spool:
             triggered_at=_get(triggered, "triggered_at"),
             run_id=_get(triggered, "run_id"),
             done_at=_get(done, "done_at"),
+            failed_at=_get(failed, "failed_at"),
+            failed_step=_get(failed, "step"),
+            failure=_get(failed, "reason"),
+            retries=int((failed or triggered or {}).get("retries", 0)),
         )
 
     # -- recovery ------------------------------------------------------------------------
