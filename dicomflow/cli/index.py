@@ -40,8 +40,8 @@ def rebuild(ctx: click.Context, project: str | None, as_json: bool, no_progress:
     """
     from dicomflow.db.projects import ADMIN_PROJECT, ProjectStore
     from dicomflow.db.session import make_engine
-    from dicomflow.pipeline.rebuild import rebuild_index
     from dicomflow.pacs.client import PacsUnavailableError
+    from dicomflow.pipeline.rebuild import rebuild_index
 
     settings = settings_of(ctx)
     if project is not None and project != ADMIN_PROJECT:
