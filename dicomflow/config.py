@@ -276,7 +276,10 @@ def _describe(error: Mapping[str, Any]) -> str:
     env = ENV_PREFIX + "__".join(str(p).upper() for p in error["loc"])
     value = error.get("input")
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key (value {value!r}); check the spelling against README.md"
+        return (
+            f"{key}: unknown key (value {value!r}); "
+            "check the spelling against docs/configuration.md"
+        )
     if error["type"] == "missing":
         return f"{key}: missing (set it in the configuration file or {env})"
     return f"{key} = {value!r}: {error['msg']} (set in the configuration file or {env})"
@@ -396,7 +399,7 @@ def write_effective_config(settings: Settings) -> Path:
 
 
 def settings_table() -> list[tuple[str, str, str]]:
-    """Rows (key, default, description) for the README, from ``config/defaults.yaml``."""
+    """Rows (key, default, description) of ``config/defaults.yaml`` (docs/configuration.md)."""
     rows: list[tuple[str, str, str]] = []
     section: str | None = None
     comment: list[str] = []

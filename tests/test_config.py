@@ -72,6 +72,6 @@ def test_every_default_key_is_documented() -> None:
         if not meaning and key.split(".")[-1] not in ("host", "port", "user", "managed")
     ]
     assert undocumented == [], f"keys without a comment in config/defaults.yaml: {undocumented}"
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    missing = [key for key in keys if f"`{key}`" not in readme]
-    assert missing == [], f"keys missing from the README's configuration table: {missing}"
+    reference = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    missing = [key for key in keys if f"`{key}`" not in reference]
+    assert missing == [], f"keys missing from docs/configuration.md: {missing}"
