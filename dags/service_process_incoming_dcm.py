@@ -1,9 +1,12 @@
-"""service-process-incoming-dcm: one run per received batch (conf: ``{"batch_id": ...}``).
+"""service-process-incoming-dcm: one run for one or more received batches.
 
-read the batch -> store to PACS | thumbnails | validate            (in parallel)
+conf: ``{"batch_ids": [...]}`` (runs of older versions: ``{"batch_id": ...}``). The dispatcher
+hands batches that closed together to one run.
+
+read the batches -> store to PACS | thumbnails | validate (representative set)  (in parallel)
 store + thumbnails -> index (pacs_state "stored")                  store -> map to project
 validate -> record the validation in the documents (before or after the index step)
-finish (batch done, spool files removed) only when every step succeeded.
+finish (batches done; files kept for service-validate-instances, the background lane).
 """
 
 from __future__ import annotations
@@ -16,12 +19,21 @@ from operators.pipeline import BatchStepOperator
 
 with DAG(
     dag_id="service-process-incoming-dcm",
-    description="Store a received batch in the PACS, index, map, thumbnail and validate it.",
+    description="Store received batches in the PACS, index, map, thumbnail and validate them.",
     schedule=None,
     catchup=False,
     max_active_runs=16,
-    params={"batch_id": Param("", type="string", description="Spool batch to process")},
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
+    params={
+        "batch_ids": Param([], type="array", description="Spool batches to process"),
+        "batch_id": Param("", type="string", description="One spool batch (older runs)"),
+    },
+    # Ahead of the background validation lane, whatever the DAG shapes.
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=5),
+        "priority_weight": 10,
+        "weight_rule": "absolute",
+    },
     tags=["dicomflow", "service"],
 ) as dag:
     read = BatchStepOperator(task_id="read_batch", step="read_batch")

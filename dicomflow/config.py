@@ -135,6 +135,12 @@ class ReceiverSettings(_Section):
     max_associations: int = Field(ge=1, le=1000)
 
 
+class DispatcherSettings(_Section):
+    max_runs: int = Field(ge=1, le=64)
+    gather_seconds: float = Field(ge=0.0, le=600.0)
+    max_run_instances: int = Field(ge=1)
+
+
 class UploadSettings(_Section):
     max_file_bytes: int = Field(ge=1)
     max_upload_bytes: int = Field(ge=1)
@@ -146,6 +152,7 @@ class UploadSettings(_Section):
 
 
 class ValidationSettings(_Section):
+    background: bool
     sample: int = Field(ge=0)
     workers: int = Field(ge=1, le=64)
     niceness: int = Field(ge=0, le=19)
@@ -174,6 +181,7 @@ class Settings(_Section):
     index: IndexSettings
     airflow: AirflowSettings
     receiver: ReceiverSettings
+    dispatcher: DispatcherSettings
     uploads: UploadSettings
     validation: ValidationSettings
     web: WebSettings

@@ -1,4 +1,4 @@
-"""Thin operators over :mod:`dicomflow.pipeline.steps`: a batch id in, one step, a summary out."""
+"""Thin operators over :mod:`dicomflow.pipeline.steps`: batch ids in, one step, a summary out."""
 
 from __future__ import annotations
 
@@ -10,24 +10,29 @@ from airflow.sdk import BaseOperator
 from dicomflow.config import load_settings
 
 
+def run_batches(params: dict[str, Any]) -> list[str]:
+    """The batches a run processes: ``batch_ids``, or the single ``batch_id`` of older runs."""
+    ids = [str(b) for b in params.get("batch_ids") or [] if b]
+    single = str(params.get("batch_id") or "")
+    return ids or ([single] if single else [])
+
+
 def record_failure(context: Any) -> None:
-    """A step failed for good (its retries are spent): the batch is failed, and says why."""
+    """A step failed for good (its retries are spent): its batches are failed, and say why."""
     from dicomflow.pipeline.failures import fail_batch
     from dicomflow.platform import Platform
 
-    task = context["ti"]
-    batch_id = str(context["params"].get("batch_id") or "")
-    if not batch_id:
-        return
+    batch_ids = run_batches(context["params"])
     reason = context.get("exception") or "the step failed (see its log)"
     with Platform(load_settings(create_secrets=False)) as platform:
-        fail_batch(platform, batch_id, str(task.task_id), str(reason))
+        for batch_id in batch_ids:
+            fail_batch(platform, batch_id, str(context["ti"].task_id), str(reason))
 
 
 class BatchStepOperator(BaseOperator):
-    """Run one pipeline step on the batch named in the DAG run's conf.
+    """Run one pipeline step on the batches named in the DAG run's conf.
 
-    A step that fails for good marks its batch ``failed`` (:func:`record_failure`).
+    A step that fails for good marks its batches ``failed`` (:func:`record_failure`).
 
     Parameters
     ----------
@@ -37,32 +42,35 @@ class BatchStepOperator(BaseOperator):
         Keyword arguments filled from upstream tasks' results: ``{argument: (task id, key)}``.
     """
 
-    template_fields: Sequence[str] = ("batch_id",)
     ui_color = "#d8ecf5"
 
     def __init__(
         self,
         *,
         step: str,
-        batch_id: str = "{{ params.batch_id }}",
         from_tasks: dict[str, tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("on_failure_callback", record_failure)
         super().__init__(**kwargs)
         self.step = step
-        self.batch_id = batch_id
         self.from_tasks = from_tasks or {}
 
     def execute(self, context: Any) -> dict[str, Any]:
         from dicomflow.pipeline import steps
         from dicomflow.platform import Platform
 
+        batch_ids = run_batches(context["params"])
+        if not batch_ids:
+            raise ValueError("the run's conf names no batch (batch_ids or batch_id)")
         function = getattr(steps, self.step)
         extra = {}
         for argument, (task_id, key) in self.from_tasks.items():
             upstream = context["ti"].xcom_pull(task_ids=task_id) or {}
             extra[argument] = upstream.get(key)
         with Platform(load_settings(create_secrets=False)) as platform:
-            result: dict[str, Any] = function(platform, self.batch_id, **extra)
+            result: dict[str, Any] = function(platform, batch_ids, **extra)
         return result
+
+
+__all__: Sequence[str] = ["BatchStepOperator", "record_failure", "run_batches"]

@@ -26,6 +26,7 @@ _FILTERS = {
     "description": "description",
     "has_errors": "has_errors",
     "has_warnings": "has_warnings",
+    "validation": "validation",
     "sop_class": "sop_class",
     "study_uid": "study_uid",
     "q": "q",
@@ -53,6 +54,11 @@ def series_group() -> None:
 @click.option("--description", help="Words of the study or series description (prefixes).")
 @click.option("--has-errors/--no-errors", default=None, help="Validation errors found or not.")
 @click.option("--has-warnings/--no-warnings", default=None, help="Validation warnings or not.")
+@click.option(
+    "--validation",
+    multiple=True,
+    help="Validation level: none, representative or complete (repeat for any of several).",
+)
 @click.option("--sop-class", multiple=True, help="SOP Class UID.")
 @click.option("--study-uid", help="Study Instance UID.")
 @click.option("-q", "q", help="Free text: words of any keyword field (prefixes).")

@@ -420,16 +420,21 @@ def dicom_fields(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _validation_block(
-    validation: Mapping[str, Any] | None, instance_numbers: Sequence[int]
+    validation: Mapping[str, Any] | None, facts: SeriesFacts
 ) -> dict[str, Any] | None:
     if not validation:
         return None
+    instance_numbers = facts.instance_numbers
+    checked = int(validation.get("instances_checked", 0))
     present = sorted(set(instance_numbers))
     missing_count = present[-1] - present[0] + 1 - len(present) if len(present) > 1 else 0
     return {
         "errors": int(validation.get("errors", 0)),
         "warnings": int(validation.get("warnings", 0)),
-        "instances_checked": int(validation.get("instances_checked", 0)),
+        "instances_checked": checked,
+        # Every instance received so far checked, or the representative set (the first
+        # lane) while the background lane is still to come.
+        "level": "complete" if checked >= facts.instance_count else "representative",
         "checked_at": _utc_iso(validation.get("checked_at")),
         "report_key": validation.get("report_key"),
         "missing_instances": missing_count,
@@ -506,7 +511,7 @@ def series_document(
             "received_at": _utc_iso(facts.received_at),
             "last_received_at": _utc_iso(facts.last_received_at),
             "thumbnail_key": thumbnail_key,
-            "validation": _validation_block(validation, facts.instance_numbers),
+            "validation": _validation_block(validation, facts),
             "header_notes": list(notes)[:MAX_NOTES],
         }
     )

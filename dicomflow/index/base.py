@@ -41,6 +41,8 @@ RECEIVED_AT = "received_at"
 VALIDATION = "validation"
 
 FACETS: tuple[str, ...] = ("modality", "dataset", "project")
+#: Validation levels a search filters on (``validation.level`` of a document; ``none``: absent).
+VALIDATION_LEVELS: tuple[str, ...] = ("none", "representative", "complete")
 
 SortKey = Literal["received_at", "study_date", "patient_id", "modality", "series_uid"]
 SORT_KEYS: tuple[str, ...] = ("received_at", "study_date", "patient_id", "modality", "series_uid")
@@ -98,6 +100,9 @@ class SeriesQuery:
         Words, each the prefix of a word of the study or series description.
     has_errors, has_warnings
         ``True``: validation found at least one; ``False``: none found (or not validated).
+    validation
+        Any of these validation levels: ``none`` (not validated yet), ``representative``
+        (a representative set checked), ``complete`` (every instance checked).
     q
         Free text: words, each the prefix of a word of any keyword field of the series.
     page, size
@@ -116,6 +121,7 @@ class SeriesQuery:
     description: str | None = None
     has_errors: bool | None = None
     has_warnings: bool | None = None
+    validation: tuple[str, ...] = ()
     sop_class: tuple[str, ...] = ()
     study_uid: str | None = None
     q: str | None = None
@@ -143,6 +149,14 @@ class SeriesQuery:
             raise QueryError(
                 "to", f"to: {self.date_to.isoformat()} is before from {self.date_from.isoformat()}"
             )
+        levels = tuple(v.strip().lower() for v in self.validation)
+        unknown = [v for v in levels if v not in VALIDATION_LEVELS]
+        if unknown:
+            raise QueryError(
+                "validation",
+                f"validation: {unknown[0]!r} is not one of {', '.join(VALIDATION_LEVELS)}",
+            )
+        object.__setattr__(self, "validation", levels)
         # Codes are upper case in DICOM; accept what people type.
         object.__setattr__(self, "modality", tuple(m.strip().upper() for m in self.modality))
         object.__setattr__(self, "body_part", tuple(b.strip().upper() for b in self.body_part))
@@ -206,6 +220,7 @@ QUERY_PARAMETERS: dict[str, str] = {
     "description": "str",
     "has_errors": "bool",
     "has_warnings": "bool",
+    "validation": "codes",
     "sop_class": "codes",
     "study_uid": "str",
     "q": "str",

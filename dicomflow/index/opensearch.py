@@ -128,6 +128,12 @@ def build_query(query: SeriesQuery | None) -> dict[str, Any]:
             filters.append({"range": {field: {"gt": 0}}})
         elif flag is False:
             must_not.append({"range": {field: {"gt": 0}}})
+    if query.validation:
+        levels = [v for v in query.validation if v != "none"]
+        either: list[dict[str, Any]] = [{"terms": {"validation.level": levels}}] if levels else []
+        if "none" in query.validation:
+            either.append({"bool": {"must_not": [{"exists": {"field": "validation.level"}}]}})
+        filters.append({"bool": {"should": either, "minimum_should_match": 1}})
     for words, field in (
         (query.description, "description_text"),
         (query.patient_name, "patient_name_text"),

@@ -107,3 +107,68 @@ class SpooledBatch:
     def projects(self) -> list[str]:
         """Where the batch's series are indexed: its project and ``admin``."""
         return sorted({self.record.project, "admin"})
+
+
+class RunBatches:
+    """The batches one DAG run processes together, and their series across batches.
+
+    The dispatcher hands every batch that closed in the last moment to one run (many senders
+    at once, or one sender's stream of small associations), so that the run's fixed costs are
+    paid once. A series sent in two of them is one series here: stored, thumbnailed and
+    validated once; each batch is still recorded, mapped and finished on its own.
+
+    Parameters
+    ----------
+    spool
+        The spool that holds them.
+    batch_ids
+        The batches, as in the run's conf (one or more).
+    """
+
+    def __init__(self, spool: Spool, batch_ids: Sequence[str] | str) -> None:
+        ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
+        if not ids:
+            raise ValueError("a run needs at least one batch")
+        self.spool = spool
+        self.batch_ids = list(dict.fromkeys(ids))
+
+    @cached_property
+    def batches(self) -> list[SpooledBatch]:
+        """The spooled batches, in the run's order."""
+        return [SpooledBatch(self.spool, batch_id) for batch_id in self.batch_ids]
+
+    @cached_property
+    def scan(self) -> HeaderScan:
+        """Every batch's instances grouped by series (an instance in two batches, once)."""
+        merged = group_instances(i for b in self.batches for g in b.series for i in g.instances)
+        merged.rejected = [r for b in self.batches for r in b.scan.rejected] + [
+            r for r in merged.rejected if r.duplicate_of is None
+        ]
+        return merged
+
+    @property
+    def series(self) -> list[SeriesGroup]:
+        """The series of the run."""
+        return list(self.scan.series)
+
+    @cached_property
+    def _projects_by_series(self) -> dict[str, list[str]]:
+        found: dict[str, set[str]] = {}
+        for batch in self.batches:
+            for group in batch.series:
+                found.setdefault(group.series_instance_uid, set()).update(batch.projects)
+        return {uid: sorted(projects) for uid, projects in found.items()}
+
+    def projects_of(self, series_uid: str) -> list[str]:
+        """Where a series' objects go: the projects of the batches that hold it, and admin."""
+        return self._projects_by_series.get(series_uid, ["admin"])
+
+    @property
+    def projects(self) -> list[str]:
+        """Every project of the run's batches, and admin."""
+        return sorted({p for b in self.batches for p in b.projects})
+
+    def batch_of(self, instance: Instance) -> SpooledBatch:
+        """The batch an instance file is in."""
+        name = instance.path.parent.name
+        return next((b for b in self.batches if b.batch_id == name), self.batches[0])

@@ -1,22 +1,29 @@
 """The dispatcher: the one hand-over from the spool to Airflow.
 
 Every door closes its batches into the spool's outbox (:mod:`dicomflow.intake`); the
-dispatcher, a small service of its own, takes each from there and
+dispatcher, a small service of its own, takes them from there:
 
-* makes its series searchable at once (``index.on_arrival``: documents marked "storing"
-  until the processing DAG confirms the PACS holds them), then
-* creates its run of ``service-process-incoming-dcm`` with the run id ``batch-<batch id>``:
-  if the dispatcher dies after Airflow created the run but before the spool recorded it,
-  the next attempt gets HTTP 409 and counts it as done, so a batch is never processed twice
-  and never forgotten.
+* it makes each batch's series searchable at once (``index.on_arrival``: documents marked
+  "storing" until the processing DAG confirms the PACS holds them);
+* it hands batches to runs of ``service-process-incoming-dcm``, several batches to one run
+  when they close together. At most ``dispatcher.max_runs`` runs are in flight; batches that
+  close meanwhile wait and the next run takes them all, so twenty senders at once, or one
+  sender's stream of single-image associations, pay Airflow's per-run and per-task costs once
+  rather than once per batch. A batch also waits up to ``dispatcher.gather_seconds`` while
+  other senders are still sending, to share their run;
+* it hands done batches to the background validation lane (``service-validate-instances``),
+  one run at a time.
 
-While Airflow cannot be reached, batches wait in the outbox and the dispatcher retries with
-backoff; an index that is down only delays searchability (the DAG indexes in any case). It
-also closes the batches that dead processes left open (:meth:`Spool.recover`), so a door that
-crashed in the middle of a sender's session needs nobody to restart it for its data to flow.
+Each run is recorded in the spool (``runs/<run id>.json``) before Airflow is asked: if the
+dispatcher dies in between, it makes the same run (same id, same batches) when it starts
+again, and Airflow answers 409 for a run that exists; so a batch is never processed twice and
+never forgotten. While Airflow cannot be reached, batches wait and the dispatcher retries with
+backoff; an index that is down only delays searchability (the DAG indexes in any case). The
+dispatcher also closes the batches that dead processes left open (:meth:`Spool.recover`).
 
-Doors wake it through a datagram on ``<spool>/dispatcher.sock`` when they close a batch; it
-also looks every :data:`POLL_INTERVAL` seconds, so a lost wake-up costs only time.
+Doors wake it through a datagram on ``<spool>/dispatcher.sock`` when they close a batch (and
+tasks when a batch is done); it also looks every :data:`POLL_INTERVAL` seconds, so a lost
+wake-up costs only time.
 """
 
 from __future__ import annotations
@@ -26,27 +33,29 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from dicomflow.airflow_api.client import AirflowError, AirflowRequestError, TriggerResult
 from dicomflow.intake.session import recover_spool
-from dicomflow.spool.records import BatchRecord
-from dicomflow.spool.store import Spool
+from dicomflow.spool.records import BatchRecord, BatchState, RunRecord
+from dicomflow.spool.store import Spool, UnknownBatchError
 
 __all__ = [
     "INCOMING_DAG_ID",
+    "VALIDATION_DAG_ID",
     "DagTrigger",
     "Dispatcher",
     "dag_conf",
-    "hand_over",
     "run_id_for",
 ]
 
 LOGGER = logging.getLogger(__name__)
 
-#: The DAG that processes a batch.
+#: The DAG that processes batches.
 INCOMING_DAG_ID = "service-process-incoming-dcm"
+#: The background validation lane.
+VALIDATION_DAG_ID = "service-validate-instances"
 #: Seconds between looks at the outbox when nothing wakes the dispatcher.
 POLL_INTERVAL = 2.0
 #: Seconds between looks for batches that dead processes left open.
@@ -63,43 +72,28 @@ class DagTrigger(Protocol):
     ) -> TriggerResult: ...
 
 
-def run_id_for(batch_id: str) -> str:
-    """The deterministic DAG run id of a batch."""
-    return f"batch-{batch_id}"
+def run_id_for(batch_ids: str | Sequence[str], prefix: str = "batch") -> str:
+    """The deterministic id of the run of ``batch_ids`` (``batch-<id>`` for one batch)."""
+    ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
+    return f"{prefix}-{ids[0]}" if len(ids) == 1 else f"{prefix}-{ids[0]}-{len(ids)}"
 
 
-def dag_conf(batch: BatchRecord) -> dict[str, object]:
-    """The conf of the DAG run that processes ``batch``."""
-    return {
-        "batch_id": batch.id,
-        "batch_dir": str(batch.path),
-        "project": batch.project,
-        "dataset": batch.dataset,
-        "instances": batch.instances,
-    }
-
-
-def hand_over(
-    spool: Spool, client: DagTrigger, batch: BatchRecord, dag_id: str = INCOMING_DAG_ID
-) -> TriggerResult:
-    """Create the DAG run of a closed batch and record it in the spool.
-
-    Safe to call twice, from two processes at once: the run id is the batch's, so the second
-    call finds the run (``created`` false) and records the same facts.
-
-    Raises
-    ------
-    AirflowError
-        When Airflow cannot be reached or refuses; the batch stays in the outbox.
-    """
-    run_id = run_id_for(batch.id)
-    result = client.trigger_dag_run(dag_id, run_id, dag_conf(batch))
-    spool.mark_triggered(batch.id, run_id, dag_id)
-    return result
+def dag_conf(batches: Sequence[BatchRecord]) -> dict[str, object]:
+    """The conf of the run that processes ``batches``."""
+    conf: dict[str, object] = {"batch_ids": [b.id for b in batches]}
+    if len(batches) == 1:
+        batch = batches[0]
+        conf.update(
+            batch_id=batch.id,
+            project=batch.project,
+            dataset=batch.dataset,
+            instances=batch.instances,
+        )
+    return conf
 
 
 class Dispatcher:
-    """Hands every batch of the outbox to Airflow exactly once; a thread of its own.
+    """Hands the outbox's batches to Airflow, gathered into as few runs as it can.
 
     Parameters
     ----------
@@ -110,10 +104,17 @@ class Dispatcher:
     on_arrival
         Called with each batch id before its run is created (the platform indexes the batch
         there, so it is searchable before the run's first task starts, and while Airflow is
-        away); what it raises is logged, and it is tried again while the batch waits in the
-        outbox.
+        away); what it raises is logged, and it is tried again while the batch waits.
     dag_id
-        The DAG to trigger.
+        The processing DAG.
+    validation_dag_id
+        The background validation lane's DAG; ``None``: no lane.
+    max_runs
+        Processing runs in flight at once.
+    gather_seconds
+        Longest wait of a closed batch for others while some door still has a batch open.
+    max_run_instances
+        Most instances in one run (a batch is never split).
     min_backoff, max_backoff
         First and longest wait (seconds) between attempts while Airflow fails.
     poll_interval
@@ -134,6 +135,10 @@ class Dispatcher:
         *,
         on_arrival: Callable[[str], object] | None = None,
         dag_id: str = INCOMING_DAG_ID,
+        validation_dag_id: str | None = None,
+        max_runs: int = 2,
+        gather_seconds: float = 1.0,
+        max_run_instances: int = 20000,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
         poll_interval: float = POLL_INTERVAL,
@@ -145,6 +150,10 @@ class Dispatcher:
         self.client = client
         self.on_arrival = on_arrival
         self.dag_id = dag_id
+        self.validation_dag_id = validation_dag_id
+        self.max_runs = max_runs
+        self.gather_seconds = gather_seconds
+        self.max_run_instances = max_run_instances
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
@@ -152,11 +161,15 @@ class Dispatcher:
         self.watch = watch
         self.watch_interval = watch_interval
         self.handed_over = 0
+        self.runs_made = 0
         self.failed_attempts = 0
         self._announced: set[str] = set()
+        self._look_again: float | None = None
         self._stopping = threading.Event()
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+
+    # -- life ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Listen for wake-ups, recover the spool once in full, and start the thread."""
@@ -198,7 +211,7 @@ class Dispatcher:
         if sock is None:
             self._stopping.wait(timeout)
             return
-        sock.settimeout(timeout)
+        sock.settimeout(max(timeout, 0.001))
         with contextlib.suppress(TimeoutError, OSError):
             sock.recv(64)
         sock.setblocking(False)
@@ -238,37 +251,133 @@ class Dispatcher:
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = self.min_backoff
-            self._wait_for_wake(min(self.poll_interval, max(0.0, next_recovery - time.monotonic())))
+            wait = min(self.poll_interval, max(0.0, next_recovery - time.monotonic()))
+            if self._look_again is not None:
+                wait = min(wait, self._look_again)
+            self._wait_for_wake(wait)
+
+    # -- hand-over -------------------------------------------------------------------------
 
     def drain(self) -> int:
-        """Hand over every batch in the outbox, oldest first; return how many were.
+        """Hand over what may go now; return how many batches were handed over.
 
         Raises
         ------
         AirflowError
-            On the first batch that could not be handed over (the rest wait for the retry).
+            When Airflow could not be asked (the batches wait for the retry).
         """
-        count = 0
-        for batch in self.spool.pending():
-            if self._stopping.is_set():
-                break
+        self._look_again = None
+        pending = self.spool.pending()
+        for batch in pending:
             self._arrive(batch.id)
-            try:
-                result = hand_over(self.spool, self.client, batch, self.dag_id)
-            except AirflowRequestError as exc:
-                LOGGER.error("dispatcher: batch %s not handed over: %s", batch.id, exc)
-                raise
-            self._announced.discard(batch.id)
-            self.handed_over += 1
-            count += 1
-            LOGGER.info(
-                "batch %s handed over as %s/%s%s",
-                batch.id,
-                self.dag_id,
-                run_id_for(batch.id),
-                "" if result.created else " (run already existed)",
-            )
+        runs = self.spool.runs()
+        count = self._finish_recorded_runs(runs)
+        in_flight = sum(1 for r in runs if r.dag_id == self.dag_id and self._in_flight(r))
+        recorded = {b for r in runs for b in r.batch_ids}
+        waiting = [b for b in pending if b.id not in recorded]
+        while waiting and in_flight < self.max_runs and not self._stopping.is_set():
+            chosen = self._gather(waiting)
+            if not chosen:
+                break
+            ids = [b.id for b in chosen]
+            count += self._hand_over(self.spool.record_run(run_id_for(ids), self.dag_id, ids))
+            in_flight += 1
+            waiting = waiting[len(chosen) :]
+        self._hand_over_validation(runs)
         return count
+
+    def _gather(self, waiting: list[BatchRecord]) -> list[BatchRecord]:
+        """The next run's batches, or none while it is better to wait for more."""
+        chosen: list[BatchRecord] = []
+        instances = 0
+        for batch in waiting:
+            if chosen and instances + batch.instances > self.max_run_instances:
+                break
+            chosen.append(batch)
+            instances += batch.instances
+        full = len(chosen) < len(waiting) or instances >= self.max_run_instances
+        waited = time.time() - self.spool.closed_since(chosen[0].id)
+        if full or waited >= self.gather_seconds or self.spool.open_batches() == 0:
+            return chosen
+        # Some door is still writing: it may close its batch in a moment and share the run.
+        self._look_again = self.gather_seconds - waited
+        return []
+
+    def _in_flight(self, run: RunRecord) -> bool:
+        """Whether a recorded run still holds a batch that is neither done nor failed."""
+        for batch_id in run.batch_ids:
+            try:
+                state = self.spool.batch(batch_id).state
+            except UnknownBatchError:
+                continue
+            if state not in (BatchState.DONE, BatchState.FAILED):
+                return True
+        return False
+
+    def _finish_recorded_runs(self, runs: list[RunRecord]) -> int:
+        """Make the recorded runs whose batches are not handed over yet; forget ended ones."""
+        count = 0
+        for run in runs:
+            if run.dag_id != self.dag_id:
+                continue
+            states = []
+            for batch_id in run.batch_ids:
+                with contextlib.suppress(UnknownBatchError):
+                    states.append(self.spool.batch(batch_id).state)
+            if BatchState.PENDING in states:
+                count += self._hand_over(run)
+            elif all(s is BatchState.DONE for s in states):
+                self.spool.forget_run(run.run_id)
+        return count
+
+    def _hand_over(self, run: RunRecord) -> int:
+        batches = []
+        for batch_id in run.batch_ids:
+            with contextlib.suppress(UnknownBatchError):
+                batches.append(self.spool.batch(batch_id))
+        try:
+            result = self.client.trigger_dag_run(run.dag_id, run.run_id, dag_conf(batches))
+        except AirflowRequestError as exc:
+            LOGGER.error("dispatcher: run %s not made: %s", run.run_id, exc)
+            raise
+        handed = 0
+        for batch in batches:
+            if batch.state is BatchState.PENDING:
+                self.spool.mark_triggered(batch.id, run.run_id, run.dag_id)
+                self._announced.discard(batch.id)
+                handed += 1
+        self.handed_over += handed
+        self.runs_made += 1
+        LOGGER.info(
+            "%d batch(es), %d instance(s) handed over as %s/%s%s",
+            len(batches),
+            sum(b.instances for b in batches),
+            run.dag_id,
+            run.run_id,
+            "" if result.created else " (run already existed)",
+        )
+        return handed
+
+    def _hand_over_validation(self, runs: list[RunRecord]) -> None:
+        """One background validation run at a time, for every done batch that waits."""
+        if self.validation_dag_id is None:
+            return
+        queued = set(self.spool.validation_queue())
+        lane = [r for r in runs if r.dag_id == self.validation_dag_id]
+        busy = False
+        for run in lane:
+            if queued & set(run.batch_ids):
+                busy = True
+            else:
+                self.spool.forget_run(run.run_id)
+        if busy or not queued:
+            return
+        batch_ids = sorted(queued)
+        run = self.spool.record_run(
+            run_id_for(batch_ids, prefix="validate"), self.validation_dag_id, batch_ids
+        )
+        self.client.trigger_dag_run(run.dag_id, run.run_id, {"batch_ids": batch_ids})
+        LOGGER.info("%d batch(es) handed to the background validation lane", len(batch_ids))
 
     def _arrive(self, batch_id: str) -> None:
         """Index a batch on arrival, once per dispatcher (retried while Airflow waits)."""
@@ -308,10 +417,15 @@ def main() -> int:
         def arrive(batch_id: str) -> None:
             announce_batch(platform, batch_id)
 
+        ds = settings.dispatcher
         dispatcher = Dispatcher(
             platform.spool,
             platform.airflow,
             on_arrival=arrive if settings.index.on_arrival else None,
+            validation_dag_id=VALIDATION_DAG_ID if settings.validation.background else None,
+            max_runs=ds.max_runs,
+            gather_seconds=ds.gather_seconds,
+            max_run_instances=ds.max_run_instances,
             watch=FailureWatch(platform, INCOMING_DAG_ID).check,
         )
 

@@ -146,26 +146,44 @@ def retry_batch(platform: Platform, batch_id: str, dag_id: str) -> list[str]:
     AirflowError
         When Airflow cannot be reached or refuses; the batch stays failed.
     """
-    record = platform.spool.batch(batch_id)
+    spool = platform.spool
+    record = spool.batch(batch_id)
     if record.state is not BatchState.FAILED:
         raise ValueError(f"batch {batch_id} has not failed (it is {record.state.value})")
     if not record.run_id:
         raise ValueError(f"batch {batch_id} has no run to retry")
-    # Triggered again before the tasks run: a step that fails at once marks it failed anew.
-    retries = platform.spool.clear_failed(batch_id)
+    run_id = record.run_id
+    # The run's other batches failed with it, and run again with it.
+    together = next((r.batch_ids for r in spool.runs() if r.run_id == run_id), [batch_id])
+    failed = [b for b in together if _state(platform, b) is BatchState.FAILED] or [batch_id]
+    # Triggered again before the tasks run: a step that fails at once marks them failed anew.
+    retries = {b: spool.clear_failed(b) for b in failed}
     try:
-        cleared = platform.airflow.clear_failed_tasks(dag_id, record.run_id)
+        cleared = platform.airflow.clear_failed_tasks(dag_id, run_id)
     except Exception:
-        platform.spool.mark_failed(batch_id, record.failed_step or "", record.failure or "")
+        for b in failed:
+            spool.mark_failed(b, record.failed_step or "", record.failure or "")
         raise
     log.info(
-        "batch %s: retry %d of run %s (%s)", batch_id, retries, record.run_id, ", ".join(cleared)
+        "batch(es) %s: retry %d of run %s (%s)",
+        ", ".join(failed),
+        retries.get(batch_id, 1),
+        run_id,
+        ", ".join(cleared),
     )
-    try:
-        _show_failure(platform, batch_id, None)
-    except Exception as exc:
-        log.warning("batch %s: documents not yet updated for the retry: %s", batch_id, exc)
+    for b in failed:
+        try:
+            _show_failure(platform, b, None)
+        except Exception as exc:
+            log.warning("batch %s: documents not yet updated for the retry: %s", b, exc)
     return cleared
+
+
+def _state(platform: Platform, batch_id: str) -> BatchState | None:
+    try:
+        return platform.spool.batch(batch_id).state
+    except Exception:
+        return None
 
 
 class FailureWatch:
@@ -213,23 +231,28 @@ class FailureWatch:
         airflow = self.platform.airflow
         spool = self.platform.spool
         for run in airflow.list_dag_runs(self.dag_id, limit=100, states=("failed",)):
-            batch_id = str((run.get("conf") or {}).get("batch_id") or "")
-            try:
-                record = spool.batch(batch_id)
-            except Exception:
-                continue
+            conf = run.get("conf") or {}
             run_id = str(run["dag_run_id"])
-            if record.state is not BatchState.TRIGGERED or record.run_id != run_id:
+            silent = []
+            for batch_id in conf.get("batch_ids") or [conf.get("batch_id")]:
+                try:
+                    record = spool.batch(str(batch_id))
+                except Exception:
+                    continue
+                if record.state is BatchState.TRIGGERED and record.run_id == run_id:
+                    silent.append(record.id)
+            if not silent:
                 continue
             current = airflow.get_dag_run(self.dag_id, run_id)
             if current is None or current.get("state") != "failed":
                 continue  # retried meanwhile
             tasks = airflow.task_instances(self.dag_id, run_id)
             step = next((t["task_id"] for t in tasks if t.get("state") == "failed"), "unknown")
-            fail_batch(
-                self.platform,
-                batch_id,
-                str(step),
-                "the step's task ended failed without saying why (its process was killed?); "
-                "see its log in Airflow",
-            )
+            for batch_id in silent:
+                fail_batch(
+                    self.platform,
+                    batch_id,
+                    str(step),
+                    "the step's task ended failed without saying why (its process was "
+                    "killed?); see its log in Airflow",
+                )

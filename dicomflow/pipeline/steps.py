@@ -1,9 +1,15 @@
 """The pipeline's steps; the DAG ``service-process-incoming-dcm`` calls one per task.
 
-Each step takes the process's :class:`~dicomflow.platform.Platform` and a batch id, re-reads
-what it needs from the spool (the source of truth until the batch is finished) and returns a
-small typed, JSON-able summary (it travels as an XCom). Every step can be re-run: object keys
-and document ids come from DICOM UIDs, PACS writes skip what is stored.
+Each step takes the process's :class:`~dicomflow.platform.Platform` and the batches of the run
+(one or several: the dispatcher hands batches that closed together to one run), re-reads what
+it needs from the spool (the source of truth until a batch is finished) and returns a small
+typed, JSON-able summary (it travels as an XCom). Every step can be re-run: object keys and
+document ids come from DICOM UIDs, PACS writes skip what is stored.
+
+Validation has two lanes: :func:`validate` checks a representative set of each series at once
+(its first, middle and last instance and one of each SOP class), and
+:func:`validate_the_rest`, run later by the DAG ``service-validate-instances`` at low
+priority, checks every other instance and fills the report in.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +28,9 @@ import pydicom
 
 from dicomflow.db.session import advisory_lock
 from dicomflow.dicom.headers import SeriesGroup
+from dicomflow.dicom.instance import Instance
 from dicomflow.pacs.client import DicomWebClient
-from dicomflow.pipeline.batch import SpooledBatch
+from dicomflow.pipeline.batch import RunBatches, SpooledBatch
 from dicomflow.pipeline.documents import DocumentWriter
 from dicomflow.platform import Platform
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
@@ -35,18 +42,22 @@ from dicomflow.validation import (
     render_report_html,
     validate_series,
 )
+from dicomflow.validation.series import representative_instances, sample_evenly
 
 log = logging.getLogger(__name__)
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 
+#: The batches of a run: one id, or several.
+Batches = str | Sequence[str]
+
 
 class StepError(RuntimeError):
-    """A step that cannot finish; the batch stays in the spool for a re-run."""
+    """A step that cannot finish; the batches stay in the spool for a re-run."""
 
 
-class SeriesInBatch(TypedDict):
+class SeriesInRun(TypedDict):
     """A series as :func:`read_batch` found it."""
 
     instances: int
@@ -54,13 +65,12 @@ class SeriesInBatch(TypedDict):
 
 
 class ReadSummary(TypedDict):
-    """What :func:`read_batch` found in a batch."""
+    """What :func:`read_batch` found in the run's batches."""
 
-    batch_id: str
-    project: str
-    dataset: str
+    batch_ids: list[str]
+    projects: list[str]
     instances: int
-    series: dict[str, SeriesInBatch]
+    series: dict[str, SeriesInRun]
     unreadable: list[str]
 
 
@@ -94,7 +104,7 @@ class ThumbnailSummary(TypedDict):
 
 
 class ValidationSummary(TypedDict):
-    """Per series: :meth:`SeriesValidation.summary` with its report key and the series' totals."""
+    """Per series: the validation of the whole series so far, with its report's key."""
 
     validation: dict[str, dict[str, Any]]
 
@@ -109,6 +119,7 @@ class FinishSummary(TypedDict):
     """What :func:`finish` cleaned up."""
 
     removed_files: int
+    kept_for_validation: int
 
 
 def _dataset_digest(data: bytes) -> str:
@@ -123,37 +134,40 @@ def _uid_digest(uid: str) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
 
-def read_batch(platform: Platform, batch_id: str) -> ReadSummary:
-    """Read the manifest and headers (no pixel data); say what the batch holds."""
-    batch = SpooledBatch(platform.spool, batch_id)
-    for rejected in batch.scan.rejected:
-        log.warning(
-            "batch %s: %s is not processed: %s", batch_id, rejected.path.name, rejected.reason
-        )
+def read_batch(platform: Platform, batch_ids: Batches) -> ReadSummary:
+    """Read the manifests (no pixel data); say what the run's batches hold."""
+    run = RunBatches(platform.spool, batch_ids)
+    for rejected in run.scan.rejected:
+        log.warning("%s is not processed: %s", rejected.path, rejected.reason)
     summary: ReadSummary = {
-        "batch_id": batch_id,
-        "project": batch.record.project,
-        "dataset": batch.record.dataset,
-        "instances": len(batch.entries),
+        "batch_ids": run.batch_ids,
+        "projects": run.projects,
+        "instances": sum(len(b.entries) for b in run.batches),
         "series": {
             g.series_instance_uid: {"instances": len(g.instances), "modality": g.modality}
-            for g in batch.series
+            for g in run.series
         },
-        "unreadable": [str(r.path) for r in batch.scan.rejected],
+        "unreadable": [str(r.path) for r in run.scan.rejected],
     }
+    for batch in run.batches:
+        log.info(
+            "batch %s: %d instance(s) for project %s, dataset %s",
+            batch.batch_id,
+            len(batch.entries),
+            batch.record.project,
+            batch.record.dataset,
+        )
     log.info(
-        "batch %s: %d instance(s) in %d series for project %s, dataset %s",
-        batch_id,
+        "run of %d batch(es): %d series, %d instance(s)",
+        len(run.batches),
+        len(run.series),
         summary["instances"],
-        len(batch.series),
-        batch.record.project,
-        batch.record.dataset,
     )
     return summary
 
 
-def store_to_pacs(platform: Platform, batch_id: str) -> StoreSummary:
-    """Store the batch's instances in the PACS by STOW-RS, skipping those already held.
+def store_to_pacs(platform: Platform, batch_ids: Batches) -> StoreSummary:
+    """Store the instances in the PACS by STOW-RS, skipping those already held.
 
     An instance whose SOP Instance UID the PACS holds with identical dataset bytes is already
     stored (a resend or a re-run). One held with *different* bytes is a conflict: not
@@ -164,14 +178,14 @@ def store_to_pacs(platform: Platform, batch_id: str) -> StoreSummary:
     StepError
         When instances could not be stored (the PACS refused them, or is down after retries).
     """
-    batch = SpooledBatch(platform.spool, batch_id)
+    run = RunBatches(platform.spool, batch_ids)
     settings = platform.settings
     pacs = platform.pacs
     stored = skipped = 0
     conflicts: list[Conflict] = []
     failed: dict[str, str] = {}
     to_send: list[Path] = []
-    for group in batch.series:
+    for group in run.series:
         held = set(pacs.series_instances(group.study_instance_uid, group.series_instance_uid))
         for inst in group.instances:
             if inst.sop_instance_uid not in held:
@@ -183,23 +197,7 @@ def store_to_pacs(platform: Platform, batch_id: str) -> StoreSummary:
             if _dataset_digest(theirs) == _dataset_digest(inst.path.read_bytes()):
                 skipped += 1
                 continue
-            # Named after the batch and the instance: a retried or doubled task keeps the
-            # conflict once.
-            problem_id = f"conflict-{batch_id}-{_uid_digest(inst.sop_instance_uid)}"
-            batch.spool.keep_problem(
-                inst.path,
-                f"conflict: SOP Instance UID {inst.sop_instance_uid} is already in the PACS "
-                "with different content; the stored instance was kept",
-                batch.record.origin,
-                batch.record.project,
-                details={
-                    "batch_id": batch_id,
-                    "series_instance_uid": group.series_instance_uid,
-                    "sop_instance_uid": inst.sop_instance_uid,
-                },
-                problem_id=problem_id,
-            )
-            conflicts.append({"sop_instance_uid": inst.sop_instance_uid, "problem": problem_id})
+            conflicts.append(_keep_conflict(run.batch_of(inst), group, inst))
     size = settings.pacs.stow_batch_size
     chunks = [to_send[start : start + size] for start in range(0, len(to_send), size)]
     # A PACS stores requests in parallel (Orthanc: 220/s one at a time, 360/s with four
@@ -211,26 +209,42 @@ def store_to_pacs(platform: Platform, batch_id: str) -> StoreSummary:
     if failed:
         sample = "; ".join(f"{uid}: {why}" for uid, why in list(failed.items())[:5])
         raise StepError(
-            f"the PACS refused {len(failed)} instance(s) of batch {batch_id} ({sample}); "
-            "the batch stays in the spool for a re-run"
+            f"the PACS refused {len(failed)} instance(s) of batch(es) "
+            f"{', '.join(run.batch_ids)} ({sample}); they stay in the spool for a re-run"
         )
-    log.info(
-        "batch %s: %d stored, %d already in the PACS, %d conflict(s)",
-        batch_id,
-        stored,
-        skipped,
-        len(conflicts),
-    )
+    log.info("%d stored, %d already in the PACS, %d conflict(s)", stored, skipped, len(conflicts))
     return {"stored": stored, "already_stored": skipped, "conflicts": conflicts}
 
 
-def map_series(platform: Platform, batch_id: str) -> MapSummary:
+def _keep_conflict(batch: SpooledBatch, group: SeriesGroup, inst: Instance) -> Conflict:
+    # Named after the batch and the instance: a retried or doubled task keeps it once.
+    problem_id = f"conflict-{batch.batch_id}-{_uid_digest(inst.sop_instance_uid)}"
+    batch.spool.keep_problem(
+        inst.path,
+        f"conflict: SOP Instance UID {inst.sop_instance_uid} is already in the PACS "
+        "with different content; the stored instance was kept",
+        batch.record.origin,
+        batch.record.project,
+        details={
+            "batch_id": batch.batch_id,
+            "series_instance_uid": group.series_instance_uid,
+            "sop_instance_uid": inst.sop_instance_uid,
+        },
+        problem_id=problem_id,
+    )
+    return {"sop_instance_uid": inst.sop_instance_uid, "problem": problem_id}
+
+
+def map_series(platform: Platform, batch_ids: Batches) -> MapSummary:
     """Record each series in its project and dataset (and in ``admin``); datasets are made here."""
-    batch = SpooledBatch(platform.spool, batch_id)
-    pairs = [(g.series_instance_uid, g.study_instance_uid) for g in batch.series]
-    for project in batch.projects:
-        platform.projects.map_series(project, batch.record.dataset, pairs)
-    return {"mapped": len(batch.series), "projects": batch.projects}
+    run = RunBatches(platform.spool, batch_ids)
+    mapped: set[str] = set()
+    for batch in run.batches:
+        pairs = [(g.series_instance_uid, g.study_instance_uid) for g in batch.series]
+        for project in batch.projects:
+            platform.projects.map_series(project, batch.record.dataset, pairs)
+        mapped.update(uid for uid, _ in pairs)
+    return {"mapped": len(mapped), "projects": run.projects}
 
 
 def _referenced_series(group: SeriesGroup) -> str | None:
@@ -259,13 +273,13 @@ def _as_files(instances: list[bytes]) -> Iterator[list[Path]]:
 
 @contextmanager
 def _reference_files(
-    batch: SpooledBatch, group: SeriesGroup, uid: str | None, pacs: DicomWebClient
+    run: RunBatches, group: SeriesGroup, uid: str | None, pacs: DicomWebClient
 ) -> Iterator[list[Path] | None]:
-    """The files of the image series a SEG or RTSTRUCT annotates: from the batch or the PACS."""
+    """The files of the image series a SEG or RTSTRUCT annotates: from the run or the PACS."""
     if uid is None:
         yield None
         return
-    for other in batch.series:
+    for other in run.series:
         if other.series_instance_uid == uid:
             yield other.paths
             return
@@ -281,36 +295,37 @@ def _is_annotation(group: SeriesGroup) -> bool:
     return bool({SEG_CLASS, RTSTRUCT_CLASS} & set(group.sop_class_uids))
 
 
-def make_thumbnails(platform: Platform, batch_id: str) -> ThumbnailSummary:
-    """Render one PNG per series into the project's and the admin bucket.
+def make_thumbnails(platform: Platform, batch_ids: Batches) -> ThumbnailSummary:
+    """Render one PNG per series into its projects' buckets and the admin bucket.
 
     A SEG or RTSTRUCT whose image series is not in the PACS yet gets a labelled placeholder and
     waits in the platform database; when a later batch brings that series, the annotation's
     thumbnail is redone over it.
     """
-    batch = SpooledBatch(platform.spool, batch_id)
+    run = RunBatches(platform.spool, batch_ids)
     store = platform.objects
-    for project in batch.projects:
+    for project in run.projects:
         store.ensure_bucket(project)
     overlays = platform.overlays
     pacs = platform.pacs
     made: dict[str, str | None] = {}
     redone: list[str] = []
-    for group in batch.series:
+    for group in run.series:
         uid = group.series_instance_uid
+        projects = run.projects_of(uid)
         if _is_annotation(group):
             ref_uid = _referenced_series(group)
-            with _reference_files(batch, group, ref_uid, pacs) as refs:
+            with _reference_files(run, group, ref_uid, pacs) as refs:
                 result = render_series_thumbnail(group, referenced_files=refs)
             if result.kind is ThumbnailKind.PLACEHOLDER and ref_uid is not None:
-                overlays.wait_for(uid, ref_uid, group.study_instance_uid, batch.projects)
+                overlays.wait_for(uid, ref_uid, group.study_instance_uid, projects)
             else:
                 overlays.done(uid)
         else:
             result = render_series_thumbnail(group)
         log.info("series %s: thumbnail %s (%s)", uid, result.kind, result.reason)
-        made[uid] = _put_thumbnail(store, batch.projects, uid, result.png)
-    for group in batch.series:
+        made[uid] = _put_thumbnail(store, projects, uid, result.png)
+    for group in run.series:
         for waiting in overlays.waiting_on(group.series_instance_uid):
             instances = pacs.retrieve_series(waiting.study_uid, waiting.annotation_series_uid)
             with _as_files(instances) as paths:
@@ -339,58 +354,82 @@ def _put_thumbnail(
     return key
 
 
-def validate(platform: Platform, batch_id: str) -> ValidationSummary:
-    """Run dciodvfy on the batch's instances; keep counts and an HTML report per series.
+def validate(platform: Platform, batch_ids: Batches) -> ValidationSummary:
+    """Check a representative set of each series with dciodvfy (the first lane).
 
-    ``validation.sample`` in the settings limits how many instances of a series are checked.
-    The report covers the whole series: a series that arrives in several batches gets one
-    report over all of them (the findings are kept as JSON next to it and merged).
+    The first, middle and last instance and one of each SOP class: enough to tell a series'
+    state at once; the rest is checked by :func:`validate_the_rest`. Each series keeps one
+    report over every batch that brought it (the findings are kept as JSON next to it).
     """
+    return _validate(platform, batch_ids, representative_instances, "representative set")
+
+
+def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSummary:
+    """Check every instance the first lane left (the background lane), then the documents.
+
+    ``validation.sample`` bounds it (at most that many per series, evenly spaced; 0: all).
+    Runs at low priority, after the batches are done, and removes their instance files.
+    """
+    sample = platform.settings.validation.sample or None
+
+    def the_rest(group: SeriesGroup) -> list[Instance]:
+        first = {i.sop_instance_uid for i in representative_instances(group)}
+        ordered = sorted(group.instances, key=Instance.sort_key)
+        return [i for i in sample_evenly(ordered, sample) if i.sop_instance_uid not in first]
+
+    summary = _validate(platform, batch_ids, the_rest, "the rest")
+    run = RunBatches(platform.spool, batch_ids)
+    writer = DocumentWriter(platform)
+    for batch in run.batches:
+        writer.write_batch(batch, archived=True, validation=summary["validation"])
+    _remove_files(run)
+    for batch in run.batches:
+        platform.spool.validation_done(batch.batch_id)
+    return summary
+
+
+def _validate(
+    platform: Platform,
+    batch_ids: Batches,
+    choose: Callable[[SeriesGroup], list[Instance]],
+    lane: str,
+) -> ValidationSummary:
     settings = platform.settings
-    sample = settings.validation.sample or None
-    batch = SpooledBatch(platform.spool, batch_id)
+    run = RunBatches(platform.spool, batch_ids)
     store = platform.objects
-    for project in batch.projects:
+    for project in run.projects:
         store.ensure_bucket(project)
-    engine = platform.engine
-    validator = Validator.from_settings(settings)
     results: dict[str, dict[str, Any]] = {}
-    try:
-        for group in batch.series:
+    with Validator.from_settings(settings) as validator:
+        for group in run.series:
             uid = group.series_instance_uid
-            outcome = validate_series(group, validator, sample=sample)
-            with advisory_lock(engine, f"validation:{uid}"):
+            outcome = validate_series(group, validator, only=choose(group))
+            with advisory_lock(platform.engine, f"validation:{uid}"):
                 whole = _with_earlier_batches(store, outcome)
-                page = render_report_html(
-                    whole, details={"last batch": batch_id, "modality": group.modality or "-"}
-                )
+                details = {"batches": ", ".join(run.batch_ids), "modality": group.modality or "-"}
+                page = render_report_html(whole, details=details)
                 record = json.dumps(whole.to_json()).encode()
-                for project in batch.projects:
+                for project in run.projects_of(uid):
                     store.put_bytes(project, record_key(uid), record, "application/json")
                     store.put_bytes(
                         project, report_key(uid), page.encode(), "text/html; charset=utf-8"
                     )
             # The series so far, each instance once (a resent instance is not counted again):
             # what the document shows, whatever order the batches come in.
-            results[uid] = {
-                **whole.summary(),
-                "report_key": report_key(uid),
-                "this_batch": outcome.summary(),
-            }
+            results[uid] = {**whole.summary(), "report_key": report_key(uid)}
             log.info(
-                "series %s: %d error(s), %d warning(s) in %d instance(s)",
+                "series %s (%s): %d error(s), %d warning(s) in %d instance(s)",
                 uid,
+                lane,
                 outcome.errors,
                 outcome.warnings,
                 len(outcome.instances),
             )
-    finally:
-        validator.close()
     return {"validation": results}
 
 
 def _with_earlier_batches(store: ObjectStore, outcome: SeriesValidation) -> SeriesValidation:
-    """The validation of the series so far (kept in ``admin``), with this batch's merged in."""
+    """The validation of the series so far (kept in ``admin``), with this run's merged in."""
     try:
         earlier = json.loads(store.get_bytes("admin", record_key(outcome.series_instance_uid)))
     except ObjectNotFoundError:
@@ -404,57 +443,78 @@ def announce_batch(platform: Platform, batch_id: str) -> IndexSummary:
     The documents say ``pacs_state: storing`` until :func:`index_series` confirms that the
     PACS holds the batch.
     """
-    result = _write_documents(platform, batch_id, archived=False)
-    log.info("batch %s: %d series searchable on arrival", batch_id, len(result["indexed"]))
-    return result
+    written = DocumentWriter(platform).write_batch(
+        SpooledBatch(platform.spool, batch_id), archived=False
+    )
+    log.info("batch %s: %d series searchable on arrival", batch_id, len(written))
+    return {"indexed": written}
 
 
 def index_series(
-    platform: Platform, batch_id: str, thumbnails: dict[str, str | None] | None = None
+    platform: Platform, batch_ids: Batches, thumbnails: dict[str, str | None] | None = None
 ) -> IndexSummary:
-    """Index the batch's series (project and ``admin``) as held by the PACS, with thumbnails.
+    """Index the series (projects and ``admin``) as held by the PACS, with thumbnails.
 
     Runs once the PACS holds the instances: the documents then say ``pacs_state: stored``.
     """
-    return _write_documents(platform, batch_id, thumbnails=thumbnails)
+    return _write_documents(platform, batch_ids, thumbnails=thumbnails)
 
 
 def record_validation(
-    platform: Platform, batch_id: str, validation: dict[str, dict[str, Any]] | None = None
+    platform: Platform, batch_ids: Batches, validation: dict[str, dict[str, Any]] | None = None
 ) -> IndexSummary:
     """Add the validation results to the series documents, before or after the index step.
 
     It claims nothing about the PACS (only :func:`index_series` does, after the store), so it
     need not wait for the store: the documents say what the PACS confirmed so far.
     """
-    return _write_documents(platform, batch_id, validation=validation, archived=False)
+    return _write_documents(platform, batch_ids, validation=validation, archived=False)
 
 
 def _write_documents(
     platform: Platform,
-    batch_id: str,
+    batch_ids: Batches,
     thumbnails: dict[str, str | None] | None = None,
     validation: dict[str, dict[str, Any]] | None = None,
     archived: bool = True,
 ) -> IndexSummary:
-    """Record the batch's series and write their documents (see :mod:`.documents`)."""
-    batch = SpooledBatch(platform.spool, batch_id)
-    written = DocumentWriter(platform).write_batch(
-        batch, archived=archived, thumbnails=thumbnails, validation=validation
-    )
-    return {"indexed": written}
+    """Record each batch's series and write their documents (see :mod:`.documents`)."""
+    run = RunBatches(platform.spool, batch_ids)
+    writer = DocumentWriter(platform)
+    written: set[str] = set()
+    for batch in run.batches:
+        written.update(
+            writer.write_batch(
+                batch, archived=archived, thumbnails=thumbnails, validation=validation
+            )
+        )
+    return {"indexed": sorted(written)}
 
 
-def finish(platform: Platform, batch_id: str) -> FinishSummary:
-    """Mark the batch done and remove its instance files (its manifest stays for the record)."""
-    batch = SpooledBatch(platform.spool, batch_id)
-    # Done first: a crash between the two leaves files to sweep, never a batch that a re-run
-    # cannot read.
-    batch.spool.mark_done(batch_id)
+def finish(platform: Platform, batch_ids: Batches) -> FinishSummary:
+    """Mark the batches done; remove their instance files unless the background lane needs them.
+
+    The manifests stay for the record.
+    """
+    run = RunBatches(platform.spool, batch_ids)
+    background = platform.settings.validation.background
+    for batch in run.batches:
+        # Queued first, then done: a crash between the two leaves files to sweep, never a
+        # batch that a re-run cannot read nor one the background lane forgets.
+        if background:
+            platform.spool.queue_validation(batch.batch_id)
+        platform.spool.mark_done(batch.batch_id)
+    if background:
+        kept = sum(len(b.entries) for b in run.batches)
+        return {"removed_files": 0, "kept_for_validation": kept}
+    return {"removed_files": _remove_files(run), "kept_for_validation": 0}
+
+
+def _remove_files(run: RunBatches) -> int:
     removed = 0
-    for entry in batch.entries:
-        path = entry.path
-        if path.exists():
-            path.unlink()
-            removed += 1
-    return {"removed_files": removed}
+    for batch in run.batches:
+        for entry in batch.entries:
+            if entry.path.exists():
+                entry.path.unlink()
+                removed += 1
+    return removed

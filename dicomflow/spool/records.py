@@ -122,6 +122,29 @@ class BatchRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A DAG run the dispatcher made (or is about to make) for one or more batches.
+
+    Written before the run is created: a dispatcher that dies in between creates the same
+    run (same id, same batches) when it starts again, never a second one.
+    """
+
+    run_id: str
+    dag_id: str
+    batch_ids: list[str]
+    created_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able mapping."""
+        return {
+            "run_id": self.run_id,
+            "dag_id": self.dag_id,
+            "batch_ids": list(self.batch_ids),
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ProblemRecord:
     """A rejected instance kept in ``<spool>/problems/<id>/``."""
 

@@ -11,6 +11,8 @@ Layout under the spool root::
     batches/<id>/done.json          present once processed (state: done)
     open/<id>                       marks a batch its owner still writes
     outbox/<id>                     marks a closed batch the dispatcher has yet to hand over
+    runs/<run id>.json              a run the dispatcher made, and its batches, until they end
+    validate/<id>                   a done batch the background validation lane has yet to check
     problems/<id>/instance.dcm      a rejected instance ...
     problems/<id>/reason.json       ... and why (peer, AE titles, time, reason)
     incoming/<process>/             temporary files of transfers in progress, per process
@@ -60,6 +62,7 @@ from dicomflow.spool.records import (
     Origin,
     PendingContent,
     ProblemRecord,
+    RunRecord,
     WrittenContent,
 )
 
@@ -317,12 +320,16 @@ class Spool:
         self.problems_dir = self.root / "problems"
         self.open_dir = self.root / "open"
         self.outbox_dir = self.root / "outbox"
+        self.runs_dir = self.root / "runs"
+        self.validate_dir = self.root / "validate"
         self.incoming_root = self.root / "incoming"
         for directory in (
             self.batches_dir,
             self.problems_dir,
             self.open_dir,
             self.outbox_dir,
+            self.runs_dir,
+            self.validate_dir,
             self.incoming_root,
         ):
             directory.mkdir(parents=True, exist_ok=True)
@@ -364,8 +371,9 @@ class Spool:
         """Create a new open batch, durably, owned by this process."""
         batch_id = new_id()
         path = self.batches_dir / batch_id
-        # The marker first: a batch whose folder exists is always found by recovery.
-        durable.touch(self.open_dir / batch_id)
+        # The marker first, naming the owner: recovery finds every batch whose folder exists,
+        # and leaves alone one whose owner lives, even before its batch.json is written.
+        durable.write_json(self.open_dir / batch_id, {"owner": self.owner.as_dict()})
         durable.make_dir(path)
         durable.write_json(
             path / BATCH_FILE,
@@ -516,6 +524,54 @@ class Spool:
         path = self._batch_path(batch_id)
         durable.write_json(path / DONE_FILE, {"done_at": utc_now()})
         durable.remove(path / FAILED_FILE)
+        self.wake_dispatcher()  # a run slot may be free
+
+    def record_run(self, run_id: str, dag_id: str, batch_ids: list[str]) -> RunRecord:
+        """Record, durably, the run about to be made for ``batch_ids``."""
+        record = RunRecord(run_id, dag_id, list(batch_ids), utc_now())
+        durable.write_json(self.runs_dir / f"{run_id}.json", record.as_dict())
+        return record
+
+    def runs(self) -> list[RunRecord]:
+        """The runs the dispatcher made whose batches have not all ended, oldest first."""
+        found = []
+        for path in sorted(self.runs_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
+            data = _read_json(path)
+            if data is not None:
+                found.append(
+                    RunRecord(
+                        data["run_id"], data["dag_id"], list(data["batch_ids"]), data["created_at"]
+                    )
+                )
+        return found
+
+    def forget_run(self, run_id: str) -> None:
+        """Drop the record of a run whose batches have all ended."""
+        durable.remove(self.runs_dir / f"{run_id}.json")
+
+    def closed_since(self, batch_id: str) -> float:
+        """When a pending batch joined the outbox (epoch seconds; now if it is not there)."""
+        try:
+            return (self.outbox_dir / batch_id).stat().st_mtime
+        except FileNotFoundError:
+            return time.time()
+
+    def open_batches(self) -> int:
+        """How many batches some door is writing now."""
+        return sum(1 for _ in self.open_dir.iterdir())
+
+    def queue_validation(self, batch_id: str) -> None:
+        """Put a done batch in the background validation lane's queue (files kept till then)."""
+        durable.touch(self.validate_dir / batch_id)
+        self.wake_dispatcher()
+
+    def validation_queue(self) -> list[str]:
+        """The batches waiting for the background validation lane, oldest first."""
+        return sorted(p.name for p in self.validate_dir.iterdir())
+
+    def validation_done(self, batch_id: str) -> None:
+        """Take a batch out of the background validation lane's queue."""
+        durable.remove(self.validate_dir / batch_id)
 
     def mark_failed(self, batch_id: str, step: str, reason: str) -> None:
         """Record that a batch's run failed in ``step`` (state ``failed``), and why.
@@ -535,6 +591,7 @@ class Spool:
                 "retries": int(earlier.get("retries", 0)),
             },
         )
+        self.wake_dispatcher()  # a run slot may be free
 
     def clear_failed(self, batch_id: str) -> int:
         """Take a failed batch back to ``triggered`` for a retry; return its retry count.
@@ -735,6 +792,13 @@ class Spool:
         """Recover one batch if its owner is gone; ``(closed|removed, restored, dropped)``."""
         path = self.batches_dir / batch_id
         marker = self.open_dir / batch_id
+        try:
+            marked = _read_json(marker)
+        except ValueError:  # an empty marker of an earlier layout: the batch.json says
+            marked = None
+        owner = ProcessIdentity.from_dict((marked or {}).get("owner"))
+        if owner is not None and owner.alive():
+            return None  # its owner is still writing it
         if not path.is_dir():
             # Crashed between the marker and the folder: nothing was acknowledged into it.
             durable.remove(marker)

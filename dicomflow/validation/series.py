@@ -15,7 +15,12 @@ from dicomflow.dicom.instance import Instance
 from dicomflow.validation.dciodvfy import Finding, InstanceValidation, Severity
 from dicomflow.validation.runner import Validator
 
-__all__ = ["SeriesValidation", "sample_evenly", "validate_series"]
+__all__ = [
+    "SeriesValidation",
+    "representative_instances",
+    "sample_evenly",
+    "validate_series",
+]
 
 _T = TypeVar("_T")
 
@@ -178,11 +183,30 @@ def _ordered(instances: Sequence[Instance]) -> list[Instance]:
     return sorted(instances, key=Instance.sort_key)
 
 
+def representative_instances(series: SeriesGroup) -> list[Instance]:
+    """The instances checked at once: the first, middle and last, and one of each SOP class.
+
+    The rest of the series is checked later, in the background lane (TCIA's Posda offers the
+    same choice between a few per series, every one, and one per SOP class).
+    """
+    ordered = _ordered(series.instances)
+    if not ordered:
+        return []
+    picks = {0, (len(ordered) - 1) // 2, len(ordered) - 1}
+    seen_classes: set[str] = set()
+    for position, instance in enumerate(ordered):
+        if instance.sop_class_uid not in seen_classes:
+            seen_classes.add(instance.sop_class_uid)
+            picks.add(position)
+    return [ordered[p] for p in sorted(picks)]
+
+
 def validate_series(
     series: SeriesGroup,
     validator: Validator | None = None,
     *,
     sample: int | None = None,
+    only: Sequence[Instance] | None = None,
 ) -> SeriesValidation:
     """Run ``dciodvfy`` on the instances of a series and check completeness.
 
@@ -196,6 +220,9 @@ def validate_series(
     sample
         Validate at most this many instances, evenly spaced in Instance Number order
         (``None``: all). Completeness is always judged on all instances.
+    only
+        Validate these instances of the series (e.g. :func:`representative_instances`, or
+        those a first pass left), instead of a sample.
 
     Returns
     -------
@@ -209,9 +236,9 @@ def validate_series(
     """
     if validator is None:
         with Validator() as plain:
-            return validate_series(series, plain, sample=sample)
+            return validate_series(series, plain, sample=sample, only=only)
     ordered = _ordered(series.instances)
-    chosen = sample_evenly(ordered, sample)
+    chosen = _ordered(only) if only is not None else sample_evenly(ordered, sample)
     numbers = [i.instance_number for i in ordered]
     results = validator.validate_all([(i.path, i.sop_instance_uid) for i in chosen])
     return SeriesValidation(
