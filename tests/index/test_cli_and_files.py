@@ -50,6 +50,8 @@ def test_query_from_params_parses_and_validates() -> None:
     assert query.has_errors is False
     assert query.q is None  # blank values are ignored
     assert (query.page, query.offset) == (2, 50)
+    with pytest.raises(QueryError, match="validation: 'half' is not one of none, repr"):
+        SeriesQuery.from_params({"validation": "complete,half"})
     with pytest.raises(QueryError, match=r"^from: '2023-02-29' is not a date YYYY-MM-DD$") as err:
         SeriesQuery.from_params({"from": "2023-02-29"})
     assert err.value.parameter == "from"

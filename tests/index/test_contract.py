@@ -22,7 +22,7 @@ CORPUS: dict[int, dict[str, Any]] = {
         "0008103E SeriesDescription_keyword": "T1 AX post gad",
         "00180015 BodyPartExamined_keyword": "HEAD",
         "00080016 SOPClassUID_keyword": "1.2.840.10008.5.1.4.1.1.4",
-        "validation": {"errors": 2, "warnings": 1},
+        "validation": {"errors": 2, "warnings": 1, "level": "representative"},
     },
     2: {
         "00080060 Modality_keyword": "MR",
@@ -31,7 +31,10 @@ CORPUS: dict[int, dict[str, Any]] = {
         "dataset": ["ds-b"],
         "00080016 SOPClassUID_keyword": "1.2.840.10008.5.1.4.1.1.4",
     },
-    3: {"00080020 StudyDate_date": "2019-12-31", "validation": {"errors": 0, "warnings": 3}},
+    3: {
+        "00080020 StudyDate_date": "2019-12-31",
+        "validation": {"errors": 0, "warnings": 3, "level": "complete"},
+    },
     4: {"00080020 StudyDate_date": "2020-01-01", "dataset": ["ds-a", "ds-b"]},
     5: {
         "00080060 Modality_keyword": "SEG",
@@ -86,6 +89,9 @@ FILTER_CASES = [
     ({"has_errors": "true"}, {1, 5}),
     ({"has_errors": "false"}, {0, 2, 3, 4, 6, 7}),
     ({"has_warnings": "true"}, {1, 3}),
+    ({"validation": "none"}, {0, 2, 4, 5, 6, 7}),
+    ({"validation": "Representative"}, {1}),
+    ({"validation": "complete,representative"}, {1, 3}),
     ({"sop_class": "1.2.840.10008.5.1.4.1.1.4"}, {1, 2}),
     ({"study_uid": f"{ROOT}.1.2"}, {4, 5}),
     ({"q": "flair"}, {2}),

@@ -203,3 +203,92 @@ def test_a_batch_a_dead_door_left_open_is_closed_and_handed_over(
         dispatcher.stop()
     record = spool.batch(batch_id)
     assert (record.instances, record.close_reason) == (3, "recovered after restart")
+
+
+def test_batches_that_close_together_share_one_run(airflow: Any, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    batches = [_closed_batch(spool, tmp_path, f"together-{n}") for n in range(5)]
+    dispatcher = Dispatcher(spool, _client(airflow), max_runs=1, poll_interval=0.2)
+    dispatcher.start()
+    try:
+        _until(
+            lambda: all(spool.batch(b).state is BatchState.TRIGGERED for b in batches),
+            "not handed over",
+        )
+    finally:
+        dispatcher.stop()
+    run_ids = {spool.batch(b).run_id for b in batches}
+    assert run_ids == {run_id_for(batches)}, "one run for the five"
+    assert dispatcher.runs_made == 1 and dispatcher.handed_over == 5
+    run = _client(airflow).get_dag_run(INCOMING_DAG_ID, run_id_for(batches))
+    assert run is not None and run["conf"]["batch_ids"] == batches
+
+
+def test_batches_closed_while_a_run_is_in_flight_wait_and_go_together(
+    airflow: Any, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    first = _closed_batch(spool, tmp_path, "first")
+    dispatcher = Dispatcher(spool, _client(airflow), max_runs=1, poll_interval=0.2)
+    dispatcher.start()
+    try:
+        _until(lambda: spool.batch(first).state is BatchState.TRIGGERED, "first not handed over")
+        later = [_closed_batch(spool, tmp_path, f"later-{n}") for n in range(3)]
+        time.sleep(1.5)
+        assert all(spool.batch(b).state is BatchState.PENDING for b in later), (
+            "the one run slot is taken: they wait"
+        )
+        spool.mark_done(first)  # the first run ends: its slot is free
+        _until(
+            lambda: all(spool.batch(b).state is BatchState.TRIGGERED for b in later),
+            "the waiting batches were not handed over",
+        )
+    finally:
+        dispatcher.stop()
+    assert {spool.batch(b).run_id for b in later} == {run_id_for(later)}
+    assert dispatcher.runs_made == 2
+
+
+def test_a_batch_waits_a_moment_for_a_sender_still_sending(airflow: Any, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    still_sending = open_session(spool, "admin", "slow")
+    path = tmp_path / "slow.dcm"
+    good_dataset().save_as(path, enforce_file_format=True)
+    still_sending.store(path, move=True)
+    done = _closed_batch(spool, tmp_path, "quick")
+    dispatcher = Dispatcher(
+        spool, _client(airflow), max_runs=1, gather_seconds=60, poll_interval=0.2
+    )
+    dispatcher.start()
+    try:
+        time.sleep(1.0)
+        assert spool.batch(done).state is BatchState.PENDING, "waiting for the other sender"
+        still_sending.close(CloseReason.RELEASED)
+        _until(
+            lambda: spool.batch(done).state is BatchState.TRIGGERED,
+            "not handed over when the other sender finished",
+        )
+    finally:
+        dispatcher.stop()
+    slow = still_sending.batch_ids[0]
+    assert spool.batch(done).run_id == spool.batch(slow).run_id == run_id_for([done, slow])
+
+
+def test_a_run_recorded_before_a_crash_is_made_with_the_same_id(
+    airflow: Any, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    batches = [_closed_batch(spool, tmp_path, f"crash-{n}") for n in range(2)]
+    # What a dispatcher that died between recording a run and asking Airflow leaves.
+    spool.record_run("batch-recorded-before-crash", INCOMING_DAG_ID, batches)
+    dispatcher = Dispatcher(spool, _client(airflow), max_runs=1, poll_interval=0.2)
+    dispatcher.start()
+    try:
+        _until(
+            lambda: all(spool.batch(b).state is BatchState.TRIGGERED for b in batches),
+            "the recorded run was not made",
+        )
+    finally:
+        dispatcher.stop()
+    assert {spool.batch(b).run_id for b in batches} == {"batch-recorded-before-crash"}
+    assert dispatcher.runs_made == 1

@@ -1,0 +1,53 @@
+"""Validation in two lanes: a representative set at once, every other instance later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dicomflow.airflow_api.client import AirflowClient
+from dicomflow.config import Settings
+from dicomflow.index import open_index
+from dicomflow.pipeline.dispatcher import VALIDATION_DAG_ID
+from dicomflow.spool.store import Spool
+from tests.dicomfiles import write_ct_series
+from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch
+from tests.stack_testutil import wait_dag_run
+
+
+def test_a_series_is_representative_at_once_and_complete_after_the_background_lane(
+    platform: Settings, tmp_path: Path
+) -> None:
+    files = copy_files(write_ct_series(tmp_path / "ct", list(range(1, 8))), tmp_path / "send")
+    batch_id = spool_batch(platform, files, dataset="lanes")
+    spool = Spool.from_settings(platform)
+    series_uid = spool.manifest(batch_id)[0].series_instance_uid
+
+    run = run_dag(platform, batch_id)
+    assert run["state"] == "success", failed_logs(run)
+    index = open_index(platform)
+    try:
+        first = index.get("admin", series_uid)
+        assert first is not None
+        # The first, middle and last instance (one SOP class): the state of the series at once.
+        assert (first["validation"]["level"], first["validation"]["instances_checked"]) == (
+            "representative",
+            3,
+        )
+        assert batch_id in spool.validation_queue()
+        assert all(e.path.exists() for e in spool.manifest(batch_id)), "kept for the lane"
+
+        with AirflowClient.from_settings(platform) as client:
+            client.trigger_dag_run(VALIDATION_DAG_ID, f"lane-{batch_id}", {"batch_ids": [batch_id]})
+            rest = wait_dag_run(client, VALIDATION_DAG_ID, f"lane-{batch_id}", timeout=240)
+        assert rest["state"] == "success"
+        complete = index.get("admin", series_uid)
+        assert complete is not None
+        assert (complete["validation"]["level"], complete["validation"]["instances_checked"]) == (
+            "complete",
+            7,
+        )
+        assert batch_id not in spool.validation_queue()
+        assert not any(e.path.exists() for e in spool.manifest(batch_id)), "files removed after"
+        assert complete["pacs_state"] == "stored"
+    finally:
+        index.close()
