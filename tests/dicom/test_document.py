@@ -206,6 +206,7 @@ def test_series_document_summarises_the_facts(tmp_path: Path) -> None:
         "errors": 2,
         "warnings": 5,
         "instances_checked": 3,
+        "level": "complete",
         "checked_at": "2024-05-02T11:00:00+00:00",
         "report_key": "r1",
         "missing_instances": 1,
