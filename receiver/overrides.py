@@ -13,7 +13,8 @@ ones on any other release.
 :data:`CHECKED_AGAINST` and why the receiver needs it. ``tests/receiver/test_overrides.py``
 keeps the list complete: it fails when a subclass, an override or a private name is missing
 from it or listed but no longer used, and when a listed line of the installed pynetdicom no
-longer names what it should.
+longer names what it should. Only the mirrors (code of ours written after pynetdicom's, see
+:attr:`Kind.MIRROR`) no program can find: list one whenever you copy pynetdicom's code.
 
 To move to another pynetdicom release:
 
