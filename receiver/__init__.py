@@ -5,6 +5,8 @@ Its modules, from the process down to the wire, along pynetdicom's own layers:
 * :mod:`receiver.app`: the service: builds the AE, recovers the spool, runs the server;
 * :mod:`receiver.handlers`: the event handlers (association checks, C-STORE into the
   spool, C-ECHO) and :mod:`receiver.contexts`, the presentation contexts accepted;
+* :mod:`receiver.negotiation`: presentation context negotiation that keeps a sender's
+  compressed data as it was sent (replaces pynetdicom's for an acceptor);
 * :mod:`receiver.server`: accepting connections (pynetdicom's ``AssociationServer`` and
   ``RequestHandler``);
 * :mod:`receiver.association`: an association's own thread (pynetdicom's ``Association``);

@@ -4,17 +4,19 @@ pynetdicom 3.0.4 polls, copies and builds objects where the receiver cannot affo
 :mod:`receiver.dul`, :mod:`receiver.association`, :mod:`receiver.dimse`), and none of that
 has a setting. So the receiver subclasses its classes, overrides methods whose code it
 mirrors (public ones and private ones), writes its own versions of some of its code paths,
-and reads and sets private attributes. All of that is tied to the release it was written
+reads and sets private attributes, and replaces a function where pynetdicom calls it (see
+:mod:`receiver.negotiation`). All of that is tied to the release it was written
 against: :func:`fast_reactor_supported` lets :class:`receiver.app.Receiver` use these
 classes only on :data:`SUPPORTED_PYNETDICOM` and fall back to pynetdicom's own (slower)
 ones on any other release.
 
 :data:`UPGRADE_CHECKLIST` lists every such point, with where it is in pynetdicom
 :data:`CHECKED_AGAINST` and why the receiver needs it. ``tests/receiver/test_overrides.py``
-keeps the list complete: it fails when a subclass, an override or a private name is missing
-from it or listed but no longer used, and when a listed line of the installed pynetdicom no
-longer names what it should. Only the mirrors (code of ours written after pynetdicom's, see
-:attr:`Kind.MIRROR`) no program can find: list one whenever you copy pynetdicom's code.
+keeps the list complete: it fails when a subclass, an override, a private name or a replaced
+function is missing from it or listed but no longer used, and when a listed line of the
+installed pynetdicom no longer names what it should. Only the mirrors (code of ours written
+after pynetdicom's, see :attr:`Kind.MIRROR`) no program can find: list one whenever you copy
+pynetdicom's code.
 
 To move to another pynetdicom release:
 
@@ -65,6 +67,8 @@ class Kind(Enum):
     MIRROR = "mirror"
     #: Code of ours reads, sets or calls it, and pynetdicom does not promise to keep it.
     PRIVATE = "private"
+    #: A function of ours replaces it in a pynetdicom module, where pynetdicom looks it up.
+    PATCH = "patch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +115,7 @@ def _point(
     return UpstreamPoint(kind, upstream, line, (ours,) if isinstance(ours, str) else ours, why)
 
 
-_S, _O, _M, _P = Kind.SUBCLASS, Kind.OVERRIDE, Kind.MIRROR, Kind.PRIVATE
+_S, _O, _M, _P, _R = Kind.SUBCLASS, Kind.OVERRIDE, Kind.MIRROR, Kind.PRIVATE, Kind.PATCH
 _DUL = "pynetdicom.dul.DULServiceProvider"
 _ASSOC = "pynetdicom.association.Association"
 _DIMSE = "pynetdicom.dimse.DIMSEServiceProvider"
@@ -300,6 +304,15 @@ UPGRADE_CHECKLIST: tuple[UpstreamPoint, ...] = (
         193,
         "receiver.dul",
         "set once the reactor runs, as run_reactor does; Association.run waits for it",
+    ),
+    # --- receiver.negotiation: presentation contexts ---------------------------------------
+    _point(
+        _R,
+        "pynetdicom.acse.negotiate_as_acceptor",
+        22,
+        "receiver.negotiation.negotiate_as_acceptor",
+        "what ACSE._negotiate_as_acceptor calls (acse.py:407): pynetdicom's own function "
+        "(presentation.py:602), then the requestor's own compressed syntax where offered first",
     ),
     # --- receiver.dul: the reactor thread ---------------------------------------------------
     _point(

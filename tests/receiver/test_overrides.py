@@ -201,6 +201,64 @@ def test_every_private_pynetdicom_name_used_is_listed_where_it_is_used() -> None
     assert stale == [], "no longer used there: remove them from their PRIVATE points"
 
 
+class _Patches(ast.NodeVisitor):
+    """Collects the functions of pynetdicom's modules a receiver module replaces.
+
+    An assignment to, or ``setattr`` of, an attribute of a pynetdicom module bound by an
+    import, when that attribute is callable; pynetdicom's settings (``_config``) are not.
+    """
+
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+        self._modules: dict[str, ModuleType] = {}
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.name.split(".")[0] == "pynetdicom" and alias.asname:
+                self._modules[alias.asname] = importlib.import_module(alias.name)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module and node.module.split(".")[0] == "pynetdicom":
+            source = importlib.import_module(node.module)
+            for alias in node.names:
+                if inspect.ismodule(getattr(source, alias.name, None)):
+                    self._modules[alias.asname or alias.name] = getattr(source, alias.name)
+
+    def _note(self, owner: ast.expr, name: str) -> None:
+        if isinstance(owner, ast.Name) and owner.id in self._modules:
+            module = self._modules[owner.id]
+            if callable(getattr(module, name, None)):
+                self.found.add(f"{module.__name__}.{name}")
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for target in node.targets:
+            if isinstance(target, ast.Attribute):
+                self._note(target.value, target.attr)
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if (
+            isinstance(node.func, ast.Name)
+            and node.func.id == "setattr"
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            self._note(node.args[0], node.args[1].value)
+        self.generic_visit(node)
+
+
+def test_every_pynetdicom_function_replaced_is_listed() -> None:
+    found = set()
+    for module in _receiver_modules():
+        visitor = _Patches()
+        visitor.visit(ast.parse(inspect.getsource(module)))
+        found |= {(module.__name__, upstream) for upstream in visitor.found}
+    listed = {(point.ours[0].rsplit(".", 1)[0], point.upstream) for point in _listed(Kind.PATCH)}
+    assert sorted(found - listed) == [], "add these PATCH points to UPGRADE_CHECKLIST"
+    assert sorted(listed - found) == [], "no longer replaced there: remove these points"
+
+
 def _resolve(dotted: str) -> Any:
     """The object a dotted name names, importing the longest module prefix."""
     parts = dotted.split(".")
