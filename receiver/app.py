@@ -22,7 +22,8 @@ from dicomflow.spool.store import Spool
 from receiver.contexts import storage_contexts
 from receiver.handlers import ReceiverHandlers
 from receiver.negotiation import install as install_negotiation
-from receiver.reactor import EventDrivenRequestHandler, ReceiverServer, fast_reactor_supported
+from receiver.overrides import fast_reactor_supported
+from receiver.server import EventDrivenRequestHandler, ReceiverServer
 
 if TYPE_CHECKING:
     from dicomflow.config import Settings

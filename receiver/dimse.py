@@ -1,4 +1,4 @@
-"""A DIMSE provider that streams C-STORE data sets into the spool and answers them cheaply.
+"""pynetdicom's DIMSE provider, streaming C-STORE data sets into the spool and answering cheaply.
 
 Per small instance, pynetdicom 3.0.4 spent more time in its own Python than the receiver
 spent making the instance durable: it builds and encodes a pydicom file meta data set and a
@@ -8,149 +8,54 @@ receiver then read each file twice more, to hash it and to check its header.
 
 :class:`StreamingDIMSE` keeps pynetdicom's message handling and changes these things:
 
-* a C-STORE data set streams into an :class:`IncomingFile` in the spool's ``incoming``
-  area (``tempfile.tempdir``, see :func:`receiver.app.use_spool_for_temporary_files`):
-  unbuffered writes, the file meta encoded directly, SHA-256 and the first bytes of the
-  header taken as the fragments arrive (the spool reads the file no more);
-* large fragments are hashed by a :class:`BackgroundWorker` thread of the association,
-  which also creates the file for the next data set while the sender prepares it;
-* a plain C-STORE response (no error comment or offending element) is encoded directly;
+* a C-STORE data set streams into an :class:`~receiver.incoming.IncomingFile` in the
+  spool's ``incoming`` area, hashed as it arrives, its file meta encoded directly (see
+  :mod:`receiver.incoming` and :func:`~receiver.encoding.encode_file_meta`);
+* the association's :class:`~receiver.incoming.BackgroundWorker` hashes large fragments
+  and creates the file for the next data set while the sender prepares it;
+* a plain C-STORE request's command set is read with ``struct`` and a plain C-STORE
+  response (no error comment or offending element) is encoded directly (see
+  :mod:`receiver.encoding`);
 * everything else is done by the parent, as before.
+
+Its message queue is a :class:`WakeableQueue`, so that the association thread waiting on it
+can be woken when a release or an abort request arrives.
 
 The overridden ``receive_primitive`` mirrors pynetdicom 3.0.4's ``receive_primitive`` and
 ``DIMSEMessage.decode_msg``; like the reactors it is used only on that release (see
-:func:`receiver.reactor.fast_reactor_supported`). Tests compare the file meta and the
-responses byte for byte with what pynetdicom and pydicom write.
+:func:`receiver.overrides.fast_reactor_supported`, and :mod:`receiver.overrides` for every
+pynetdicom method it overrides or mirrors).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import os
 import queue
-import struct
-import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 from io import BytesIO
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
-from pynetdicom import (
-    PYNETDICOM_IMPLEMENTATION_UID,
-    PYNETDICOM_IMPLEMENTATION_VERSION,
-    _config,
-    evt,
-)
+from pynetdicom import _config, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_CANCEL, C_STORE, N_EVENT_REPORT, DimseServiceType
-from pynetdicom.dsutils import create_file_meta, decode
+from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
-from dicomflow.intake.checks import HEAD_BYTES
-from dicomflow.spool.records import PendingContent, WrittenContent
+from receiver.encoding import (
+    NO_DATA_SET,
+    StoreRequest,
+    encode_file_meta,
+    encode_plain_store_response,
+    parse_store_request,
+)
+from receiver.incoming import BackgroundWorker, IncomingFile, create_empty_file, remove_empty_file
 
-if TYPE_CHECKING:
-    from pydicom.uid import UID
-
-__all__ = [
-    "IncomingFile",
-    "StoreRequest",
-    "StreamingDIMSE",
-    "WakeableQueue",
-    "encode_file_meta",
-    "encode_store_response",
-    "parse_store_request",
-    "written_content",
-]
+__all__ = ["StreamingDIMSE", "WakeableQueue"]
 
 LOGGER = logging.getLogger(__name__)
-
-_PREAMBLE = b"\x00" * 128 + b"DICM"
-#: Bytes of a data set after which its pages are handed to write-back as they arrive (see
-#: :meth:`IncomingFile.write`). Below it the final ``fsync`` alone is cheaper: starting
-#: write-back for every small file made the small-instance rate worse.
-WRITEBACK_AFTER = 256 * 1024
-#: Fragments at least this long are hashed by the association's :class:`BackgroundWorker`:
-#: below it handing a fragment over costs more than hashing it (~4 µs per KB).
-DIGEST_IN_WORKER_FROM = 32 * 1024
-# ``posix_fadvise`` exists on Linux and most Unixes, not on Windows or macOS.
-_CAN_START_WRITEBACK = hasattr(os, "posix_fadvise") and hasattr(os, "POSIX_FADV_DONTNEED")
-_C_STORE_RSP = 0x8001
-_NO_DATA_SET = 0x0101
-
-
-def create_empty_file(directory: Path | None = None) -> tuple[int, str]:
-    """A new empty file for an incoming data set: its open descriptor and its name."""
-    return tempfile.mkstemp(suffix=".dcm", dir=directory)
-
-
-class BackgroundWorker:
-    """A thread of an association that does, in order, what the sender need not wait for.
-
-    * It hashes the large fragments of incoming files while more bytes arrive. The reactor
-      thread receiving a data set used to hash each fragment itself: ~0.3 ms of a 500 KB
-      instance during which it read nothing from the socket. ``hashlib`` releases the GIL
-      on large buffers, so the worker hashes (and starts write-back, see
-      :meth:`IncomingFile._start_writeback`) while the reactor reads and writes the next
-      fragment; the spool asks for the hash only after it has checked the header and
-      flushed the file. One worker per association hashes a file's fragments in order.
-    * It creates the file for the next data set (see
-      :meth:`StreamingDIMSE.prepare_next_file`).
-
-    The thread starts with the first job and ends at :meth:`close`; after that, jobs run in
-    the calling thread.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def submit(self, job: Callable[[], None]) -> None:
-        """Run ``job`` after the jobs submitted before it."""
-        with self._lock:
-            if self._closed:
-                inline = True
-            else:
-                inline = False
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="receiver-background", daemon=True
-                    )
-                    self._thread.start()
-                self._jobs.put(job)
-        if inline:
-            job()
-
-    def close(self) -> None:
-        """Run the jobs still queued, then end the thread."""
-        with self._lock:
-            self._closed = True
-            thread, self._thread = self._thread, None
-            if thread is not None:
-                self._jobs.put(None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            # Jobs keep their own errors (see IncomingFile._digest); this only keeps the
-            # worker alive for the files of other messages.
-            try:
-                job()
-            except Exception:
-                LOGGER.exception("background job failed")
 
 
 class WakeableQueue(queue.Queue[Any]):
@@ -185,403 +90,6 @@ class WakeableQueue(queue.Queue[Any]):
             item = self._get()
             self.not_full.notify()
             return item
-
-
-class IncomingFile:
-    """The file a C-STORE data set streams into: preamble, file meta, then the data set.
-
-    It stands in for the ``NamedTemporaryFile`` pynetdicom would create (``name``,
-    ``close()``; pynetdicom unlinks ``name`` after the handler if it is still there).
-
-    Parameters
-    ----------
-    meta
-        The encoded file meta information group (see :func:`encode_file_meta`).
-    directory
-        Where to create it; by default ``tempfile.gettempdir()``.
-    worker
-        Hashes fragments of at least :data:`DIGEST_IN_WORKER_FROM` bytes in the background;
-        without one, every fragment is hashed by :meth:`write`.
-    created
-        An empty file made beforehand by :func:`create_empty_file` (descriptor and name), to
-        use instead of creating one (``directory`` is then ignored).
-    """
-
-    def __init__(
-        self,
-        meta: bytes,
-        directory: Path | None = None,
-        worker: BackgroundWorker | None = None,
-        created: tuple[int, str] | None = None,
-    ) -> None:
-        fd, name = created if created is not None else create_empty_file(directory)
-        self.name = name
-        self.path = Path(name)
-        self._fd = fd
-        self._sha256 = hashlib.sha256()
-        self._head = bytearray()
-        self.size = 0
-        # Bytes before this offset were handed to write-back already.
-        self._writeback_from = 0
-        self._worker = worker
-        # Whether fragments go to the worker: once one did, all that follow must, in order.
-        self._in_worker = False
-        # Jobs of this file given to the worker and not yet run; notified when none is left.
-        self._jobs_left = 0
-        self._jobs_done = threading.Condition(threading.Lock())
-        self._error: BaseException | None = None
-        try:
-            self.write(_PREAMBLE + meta)
-        except OSError:
-            self.discard()
-            raise
-
-    def write(self, data: bytes | memoryview, *, released: Callable[[], None] | None = None) -> int:
-        """Append ``data``; return its length.
-
-        ``data`` must not change until ``released`` runs: once it is hashed, at once or
-        by the worker after the data written before it (not at all when the write fails).
-        Handing the release over with the data, rather than as a job of its own, halves the
-        hand-offs to the worker per received PDU.
-        """
-        view = memoryview(data)
-        length = len(view)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        missing = HEAD_BYTES + 1 - len(self._head)
-        if missing > 0:
-            self._head += data[:missing]
-        self.size += length
-        writeback = self.size > WRITEBACK_AFTER and _CAN_START_WRITEBACK
-        if self._worker is not None and (self._in_worker or length >= DIGEST_IN_WORKER_FROM):
-            self._in_worker = True
-            self._submit(partial(self._digest, data, writeback, self.size, released))
-        else:
-            self._digest(data, writeback, self.size, released)
-        return length
-
-    def _digest(
-        self,
-        data: bytes | memoryview,
-        writeback: bool,
-        end: int,
-        released: Callable[[], None] | None = None,
-    ) -> None:
-        """Hash ``data``, start write-back up to ``end`` if ``writeback``, then release it."""
-        try:
-            self._sha256.update(data)
-            if writeback:
-                self._start_writeback(end)
-        except Exception as exc:
-            # Reported by result(): the handler then refuses the instance.
-            self._error = exc
-            raise
-        finally:
-            if released is not None:
-                released()
-
-    def _start_writeback(self, end: int) -> None:
-        """Start writing the bytes up to ``end`` not yet handed over to the disk, no waiting.
-
-        The spool flushes the whole file before the C-STORE is answered, and the sender waits
-        for that answer. For a large data set most of the flush was writing its pages out;
-        started here, fragment by fragment (the last one too: its write-back then overlaps
-        with the header check), that overlaps with receiving the rest, and the final flush has
-        little left (0.9 ms became 0.3 ms per 500 KB instance on ext4).
-
-        On Linux ``POSIX_FADV_DONTNEED`` starts asynchronous write-back of the range's dirty
-        pages (what ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` does; Python's ``os`` has no
-        such call) without waiting for the disk. It drops only pages that are clean already,
-        and the range is always the one just written, so the file stays cached. Elsewhere it
-        may do no write-back: the final flush then does it all, as before. The advice is only
-        about the page cache; errors are left to that final flush.
-        """
-        try:
-            os.posix_fadvise(
-                self._fd, self._writeback_from, end - self._writeback_from, os.POSIX_FADV_DONTNEED
-            )
-        except OSError:
-            return
-        self._writeback_from = end
-
-    def _submit(self, job: Callable[[], None]) -> None:
-        with self._jobs_done:
-            self._jobs_left += 1
-        cast(BackgroundWorker, self._worker).submit(partial(self._run_job, job))
-
-    def _run_job(self, job: Callable[[], None]) -> None:
-        try:
-            job()
-        finally:
-            with self._jobs_done:
-                self._jobs_left -= 1
-                if not self._jobs_left:
-                    self._jobs_done.notify_all()
-
-    def _wait_for_worker(self) -> None:
-        """Return once the worker has run every job of this file, and only those.
-
-        Not a barrier behind everything queued: the worker makes the next instance's file
-        while this one is checked and flushed (see ``StreamingDIMSE.prepare_next_file``), and
-        the answer must not wait for that. Nothing left (close() after result()): no wait and
-        no thread switch at all.
-        """
-        with self._jobs_done:
-            while self._jobs_left:
-                self._jobs_done.wait()
-
-    def close(self) -> None:
-        """Close the file (it stays on disk)."""
-        if self._fd >= 0:
-            # The worker may still start write-back on this descriptor.
-            self._wait_for_worker()
-            os.close(self._fd)
-            self._fd = -1
-
-    def discard(self) -> None:
-        """Close the file and remove it: its data set is not stored."""
-        self.close()
-        self.path.unlink(missing_ok=True)
-
-    @property
-    def head(self) -> bytes:
-        """The first ``HEAD_BYTES + 1`` bytes written (all of them when fewer)."""
-        return bytes(self._head)
-
-    def result(self) -> WrittenContent:
-        """What was written: SHA-256, size and the first bytes; waits for the worker.
-
-        As :class:`~dicomflow.spool.records.PendingContent` promises: the spool asks for it
-        once it has checked the header.
-
-        Raises
-        ------
-        RuntimeError
-            When hashing failed in the worker.
-        """
-        self._wait_for_worker()
-        if self._error is not None:
-            raise RuntimeError(f"hashing the received data set failed: {self._error}")
-        return WrittenContent(self._sha256.hexdigest(), self.size, bytes(self._head))
-
-
-def written_content(request: object) -> PendingContent | None:
-    """What :class:`StreamingDIMSE` wrote of a C-STORE request's data set, if it wrote it.
-
-    The hash may still be in the works (see :class:`BackgroundWorker`); the spool asks for it
-    once it has checked the header.
-    """
-    # pynetdicom keeps the file object of a streamed data set on the request primitive.
-    incoming = getattr(request, "_dataset_file", None)
-    return incoming if isinstance(incoming, IncomingFile) else None
-
-
-def _discard(created: tuple[int, str]) -> None:
-    fd, name = created
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(name)
-
-
-def _ui(value: str) -> bytes:
-    data = value.encode("ascii")
-    return data + b"\x00" if len(data) % 2 else data
-
-
-def _explicit(tag: int, vr: bytes, value: bytes) -> bytes:
-    """One Explicit VR Little Endian element of a short VR."""
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
-
-
-def encode_file_meta(
-    sop_class_uid: str | None, sop_instance_uid: str | None, transfer_syntax_uid: str
-) -> bytes:
-    """The file meta group pynetdicom writes for a received data set, byte for byte.
-
-    As ``write_file_meta_info(fp, create_file_meta(...))`` encodes it; a missing value or
-    one that is not plain ASCII goes through pydicom itself (and fails as it fails there).
-    """
-    if sop_class_uid is None or sop_instance_uid is None:
-        return _pydicom_file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-    try:
-        body = (
-            # (0002,0001) File Meta Information Version, OB: a long VR.
-            struct.pack("<HH2sHL", 0x0002, 0x0001, b"OB", 0, 2)
-            + b"\x00\x01"
-            + _explicit(0x00020002, b"UI", _ui(sop_class_uid))
-            + _explicit(0x00020003, b"UI", _ui(sop_instance_uid))
-            + _explicit(0x00020010, b"UI", _ui(transfer_syntax_uid))
-            + _explicit(0x00020012, b"UI", _ui(PYNETDICOM_IMPLEMENTATION_UID))
-            + _explicit(0x00020013, b"SH", _sh(PYNETDICOM_IMPLEMENTATION_VERSION))
-        )
-    except UnicodeEncodeError:
-        return _pydicom_file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-    return _explicit(0x00020000, b"UL", struct.pack("<L", len(body))) + body
-
-
-def _sh(value: str) -> bytes:
-    data = value.encode("ascii")
-    return data + b" " if len(data) % 2 else data
-
-
-def _pydicom_file_meta(
-    sop_class_uid: str | None, sop_instance_uid: str | None, transfer_syntax: str
-) -> bytes:
-    meta: FileMetaDataset = create_file_meta(
-        sop_class_uid=cast("UID", sop_class_uid),
-        sop_instance_uid=cast("UID", sop_instance_uid),
-        transfer_syntax=cast("UID", transfer_syntax),
-    )
-    buffer = DicomBytesIO()
-    write_file_meta_info(buffer, meta)
-    return buffer.getvalue()
-
-
-def encode_plain_store_response(primitive: C_STORE) -> bytes | None:
-    """The command set of a C-STORE response without optional fields, or ``None``.
-
-    Implicit VR Little Endian, elements in tag order, as pynetdicom encodes it; ``None``
-    when the response carries more than the fixed fields (error comment, offending element)
-    or lacks one of them: pynetdicom encodes those.
-    """
-    if (
-        primitive.MessageIDBeingRespondedTo is None
-        or primitive.Status is None
-        or primitive.ErrorComment is not None
-        or primitive.OffendingElement is not None
-        or not primitive.AffectedSOPClassUID
-        or not primitive.AffectedSOPInstanceUID
-    ):
-        return None
-    try:
-        return encode_store_response(
-            int(primitive.MessageIDBeingRespondedTo),
-            str(primitive.AffectedSOPClassUID),
-            str(primitive.AffectedSOPInstanceUID),
-            int(primitive.Status),
-        )
-    except UnicodeEncodeError:
-        return None
-
-
-def encode_store_response(
-    message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int
-) -> bytes:
-    """The command set of a C-STORE response with only the fixed fields, as pynetdicom encodes it.
-
-    Raises
-    ------
-    UnicodeEncodeError
-        When a UID is not ASCII.
-    """
-    body = (
-        _implicit(0x00000002, _ui(sop_class_uid))
-        + _implicit(0x00000100, struct.pack("<H", _C_STORE_RSP))
-        + _implicit(0x00000120, struct.pack("<H", message_id))
-        + _implicit(0x00000800, struct.pack("<H", _NO_DATA_SET))
-        + _implicit(0x00000900, struct.pack("<H", status))
-        + _implicit(0x00001000, _ui(sop_instance_uid))
-    )
-    return _implicit(0x00000000, struct.pack("<L", len(body))) + body
-
-
-@dataclass(frozen=True, slots=True)
-class StoreRequest:
-    """The fields of a plain C-STORE request's command set (PS3.7 9.3.1.1)."""
-
-    message_id: int
-    sop_class_uid: str
-    sop_instance_uid: str
-    priority: int
-    move_originator_aet: str | None = None
-    move_originator_message_id: int | None = None
-
-
-#: The elements a C-STORE request may have and :func:`parse_store_request` reads:
-#: tag -> fixed value length (``None``: a UID or AE title, of any length).
-_STORE_RQ_ELEMENTS: dict[int, int | None] = {
-    0x00000000: 4,  # Command Group Length (UL)
-    0x00000002: None,  # Affected SOP Class UID
-    0x00000100: 2,  # Command Field
-    0x00000110: 2,  # Message ID
-    0x00000700: 2,  # Priority
-    0x00000800: 2,  # Command Data Set Type
-    0x00001000: None,  # Affected SOP Instance UID
-    0x00001030: None,  # Move Originator Application Entity Title
-    0x00001031: 2,  # Move Originator Message ID
-}
-_IMPLICIT_HEADER = struct.Struct("<HHL")
-_U16 = struct.Struct("<H")
-_C_STORE_RQ = 0x0001
-
-
-def parse_store_request(command: bytes) -> StoreRequest | None:
-    """Read a C-STORE request's command set, or ``None`` when it is anything else.
-
-    Decoding the command set with pydicom and building pynetdicom's request and response
-    primitives, whose setters validate every UID, cost ~0.2 ms per instance. This reads
-    the command set of a plain C-STORE request (Implicit VR Little Endian, PS3.7 6.3.1)
-    with ``struct``: only the elements a C-STORE request has, each once and in order, a
-    data set announced, the UIDs as pydicom decodes them (trailing NULs and spaces
-    removed) and as pynetdicom accepts them (1 to 64 characters). Anything else, ``None``:
-    pynetdicom decodes it, as before.
-    """
-    values: dict[int, bytes] = {}
-    pos, end, previous = 0, len(command), -1
-    while pos < end:
-        if pos + 8 > end:
-            return None
-        group, element, length = _IMPLICIT_HEADER.unpack_from(command, pos)
-        tag = group << 16 | element
-        pos += 8
-        if tag <= previous or tag not in _STORE_RQ_ELEMENTS or pos + length > end:
-            return None
-        fixed = _STORE_RQ_ELEMENTS[tag]
-        if fixed is not None and length != fixed:
-            return None
-        values[tag] = command[pos : pos + length]
-        pos += length
-        previous = tag
-    try:
-        if (
-            _U16.unpack(values[0x00000100])[0] != _C_STORE_RQ
-            or _U16.unpack(values[0x00000800])[0] == _NO_DATA_SET
-        ):
-            return None
-        sop_class = _plain_uid(values[0x00000002])
-        sop_instance = _plain_uid(values[0x00001000])
-        message_id = _U16.unpack(values[0x00000110])[0]
-        priority = _U16.unpack(values[0x00000700])[0]
-    except KeyError:
-        return None
-    if sop_class is None or sop_instance is None:
-        return None
-    originator = values.get(0x00001030)
-    originator_id = values.get(0x00001031)
-    if originator is not None and not originator.isascii():
-        return None
-    return StoreRequest(
-        message_id=message_id,
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop_instance,
-        priority=priority,
-        move_originator_aet=None if originator is None else originator.decode("ascii").strip(),
-        move_originator_message_id=(
-            None if originator_id is None else _U16.unpack(originator_id)[0]
-        ),
-    )
-
-
-def _plain_uid(raw: bytes) -> str | None:
-    """A UID value as pydicom decodes it, if it is a single value pynetdicom accepts."""
-    if not raw.isascii() or b"\\" in raw:
-        return None
-    value = raw.decode("ascii").rstrip("\x00 ")
-    return value if 0 < len(value) <= 64 else None
-
-
-def _implicit(tag: int, value: bytes) -> bytes:
-    return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(value)) + value
 
 
 class StreamingDIMSE(DIMSEServiceProvider):
@@ -628,7 +136,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
             if self._spare is None and not self._closed:
                 self._spare, created = created, None
         if created is not None:
-            _discard(created)
+            remove_empty_file(created)
 
     def _take_spare(self) -> tuple[int, str] | None:
         with self._spare_lock:
@@ -642,7 +150,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
             self._closed = True
             spare, self._spare = self._spare, None
         if spare is not None:
-            _discard(spare)
+            remove_empty_file(spare)
 
     def discard_unfinished(self) -> None:
         """Remove the file of a data set whose last fragment never arrived.
@@ -743,7 +251,8 @@ class StreamingDIMSE(DIMSEServiceProvider):
         one that :attr:`store_directly` may serve; ``None``: pydicom decodes it.
 
         Decoding a C-STORE request's command set with pydicom took ~85 µs per instance in
-        the reactor thread, while the sender waited; :func:`parse_store_request` takes ~4.
+        the reactor thread, while the sender waited;
+        :func:`~receiver.encoding.parse_store_request` takes ~4.
         """
         if self.store_directly is None or not _config.STORE_RECV_CHUNKED_DATASET:
             return None
@@ -775,10 +284,11 @@ class StreamingDIMSE(DIMSEServiceProvider):
         return False
 
     def send_store_response(self, context_id: int, encoded: bytes) -> bool:
-        """Send an encoded C-STORE response command set (see :func:`encode_store_response`).
+        """Send an encoded C-STORE response command set.
 
         Returns ``False``, sending nothing, when it does not fit one fragment of the peer's
-        maximum PDU: pynetdicom then fragments the response's primitive.
+        maximum PDU: pynetdicom then fragments the response's primitive. The command set
+        comes from :func:`~receiver.encoding.encode_store_response`.
         """
         max_pdu = self.maximum_pdu_size
         # As upstream, a fragment holds at most max_pdu - 6 bytes of the command set.
@@ -839,7 +349,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
                     command = decode(message.encoded_command_set, True, True)
                     message.command_set = command
                     message.__class__ = _MESSAGE_TYPES[cast(int, command.CommandField)][1]
-                    if command.CommandDataSetType == _NO_DATA_SET:
+                    if command.CommandDataSetType == NO_DATA_SET:
                         return True
                     if isinstance(message, C_STORE_RQ):
                         sop_class = command.AffectedSOPClassUID

@@ -31,7 +31,7 @@ from dicomflow.intake.checks import InstanceRejectedError, StoreStatus
 from dicomflow.intake.session import IntakeSession
 from dicomflow.spool.records import CloseReason, Door, Origin, PendingContent
 from dicomflow.spool.store import Spool
-from receiver.dimse import written_content
+from receiver.incoming import written_content
 
 LOGGER = logging.getLogger("receiver")
 

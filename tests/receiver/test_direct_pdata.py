@@ -32,7 +32,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.db.projects import ProjectStore
 from dicomflow.spool.store import Spool
-from receiver import reactor
+from receiver.dul import EventDrivenDUL
 from tests.receiver.receiver_helpers import (
     count_served,
     dataset_bytes,
@@ -49,7 +49,7 @@ Pdu = list[tuple[int, bytes]]
 @pytest.fixture
 def direct_count(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the P-DATA-TF PDUs the direct path wrote (one element: the count)."""
-    return count_served(monkeypatch, reactor.EventDrivenDUL, "_stream_fragments")
+    return count_served(monkeypatch, EventDrivenDUL, "_stream_fragments")
 
 
 def _both_ways(
@@ -66,7 +66,7 @@ def _both_ways(
     for direct in (True, False):
         with monkeypatch.context() as patch:
             if not direct:
-                patch.setattr(reactor.EventDrivenDUL, "_direct_target", lambda *_: None)
+                patch.setattr(EventDrivenDUL, "_direct_target", lambda *_: None)
             spool = Spool(tmp_path / f"spool-{direct}")
             with running_receiver(spool, projects, patch) as service:
                 result = scenario(service.port)

@@ -24,9 +24,10 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.db.projects import ProjectStore
 from dicomflow.spool.store import Spool
-from receiver import reactor
 from receiver.app import Receiver
-from receiver.dimse import StoreRequest, StreamingDIMSE, parse_store_request
+from receiver.association import EventDrivenAssociation
+from receiver.dimse import StreamingDIMSE
+from receiver.encoding import StoreRequest, parse_store_request
 from tests.dicomfiles import edited_instance
 from tests.intake_testutil import admission_for
 from tests.receiver.conftest import PROJECT
@@ -148,11 +149,9 @@ def test_direct_and_pynetdicom_services_answer_and_store_the_same(
 
         with monkeypatch.context() as patch:
             if direct:
-                served_directly = count_served(
-                    patch, reactor.EventDrivenAssociation, "_store_directly"
-                )
+                served_directly = count_served(patch, EventDrivenAssociation, "_store_directly")
             else:
-                patch.setattr(reactor.EventDrivenAssociation, "_store_directly", lambda *_: False)
+                patch.setattr(EventDrivenAssociation, "_store_directly", lambda *_: False)
             patch.setattr(StreamingDIMSE, "prepare_next_file", counting_prepare)
             spool = Spool(tmp_path / f"spool-{direct}")
             service = Receiver(spool, admission_for(spool, projects), port=0)
@@ -206,7 +205,7 @@ def test_a_message_watcher_sees_the_decoded_command_set(
 ) -> None:
     # The command set of a plain C-STORE is read with struct and decoded with pydicom only
     # when something needs it: here an EVT_DIMSE_RECV handler.
-    served_directly = count_served(monkeypatch, reactor.EventDrivenAssociation, "_store_directly")
+    served_directly = count_served(monkeypatch, EventDrivenAssociation, "_store_directly")
     seen: list[tuple[int, str]] = []
 
     def watching(event: evt.Event) -> None:

@@ -37,17 +37,16 @@ from dicomflow.dicom.instance import Instance
 from dicomflow.intake.checks import HEAD_BYTES, InstanceRejectedError
 from dicomflow.spool import durable
 from receiver.contexts import storage_contexts
-from receiver.dimse import (
+from receiver.encoding import encode_file_meta, encode_plain_store_response
+from receiver.incoming import (
     DIGEST_IN_WORKER_FROM,
     WRITEBACK_AFTER,
     BackgroundWorker,
     IncomingFile,
     create_empty_file,
-    encode_file_meta,
-    encode_plain_store_response,
     written_content,
 )
-from receiver.reactor import copy_contexts
+from receiver.server import copy_contexts
 from tests.dicomfiles import edited_instance
 from tests.receiver.receiver_helpers import PYDICOM_FILES
 

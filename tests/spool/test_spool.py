@@ -149,7 +149,7 @@ def test_garbage_is_rejected_as_unparseable(spool: Spool, tmp_path: Path) -> Non
 class _HashThatFails:
     """A writer whose background hash failed after the file was written.
 
-    Stands in for :class:`receiver.dimse.IncomingFile`: ``hashlib`` does not fail for real,
+    Stands in for :class:`receiver.incoming.IncomingFile`: ``hashlib`` does not fail for real,
     the worker thread's error path is what is exercised here.
     """
 
