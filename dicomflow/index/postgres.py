@@ -334,9 +334,7 @@ def _filters(query: SeriesQuery | None) -> tuple[list[Clause], dict[str, Any]]:
         elif flag is False:
             clauses.append((column, f"COALESCE({column}, 0) = 0"))
     if query.validation:
-        clauses.append(
-            ("doc", "COALESCE(doc #>> '{validation,level}', 'none') = ANY(:validation)")
-        )
+        clauses.append(("doc", "COALESCE(doc #>> '{validation,level}', 'none') = ANY(:validation)"))
         params["validation"] = list(query.validation)
     for value, column in (
         (query.description, "description_words"),
