@@ -170,6 +170,8 @@ def make_uploads_router(
                 "max_file_bytes": limits.max_file_bytes,
                 "max_upload_bytes": limits.max_upload_bytes,
                 "max_files": limits.max_files,
+                # As the page shows them: in the unit of the setting ("100 GiB").
+                "labels": limits.labels(),
             },
             "import_dag": UPLOAD_IMPORT_DAG_ID,
             "nifti_import_dag": NIFTI_UPLOAD_IMPORT_DAG_ID,
