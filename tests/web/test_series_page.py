@@ -312,3 +312,17 @@ def test_series_indexed_on_arrival_shows_storing_until_the_pacs_has_it(
     expect(card).to_be_visible()
     assert card.locator(".badge.storing").count() == 0
     assert card.locator(".badge.none").count() == 0, "validated by the DAG"
+
+
+def test_home_page_counts_the_series_and_datasets_of_a_project(
+    page: Any, series: dict[str, str]
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    row = page.locator(f"#projects tr[data-project='{series['project']}']")
+    expect(row.locator(".series")).to_have_text("3")
+    expect(row.locator(".datasets")).to_have_text("2")
+    total = int(page.locator("#total-series").inner_text())
+    assert total >= 3
+    expect(page.locator("#projects tr[data-project='admin'] .series")).to_have_text(str(total))

@@ -232,7 +232,6 @@
 
   async function main() {
     state.config = await api("GET", "/api/uploads/config");
-    $("#user").textContent = state.config.user;
     const select = $("#project");
     for (const name of state.config.projects) {
       const option = document.createElement("option");
