@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import html
-
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import HTMLResponse
 from sqlalchemy.engine import Engine
 
 from dicomflow.config import Settings, load_settings
@@ -34,38 +31,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    pages = APIRouter(dependencies=[login])
-
-    @pages.get("/", response_class=HTMLResponse)
-    def home() -> str:
-        links = [
-            ("Series", "/series"),
-            ("Data Upload", "/uploads"),
-            ("REST API", "/docs"),
-            ("Airflow", settings.airflow.base_url),
-        ]
-        if settings.pacs.managed:
-            links.append(("PACS (Orthanc)", f"{settings.pacs.orthanc_url}/app/explorer.html"))
-        items = "".join(
-            f'<li><a href="{html.escape(url)}">{html.escape(name)}</a></li>' for name, url in links
-        )
-        names = ", ".join(html.escape(p) for p in projects.names())
-        return (
-            "<!doctype html><html><head><title>dicomflow</title></head><body>"
-            f"<h1>dicomflow</h1><ul>{items}</ul><p>Projects: {names}</p></body></html>"
-        )
-
-    app.include_router(pages)
     for router in _routers(settings, engine, projects):
         app.include_router(router, dependencies=[login])
     return app
 
 
 def _routers(settings: Settings, engine: Engine, projects: ProjectStore) -> list[APIRouter]:
-    """The other doors: STOW-RS into the spool, uploads, search, series files and pages."""
+    """The doors: home page and layout, STOW-RS into the spool, uploads, search, series pages."""
     from dicomflow.index import open_index
     from dicomflow.intake.admission import KNOWN_PROJECTS_FILE, Admission
     from dicomflow.spool.store import Spool
+    from dicomflow.web.home import make_home_router
+    from dicomflow.web.layout import make_layout_router
     from dicomflow.web.search import make_search_router
     from dicomflow.web.series_files import make_series_files_router
     from dicomflow.web.series_page import make_series_page_router
@@ -76,6 +53,8 @@ def _routers(settings: Settings, engine: Engine, projects: ProjectStore) -> list
     spool = Spool.from_settings(settings)
     admission = Admission(projects, spool.root / KNOWN_PROJECTS_FILE)
     return [
+        make_layout_router(),
+        make_home_router(settings, index, projects),
         make_stow_router(spool, admission),
         make_uploads_router(settings, projects),
         make_search_router(index, projects),

@@ -1,6 +1,7 @@
 """The Series pages: search with facets, and one series in detail (tags, validation, PACS).
 
-The pages are static HTML plus a small script that reads the REST API
+The pages are templates in the shared layout (:mod:`dicomflow.web.layout`) plus a small
+script that reads the REST API
 (:mod:`dicomflow.web.search`, :mod:`dicomflow.web.series_files`); this router adds the one
 call they need that the API did not have: a series' tags made readable and its links into the
 PACS. Every value from a DICOM header reaches the page as JSON and is put into it as text,
@@ -20,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +31,8 @@ from dicomflow.dicom.document import is_dicom_field
 from dicomflow.dicom.fields import readable_tags
 from dicomflow.index.base import STUDY_UID, SeriesIndex
 from dicomflow.pacs.client import DicomWebClient, PacsError, orthanc_series_id
+from dicomflow.web.auth import require_login
+from dicomflow.web.layout import PageRenderer
 
 __all__ = ["make_series_page_router", "pacs_links"]
 
@@ -98,17 +101,19 @@ def make_series_page_router(
     Parameters
     ----------
     settings
-        The PACS addresses (links into it).
+        The PACS addresses (links into it), the login, the navigation's addresses.
     index
         The series index.
     projects
         Which projects exist.
     """
     router = APIRouter()
+    pages = PageRenderer(settings)
+    user_of = require_login(settings)
 
     @router.get("/series", response_class=HTMLResponse, include_in_schema=False)
-    def search_page() -> str:
-        return (STATIC_DIR / "index.html").read_text()
+    def search_page(user: str = Depends(user_of)) -> HTMLResponse:
+        return pages.render("series/index.html", current="series", user=user)
 
     @router.get("/series/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -117,9 +122,9 @@ def make_series_page_router(
         return FileResponse(STATIC_DIR / name, media_type=_STATIC[name])
 
     @router.get("/series/{uid}", response_class=HTMLResponse, include_in_schema=False)
-    def detail_page(uid: str) -> str:
+    def detail_page(uid: str, user: str = Depends(user_of)) -> HTMLResponse:
         # The page is the same for every series: its script reads the UID from the address.
-        return (STATIC_DIR / "detail.html").read_text()
+        return pages.render("series/detail.html", current="series", user=user)
 
     def details(uid: str, project: str) -> dict[str, Any]:
         if project != ADMIN_PROJECT and not projects.exists(project):

@@ -53,6 +53,7 @@ from dicomflow.uploads.area import (
 )
 from dicomflow.uploads.limits import UploadLimitError, UploadLimits
 from dicomflow.web.auth import require_login
+from dicomflow.web.layout import PageRenderer
 
 __all__ = ["TUS_PREFIX", "make_uploads_router"]
 
@@ -140,6 +141,7 @@ def make_uploads_router(
     staging = settings.uploads_staging_dir
     staging.mkdir(parents=True, exist_ok=True)
     user_of = require_login(settings)
+    pages = PageRenderer(settings)
     router = APIRouter()
 
     def known_project(project: str) -> str:
@@ -150,8 +152,8 @@ def make_uploads_router(
     # -- the page ---------------------------------------------------------------------------
 
     @router.get("/uploads", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return (STATIC_DIR / "index.html").read_text()
+    def page(user: str = Depends(user_of)) -> HTMLResponse:
+        return pages.render("uploads/index.html", current="uploads", user=user)
 
     @router.get("/uploads/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -170,6 +172,8 @@ def make_uploads_router(
                 "max_file_bytes": limits.max_file_bytes,
                 "max_upload_bytes": limits.max_upload_bytes,
                 "max_files": limits.max_files,
+                # As the page shows them: in the unit of the setting ("100 GiB").
+                "labels": limits.labels(),
             },
             "import_dag": UPLOAD_IMPORT_DAG_ID,
             "nifti_import_dag": NIFTI_UPLOAD_IMPORT_DAG_ID,

@@ -168,3 +168,38 @@ def test_a_rejected_upload_names_the_limit_and_its_value(
         assert f"{limit} = {configured}" in body["detail"]
         config = httpx.get(f"{url}/api/uploads/config", auth=auth).json()
         assert config["limits"]["max_files"] == 5
+
+
+def test_limits_are_shown_and_refused_in_the_unit_of_the_setting(
+    postgres: Settings, s3: Settings, upload_project: str
+) -> None:
+    mib = 1 << 20
+    binary = postgres.model_copy(
+        update={
+            "uploads": postgres.uploads.model_copy(
+                update={"max_file_bytes": 3 * mib, "max_upload_bytes": 5 * mib}
+            )
+        }
+    )
+    with (
+        running_web(binary) as url,
+        httpx.Client(base_url=url, auth=(binary.admin_user, binary.admin_password)) as web,
+    ):
+        labels = web.get("/api/uploads/config").json()["limits"]["labels"]
+        assert labels == {
+            "max_file_bytes": "3 MiB",
+            "max_upload_bytes": "5 MiB",
+            "max_files": str(binary.uploads.max_files),
+        }
+        # Announced over the limit, and created through tus over it: both name 3 MiB.
+        answer = web.post(
+            f"/api/uploads/{PROJECT}", json={"files": [{"path": "big.zip", "size": 3 * mib + 1}]}
+        )
+        assert answer.status_code == 413
+        assert answer.json()["detail"] == (
+            "file 'big.zip' size: 3145729 bytes (about 3.0 MiB) is more than the configured "
+            "limit uploads.max_file_bytes = 3 MiB"
+        )
+        created = _create(web, "someupload", "big.zip", 3 * mib + 1)
+        assert created.status_code == 413
+        assert "uploads.max_file_bytes = 3 MiB" in created.json()["detail"]

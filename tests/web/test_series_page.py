@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -312,3 +313,40 @@ def test_series_indexed_on_arrival_shows_storing_until_the_pacs_has_it(
     expect(card).to_be_visible()
     assert card.locator(".badge.storing").count() == 0
     assert card.locator(".badge.none").count() == 0, "validated by the DAG"
+
+
+def test_a_series_without_description_is_named_by_modality_number_and_date(
+    page: Any, series: dict[str, str]
+) -> None:
+    from playwright.sync_api import expect
+
+    project = series["project"]
+    page.goto(f"/series?project={project}")
+    # CT_small.dcm: Series Number 1, Series Date 1997-04-30; MR_small.dcm: no Series Date, so
+    # its Study Date. Neither has a Series Description.
+    plain = page.locator(f".card[data-uid='{series['plain']}'] .description")
+    expect(plain).to_have_text("CT series 1, 1997-04-30")
+    mr = page.locator(f".card[data-uid='{series['mr']}'] .description")
+    expect(mr).to_have_text("MR series 1, 2004-08-26")
+    expect(mr).to_have_class(re.compile(r"\bderived\b"))
+    # A real description stays as it is.
+    xss = page.locator(f".card[data-uid='{series['xss']}'] .description")
+    expect(xss).to_have_text(XSS)
+    expect(xss).not_to_have_class(re.compile(r"\bderived\b"))
+    mr.click()
+    expect(page.locator("#title")).to_have_text("MR series 1, 2004-08-26")
+    expect(page).to_have_title("dicomflow: MR series 1, 2004-08-26")
+
+
+def test_home_page_counts_the_series_and_datasets_of_a_project(
+    page: Any, series: dict[str, str]
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    row = page.locator(f"#projects tr[data-project='{series['project']}']")
+    expect(row.locator(".series")).to_have_text("3")
+    expect(row.locator(".datasets")).to_have_text("2")
+    total = int(page.locator("#total-series").inner_text())
+    assert total >= 3
+    expect(page.locator("#projects tr[data-project='admin'] .series")).to_have_text(str(total))

@@ -88,6 +88,53 @@ def test_pick_files_upload_with_progress_import_and_read_the_report(
         browser.close()
 
 
+def test_limits_are_shown_and_refused_in_the_unit_of_the_setting(
+    postgres: Settings, s3: Settings, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    mib = 1 << 20
+    small = postgres.model_copy(
+        update={
+            "uploads": postgres.uploads.model_copy(
+                update={"max_file_bytes": 3 * mib, "max_upload_bytes": 5 * mib, "max_files": 10}
+            )
+        }
+    )
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (3 * mib + 1))
+    halves = [tmp_path / "half1.bin", tmp_path / "half2.bin"]
+    for half in halves:
+        half.write_bytes(b"\0" * (3 * mib))
+    with running_web(small) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        context = browser.new_context(
+            http_credentials={"username": small.admin_user, "password": small.admin_password}
+        )
+        page = context.new_page()
+        page.goto(f"{url}/uploads")
+        expect(page.locator("#limits")).to_have_text(
+            "limits: 3 MiB per file, 5 MiB per upload, 10 files"
+        )
+        expect(page.locator(".uppy-Dashboard-note")).to_have_text(
+            "files and folders; limits: 3 MiB per file, 5 MiB and 10 files per upload"
+        )
+        # Uppy's own refusals name the limits as configured too.
+        dashboard_input = page.locator("input.uppy-Dashboard-input").first
+        dashboard_input.set_input_files([big])
+        expect(page.locator("#upload-status")).to_have_text(
+            "file refused: big.bin exceeds the limit of 3 MiB per file (uploads.max_file_bytes)"
+        )
+        dashboard_input.set_input_files(halves)
+        expect(page.locator("#upload-status")).to_have_text(
+            "file refused: the selected files exceed the limit of 5 MiB per upload "
+            "(uploads.max_upload_bytes)"
+        )
+        browser.close()
+
+
 def _task_logs(settings: Settings) -> str:
     """The import runs' task logs, to say why a run failed."""
     root = settings.log_dir / "airflow-tasks" / "dag_id=import-dicoms-from-data-upload"

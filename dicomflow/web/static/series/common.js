@@ -9,6 +9,8 @@
     studyDate: "00080020 StudyDate_date",
     studyDescription: "00081030 StudyDescription_keyword",
     seriesDescription: "0008103E SeriesDescription_keyword",
+    seriesDate: "00080021 SeriesDate_date",
+    seriesNumber: "00200011 SeriesNumber_integer",
     studyUid: "0020000D StudyInstanceUID_keyword",
     seriesUid: "0020000E SeriesInstanceUID_keyword",
   };
@@ -31,6 +33,20 @@
     if (Array.isArray(value)) return value.map(text).join(", ");
     if (typeof value === "object") return JSON.stringify(value);
     return String(value);
+  }
+
+  // What a series is called on its card and page: its Series Description, else what it has of
+  // modality, series number and date ("CT series 3, 2024-01-05"); derived says which, and the
+  // text is empty when the header has none of them.
+  function seriesLabel(doc) {
+    const description = text(doc[F.seriesDescription]);
+    if (description.trim()) return { text: description, derived: false };
+    const number = text(doc[F.seriesNumber]);
+    const date = text(doc[F.seriesDate]) || text(doc[F.studyDate]);
+    const modality = text(doc[F.modality]);
+    if (!modality && !number && !date) return { text: "", derived: true };
+    const name = modality ? [modality, "series", number] : ["Series", number];
+    return { text: [name.filter(Boolean).join(" "), date].filter(Boolean).join(", "), derived: true };
   }
 
   function status(message, isError) {
@@ -60,5 +76,5 @@
     return doc.pacs_state === "storing" ? el("span", { class: "badge storing" }, label) : null;
   }
 
-  window.dicomflowSeries = { F, el, text, status, api, validationBadge, storingBadge };
+  window.dicomflowSeries = { F, el, text, seriesLabel, status, api, validationBadge, storingBadge };
 })();

@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   const $ = (sel) => document.querySelector(sel);
-  const { F, el, text, status, api, validationBadge, storingBadge } = window.dicomflowSeries;
+  const { F, el, text, seriesLabel, status, api, validationBadge, storingBadge } = window.dicomflowSeries;
 
   function row(name, value) {
     return el("tr", {}, el("th", {}, name), el("td", {}, value));
@@ -15,10 +15,12 @@
     const project = data.project;
     const base = "/api/series/" + encodeURIComponent(uid);
     const scope = "?project=" + encodeURIComponent(project);
-    document.title = "dicomflow: " + (text(doc[F.seriesDescription]) || uid);
+    const label = seriesLabel(doc);
+    document.title = "dicomflow: " + (label.text || uid);
     $("#crumb").textContent = uid;
     $("#back").setAttribute("href", "/series?project=" + encodeURIComponent(project));
-    $("#title").textContent = text(doc[F.seriesDescription]) || "(no series description)";
+    $("#title").textContent = label.text || "(no series description)";
+    $("#title").classList.toggle("derived", label.derived);
 
     const thumb = $("#thumb");
     const img = el("img", { alt: "thumbnail", src: base + "/thumbnail" + scope });

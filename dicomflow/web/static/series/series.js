@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   const $ = (sel) => document.querySelector(sel);
-  const { F, el, text, status, api, validationBadge, storingBadge } = window.dicomflowSeries;
+  const { F, el, text, seriesLabel, status, api, validationBadge, storingBadge } = window.dicomflowSeries;
   const DEFAULT_PAGE_SIZE = 24;
   // Filters whose form field has the query parameter's name.
   const FILTERS = ["q", "dataset", "modality", "patient_id", "from", "to", "has_errors", "has_warnings"];
@@ -57,10 +57,14 @@
     const href = "/series/" + encodeURIComponent(uid) + "?project=" + encodeURIComponent(state.project);
     const patient = [personName(doc[F.patientName]), text(doc[F.patientId])].filter(Boolean).join(" \u00b7 ");
     const study = [text(doc[F.studyDescription]), text(doc[F.studyDate])].filter(Boolean).join(" \u00b7 ");
+    const label = seriesLabel(doc);
+    const name = label.text || "(no series description)";
     return el("a", { class: "card", href: href, "data-uid": uid },
       thumbnail(uid, modality),
-      el("div", { class: "line description", title: text(doc[F.seriesDescription]) },
-        text(doc[F.seriesDescription]) || "(no series description)"),
+      el("div", {
+        class: "line description" + (label.derived ? " derived" : ""),
+        title: label.derived ? "no Series Description: " + name : name,
+      }, name),
       el("div", { class: "line patient" }, "Patient: " + (patient || "-")),
       el("div", { class: "line study" }, "Study: " + (study || "-")),
       el("div", { class: "line" },

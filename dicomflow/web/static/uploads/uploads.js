@@ -6,10 +6,12 @@
   const $ = (sel) => document.querySelector(sel);
   const state = { config: null, project: null, uppy: null };
 
+  // Sizes of uploaded files, in the binary units the limits use (they come from the server,
+  // exact, as config.limits.labels).
   function bytes(n) {
-    const units = ["B", "KB", "MB", "GB", "TB"];
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
-    while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
     return (i ? n.toFixed(1) : n) + " " + units[i];
   }
 
@@ -71,12 +73,23 @@
 
   function makeUppy() {
     const limits = state.config.limits;
+    const labels = limits.labels;
     const uppy = new Uppy({
       autoProceed: false,
       restrictions: {
         maxFileSize: limits.max_file_bytes,
         maxTotalFileSize: limits.max_upload_bytes,
         maxNumberOfFiles: limits.max_files,
+      },
+      // Uppy writes sizes in binary amounts with decimal names ("100 GB" for 100 GiB): its
+      // refusals name the limit as configured instead.
+      locale: {
+        strings: {
+          exceedsSize: "%{file} exceeds the limit of " + labels.max_file_bytes +
+            " per file (uploads.max_file_bytes)",
+          aggregateExceedsSize: "the selected files exceed the limit of " + labels.max_upload_bytes +
+            " per upload (uploads.max_upload_bytes)",
+        },
       },
     });
     uppy.use(Dashboard, {
@@ -87,8 +100,8 @@
       fileManagerSelectionType: "both",
       proudlyDisplayPoweredByUppy: false,
       showProgressDetails: true,
-      note: "files and folders; limits: " + bytes(limits.max_file_bytes) + " per file, " +
-        bytes(limits.max_upload_bytes) + " and " + limits.max_files + " files per upload",
+      note: "files and folders; limits: " + labels.max_file_bytes + " per file, " +
+        labels.max_upload_bytes + " and " + labels.max_files + " files per upload",
     });
     uppy.use(Tus, {
       endpoint: state.config.tus_endpoint,
@@ -232,15 +245,14 @@
 
   async function main() {
     state.config = await api("GET", "/api/uploads/config");
-    $("#user").textContent = state.config.user;
     const select = $("#project");
     for (const name of state.config.projects) {
       const option = document.createElement("option");
       option.value = option.textContent = name;
       select.appendChild(option);
     }
-    const l = state.config.limits;
-    $("#limits").textContent = "limits: " + bytes(l.max_file_bytes) + " per file, " + bytes(l.max_upload_bytes) + " per upload, " + l.max_files + " files";
+    const l = state.config.limits.labels;
+    $("#limits").textContent = "limits: " + l.max_file_bytes + " per file, " + l.max_upload_bytes + " per upload, " + l.max_files + " files";
     select.addEventListener("change", () => setProject(select.value));
     $("#import-form").addEventListener("submit", startImport);
     $("#kind").addEventListener("change", () => {
