@@ -58,15 +58,15 @@ def run_dag(
         while time.monotonic() < deadline:
             run = client.get_dag_run(DAG_ID, run_id)
             if run and run["state"] in ("success", "failed"):
-                run["task_logs"] = _task_logs(settings, run_id)
+                run["task_logs"] = task_logs(settings, run_id)
                 return run
             time.sleep(0.5)
     raise AssertionError(f"DAG run {run_id} did not end within {timeout} s")
 
 
-def _task_logs(settings: Settings, run_id: str) -> dict[str, str]:
+def task_logs(settings: Settings, run_id: str, dag_id: str = DAG_ID) -> dict[str, str]:
     """The last lines of each task's log, to say why a run failed."""
-    root = settings.log_dir / "airflow-tasks" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+    root = settings.log_dir / "airflow-tasks" / f"dag_id={dag_id}" / f"run_id={run_id}"
     logs = {}
     for path in sorted(root.glob("task_id=*/attempt=*.log")):
         lines = path.read_text(errors="replace").splitlines()

@@ -271,7 +271,8 @@ def test_a_batch_waits_a_moment_for_a_sender_still_sending(airflow: Any, tmp_pat
     finally:
         dispatcher.stop()
     slow = still_sending.batch_ids[0]
-    assert spool.batch(done).run_id == spool.batch(slow).run_id == run_id_for([done, slow])
+    together = run_id_for(sorted([done, slow]))
+    assert spool.batch(done).run_id == spool.batch(slow).run_id == together
 
 
 def test_a_run_recorded_before_a_crash_is_made_with_the_same_id(

@@ -9,11 +9,13 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
 from dicomflow.db.projects import ProjectStore
 from dicomflow.db.session import make_engine
 from dicomflow.index import open_index
 from dicomflow.pacs.client import DicomWebClient
+from dicomflow.pipeline.dispatcher import VALIDATION_DAG_ID
 from dicomflow.spool.records import BatchState
 from dicomflow.spool.store import Spool
 from dicomflow.stack.components import Orthanc
@@ -22,7 +24,8 @@ from dicomflow.storage.client import ObjectStore
 from dicomflow.storage.keys import report_key, thumbnail_key
 from dicomflow.validation.report import read_report_summary
 from tests.dicomfiles import fresh_copy
-from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch
+from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch, task_logs
+from tests.stack_testutil import wait_dag_run
 from tests.thumbnails.thumbnail_testutil import write_ct_series, write_seg
 
 
@@ -101,9 +104,12 @@ def test_batch_of_many_kinds_is_archived_indexed_thumbnailed_validated(
     report = store.get_bytes("admin", report_key(rtdose_uid))
     assert b"<html" in report.lower()
 
-    record = Spool.from_settings(platform).batch(batch_id)
+    spool = Spool.from_settings(platform)
+    record = spool.batch(batch_id)
     assert record.state is BatchState.DONE
-    assert not any(p.suffix == ".dcm" for p in record.path.rglob("*"))
+    # Kept for the background validation lane, which removes them.
+    assert batch_id in spool.validation_queue()
+    assert all(e.path.exists() for e in spool.manifest(batch_id))
     index.close()
 
 
@@ -129,6 +135,16 @@ def test_resend_and_split_series_leave_one_document_with_the_right_count(
     with DicomWebClient.from_settings(platform) as pacs:
         assert len(pacs.series_instances(study, uid)) == 6
     index.close()
+    # The background lane over both batches (as the dispatcher hands it over).
+    with AirflowClient.from_settings(platform) as client:
+        run_id = f"rest-{first}"
+        client.trigger_dag_run(VALIDATION_DAG_ID, run_id, {"batch_ids": [first, second]})
+        rest = wait_dag_run(client, VALIDATION_DAG_ID, run_id, timeout=240)
+    assert rest["state"] == "success", failed_logs(
+        {"task_logs": task_logs(platform, run_id, VALIDATION_DAG_ID)}
+    )
+    doc = open_index(platform).get("admin", uid)
+    assert doc is not None and doc["validation"]["level"] == "complete"
     # One report over both batches: every instance once, the resent ones too.
     page = ObjectStore.from_settings(platform).get_bytes("admin", report_key(uid)).decode()
     summary = read_report_summary(page)

@@ -10,7 +10,7 @@ from dicomflow.index import open_index
 from dicomflow.pipeline.dispatcher import VALIDATION_DAG_ID
 from dicomflow.spool.store import Spool
 from tests.dicomfiles import write_ct_series
-from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch
+from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch, task_logs
 from tests.stack_testutil import wait_dag_run
 
 
@@ -39,7 +39,8 @@ def test_a_series_is_representative_at_once_and_complete_after_the_background_la
         with AirflowClient.from_settings(platform) as client:
             client.trigger_dag_run(VALIDATION_DAG_ID, f"lane-{batch_id}", {"batch_ids": [batch_id]})
             rest = wait_dag_run(client, VALIDATION_DAG_ID, f"lane-{batch_id}", timeout=240)
-        assert rest["state"] == "success"
+        logs = task_logs(platform, f"lane-{batch_id}", VALIDATION_DAG_ID)
+        assert rest["state"] == "success", failed_logs({"task_logs": logs})
         complete = index.get("admin", series_uid)
         assert complete is not None
         assert (complete["validation"]["level"], complete["validation"]["instances_checked"]) == (
