@@ -66,13 +66,22 @@
     if (!validation) return el("span", { class: "badge none" }, "not validated");
     const errors = Number(validation.errors || 0);
     const warnings = Number(validation.warnings || 0);
-    if (!errors && !warnings) return el("span", { class: "badge ok" }, "valid");
+    // A representative set is checked at once; the rest later, in the background lane.
+    const partial = validation.level === "representative"
+      ? " (" + Number(validation.instances_checked || 0) + " checked so far)" : "";
+    if (!errors && !warnings) return el("span", { class: "badge ok" }, "valid" + partial);
     const kind = errors ? "error" : "warning";
-    return el("span", { class: "badge " + kind }, errors + " error(s), " + warnings + " warning(s)");
+    return el("span", { class: "badge " + kind },
+      errors + " error(s), " + warnings + " warning(s)" + partial);
   }
 
-  // Indexed on arrival, before the PACS confirmed every instance (see pacs_state).
+  // Indexed on arrival, before the PACS confirmed every instance (see pacs_state); or its
+  // processing failed, and says where and why (it runs again by itself).
   function storingBadge(doc, label) {
+    if (doc.pacs_state === "failed") {
+      return el("span", { class: "badge failed", title: doc.failure || "" },
+        "failed: " + (doc.failure || "see the batch").split(": ").slice(1).join(": "));
+    }
     return doc.pacs_state === "storing" ? el("span", { class: "badge storing" }, label) : null;
   }
 

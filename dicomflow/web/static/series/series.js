@@ -6,7 +6,9 @@
   const { F, el, text, seriesLabel, status, api, validationBadge, storingBadge } = window.dicomflowSeries;
   const DEFAULT_PAGE_SIZE = 24;
   // Filters whose form field has the query parameter's name.
-  const FILTERS = ["q", "dataset", "modality", "patient_id", "from", "to", "has_errors", "has_warnings"];
+  const FILTERS = [
+    "q", "dataset", "modality", "patient_id", "from", "to", "has_errors", "has_warnings", "validation",
+  ];
   const state = { project: "admin", page: 1, size: DEFAULT_PAGE_SIZE, seq: 0 };
 
   function personName(value) {
@@ -166,7 +168,7 @@
       await loadDatasets();
       search(1);
     });
-    for (const name of ["dataset", "modality", "has_errors", "has_warnings", "from", "to"]) {
+    for (const name of ["dataset", "modality", "has_errors", "has_warnings", "validation", "from", "to"]) {
       $("#" + name).addEventListener("change", () => search(1));
     }
     $("#filters").addEventListener("submit", (event) => { event.preventDefault(); search(1); });
