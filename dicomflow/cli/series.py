@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dicomflow.cli.options import CliError, json_option, project_option, settings_of
+from dicomflow.index.base import (
+    MODALITY,
+    PATIENT_ID,
+    SERIES_DESCRIPTION,
+    SERIES_UID,
+    STUDY_DATE,
+)
 
 if TYPE_CHECKING:
     from dicomflow.config import Settings
@@ -75,16 +82,7 @@ def series_group() -> None:
 @click.pass_context
 def list_series(ctx: click.Context, project: str, as_json: bool, **options: Any) -> None:
     """List series matching the filters, newest first."""
-    from dicomflow.index import open_index
-    from dicomflow.index.base import (
-        MODALITY,
-        PATIENT_ID,
-        SERIES_DESCRIPTION,
-        SERIES_UID,
-        STUDY_DATE,
-        QueryError,
-        SeriesQuery,
-    )
+    from dicomflow.cli.webapi import WebApiError, WebServiceAway, get_json
 
     params: dict[str, Any] = {}
     for option, value in options.items():
@@ -93,27 +91,52 @@ def list_series(ctx: click.Context, project: str, as_json: bool, **options: Any)
         if isinstance(value, bool):
             value = "true" if value else "false"
         params[_FILTERS[option]] = list(value) if isinstance(value, tuple) else str(value)
+    settings = settings_of(ctx)
+    try:
+        result = get_json(settings, "/api/series", {**params, "project": project})
+    except WebServiceAway:
+        result = _search_here(settings, project, params)
+    except WebApiError as exc:
+        if exc.status == 400 and exc.parameter:
+            raise click.BadParameter(str(exc), param_hint=_flag(exc.parameter)) from None
+        raise CliError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"project": project, **result}, indent=2, default=str))
+        return
+    _print_page(project, result)
+
+
+def _flag(parameter: str) -> str:
+    # Option flags are the parameter names (``--from``, ``--has-errors``), except ``-q``.
+    return "-q" if parameter == "q" else f"--{parameter.replace('_', '-')}"
+
+
+def _search_here(settings: Settings, project: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The search done by this process (the web service does not answer)."""
+    from dicomflow.index import open_index
+    from dicomflow.index.base import QueryError, SeriesQuery
+
     try:
         query = SeriesQuery.from_params(params)
     except QueryError as exc:
-        # Option flags are the parameter names (``--from``, ``--has-errors``), except ``-q``.
-        hint = "-q" if exc.parameter == "q" else f"--{exc.parameter.replace('_', '-')}"
-        raise click.BadParameter(str(exc), param_hint=hint) from None
-    index = open_index(settings_of(ctx))
+        raise click.BadParameter(str(exc), param_hint=_flag(exc.parameter)) from None
+    index = open_index(settings)
     try:
-        result = index.search(project, query)
+        return index.search(project, query).as_dict()
     finally:
         index.close()
-    if as_json:
-        click.echo(json.dumps({"project": project, **result.as_dict()}, indent=2, default=str))
-        return
-    click.echo(f"{result.total} series in {project} (page {result.page}, size {result.size})")
-    for doc in result.items:
+
+
+def _print_page(project: str, result: dict[str, Any]) -> None:
+    click.echo(
+        f"{result['total']} series in {project} (page {result['page']}, size {result['size']})"
+    )
+    for doc in result["items"]:
         fields = (SERIES_UID, MODALITY, STUDY_DATE, PATIENT_ID, "instance_count")
         values = [str(doc.get(name, "")) for name in fields]
         values[1], values[2] = values[1].ljust(4), values[2].ljust(10)
         click.echo("  ".join([*values, str(doc.get(SERIES_DESCRIPTION, ""))]))
-    for facet, counts in result.facets.items():
+    for facet, counts in result["facets"].items():
         if counts:
             click.echo(f"{facet}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
@@ -125,12 +148,19 @@ def list_series(ctx: click.Context, project: str, as_json: bool, **options: Any)
 @click.pass_context
 def show_series(ctx: click.Context, series_uid: str, project: str, as_json: bool) -> None:
     """Show a series: its document, its instances in the PACS, thumbnail and report locations."""
-    from dicomflow.catalog import SeriesNotFoundError, describe_series
-    from dicomflow.index.base import MODALITY, PATIENT_ID, SERIES_DESCRIPTION, STUDY_DATE
+    from dicomflow.cli.webapi import WebApiError, WebServiceAway, get_json
 
+    settings = settings_of(ctx)
     try:
-        described = describe_series(settings_of(ctx), series_uid, project)
-    except SeriesNotFoundError as exc:
+        described = get_json(settings, f"/api/series/{series_uid}/summary", {"project": project})
+    except WebServiceAway:
+        from dicomflow.catalog import SeriesNotFoundError, describe_series
+
+        try:
+            described = describe_series(settings, series_uid, project)
+        except SeriesNotFoundError as exc:
+            raise CliError(str(exc)) from None
+    except WebApiError as exc:
         raise CliError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))

@@ -1,14 +1,20 @@
-"""REST endpoints for a series' files: its thumbnail and its validation report."""
+"""REST endpoints for a series' files: its thumbnail, its validation report, where its parts are."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from dicomflow.catalog import SeriesNotFoundError, thumbnail_png, validation_report
+from dicomflow.catalog import (
+    SeriesNotFoundError,
+    describe_series,
+    thumbnail_png,
+    validation_report,
+)
 from dicomflow.config import Settings
 from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.storage.client import ObjectNotFoundError
@@ -30,6 +36,21 @@ def make_series_files_router(settings: Settings) -> APIRouter:
             raise HTTPException(status_code=404, detail=str(exc)) from None
         except ObjectNotFoundError:
             raise HTTPException(status_code=404, detail=f"series {uid} has no {what}") from None
+
+    @router.get("/api/series/{uid}/summary", summary="A series' document and where its parts are")
+    async def summary(uid: str, project: str = Query(ADMIN_PROJECT)) -> dict[str, Any]:
+        """The document, the PACS's instance count, and the thumbnail's and report's places.
+
+        What ``dicomflow series show`` prints: a PACS or object store that does not answer is
+        said in the answer, not an error.
+        """
+        try:
+            described: dict[str, Any] = await run_in_threadpool(
+                describe_series, settings, uid, project
+            )
+        except SeriesNotFoundError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        return described
 
     @router.get("/api/series/{uid}/thumbnail", summary="Thumbnail (PNG) of a series")
     async def thumbnail(uid: str, project: str = Query(ADMIN_PROJECT)) -> Response:

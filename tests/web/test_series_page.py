@@ -350,3 +350,35 @@ def test_home_page_counts_the_series_and_datasets_of_a_project(
     total = int(page.locator("#total-series").inner_text())
     assert total >= 3
     expect(page.locator("#projects tr[data-project='admin'] .series")).to_have_text(str(total))
+
+
+def test_the_cli_asks_the_running_web_service(
+    web_url: str, series: dict[str, str], postgres: Settings
+) -> None:
+    from click.testing import CliRunner
+
+    from dicomflow.cli.series import series_group
+
+    port = int(web_url.rsplit(":", 1)[1])
+    # The command's own database login is wrong: only the web service can answer it.
+    through_web = postgres.model_copy(
+        update={
+            "web": postgres.web.model_copy(update={"port": port}),
+            "postgres": postgres.postgres.model_copy(update={"password": "not-the-password"}),
+        }
+    )
+    runner = CliRunner()
+    project = series["project"]
+    listed = runner.invoke(series_group, ["list", "--project", project, "--json"], obj=through_web)
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output)["total"] == 3
+    shown = runner.invoke(
+        series_group, ["show", series["xss"], "--project", project, "--json"], obj=through_web
+    )
+    assert shown.exit_code == 0, shown.output
+    described = json.loads(shown.output)
+    assert described["pacs"]["instances"] == 3 and described["thumbnail"]
+    bad = runner.invoke(series_group, ["list", "--from", "2024-13-01"], obj=through_web)
+    assert bad.exit_code == 2 and "--from" in bad.output
+    missing = runner.invoke(series_group, ["show", "1.2.3.4"], obj=through_web)
+    assert missing.exit_code == 1 and "not in project" in missing.output
