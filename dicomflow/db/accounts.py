@@ -107,11 +107,10 @@ class AccountStore:
             account = session.get(Account, name)
             if account is None:
                 return None
-            roles = dict(
-                session.execute(
-                    select(Membership.project, Membership.role).where(Membership.user_name == name)
-                ).tuples()
+            rows = session.execute(
+                select(Membership.project, Membership.role).where(Membership.user_name == name)
             )
+            roles = {project: role for project, role in rows}
             return _info(account, roles)
 
     def all(self) -> list[AccountInfo]:
@@ -121,7 +120,7 @@ class AccountStore:
             roles: dict[str, dict[str, str]] = {}
             for user, project, role in session.execute(
                 select(Membership.user_name, Membership.project, Membership.role)
-            ).tuples():
+            ):
                 roles.setdefault(user, {})[project] = role
             return [_info(a, roles.get(a.name, {})) for a in accounts]
 
@@ -247,7 +246,7 @@ class AccountStore:
                 .join(Account, Account.name == Membership.user_name)
                 .where(Membership.project == project)
                 .order_by(Membership.user_name)
-            ).tuples()
+            )
             return [MemberInfo(u, r, c, d) for u, r, c, d in rows]
 
 

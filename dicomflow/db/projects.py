@@ -229,7 +229,7 @@ class ProjectStore:
                 select(ProjectSender.project, ProjectSender.kind, ProjectSender.value).order_by(
                     ProjectSender.project, ProjectSender.kind, ProjectSender.value
                 )
-            ).tuples()
+            )
             for project, kind, value in rows:
                 out.setdefault(project, []).append((kind, value))
         return out
