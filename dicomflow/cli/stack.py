@@ -37,18 +37,55 @@ def up(ctx: click.Context) -> None:
         raise CliError(str(exc)) from None
     if not started:
         click.echo("dicomflow is already running; nothing changed.")
-    _print_addresses(settings)
+    first_admin = _ensure_accounts(settings)
+    _print_addresses(settings, first_admin)
 
 
-def _print_addresses(settings: Settings) -> None:
+def _ensure_accounts(settings: Settings) -> bool:
+    """Create the first administrator (and the CLI's account) if missing.
+
+    Returns whether the first administrator's generated password still opens it (then it is
+    printed).
+
+    The web service does the same at its start; doing it here too covers a stack whose web
+    service runs elsewhere (the Airflow UI needs an administrator to sign in).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dicomflow.access.bootstrap import ensure_accounts
+    from dicomflow.access.passwords import PasswordHashing
+    from dicomflow.db.accounts import AccountStore
+    from dicomflow.db.session import create_schema, make_engine
+
+    engine = make_engine(settings.platform_db_url)
+    try:
+        create_schema(engine)
+        ensure_accounts(engine, settings)
+        account = AccountStore(engine).get(settings.admin_user)
+        return account is not None and PasswordHashing(settings.auth).verify(
+            account.password_hash, settings.admin_password
+        )
+    except SQLAlchemyError as exc:
+        click.echo(f"warning: accounts not checked, the platform database did not answer: {exc}")
+        return False
+    finally:
+        engine.dispose()
+
+
+def _print_addresses(settings: Settings, first_admin: bool = True) -> None:
     click.echo("")
     click.echo(f"  web pages and REST API  {settings.web.base_url}")
     click.echo(f"  Airflow                 {settings.airflow.base_url}")
     rc = settings.receiver
     click.echo(f"  DICOM receiver          {rc.host}:{rc.port}  (called AE = project, e.g. admin)")
     click.echo(f"  PACS (DICOMweb)         {settings.pacs.base_url}")
-    click.echo(f"  login                   {settings.admin_user} / {settings.admin_password}")
-    click.echo(f"  (credentials are kept in {settings.secrets_file}, readable by you only)")
+    admin = f"{settings.admin_user} / {settings.admin_password}"
+    if first_admin:
+        click.echo(f"  first administrator     {admin}")
+        click.echo(f"  (kept in {settings.secrets_file}, readable by you only; change it with")
+        click.echo(f"   `dicomflow user set-password {settings.admin_user}`)")
+    else:
+        click.echo("  sign in                 with your account (`dicomflow user list`)")
 
 
 @click.command()
