@@ -428,7 +428,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(af.parallelism),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{af.host}:{af.port}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.admin_user}:admin",
+        # Airflow's sign-in checks platform accounts (administrators only, see
+        # plugins/dicomflow_auth.py); the password file holds the platform's own login only.
+        "AIRFLOW__CORE__AUTH_MANAGER": "dicomflow_auth.PlatformAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow.username}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_db_url,
         "AIRFLOW__API__HOST": af.host,
@@ -501,7 +504,7 @@ class AirflowApiServer(AirflowPart):
         passwords = home / "passwords.json"
         fd = os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({self.settings.admin_user: self.settings.admin_password}, fh)
+            json.dump({self.settings.airflow.username: self.settings.airflow.password}, fh)
         with open(self.log_file, "ab") as log:
             result = subprocess.run(
                 [_venv_bin("airflow"), "db", "migrate"],
