@@ -28,9 +28,6 @@ import time
 from functools import cache
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
-from fastapi.routing import APIRoute
-
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.simple.datamodels.login import LoginBody, LoginResponse
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
@@ -38,6 +35,9 @@ from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from airflow.api_fastapi.auth.managers.simple.utils import parse_login_body
 from airflow.api_fastapi.common.router import AirflowRouter
 from airflow.configuration import conf
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.routing import APIRoute
+
 from dicomflow.access.authenticate import Authenticator
 from dicomflow.access.policy import POLICY, Action
 from dicomflow.config import load_settings
