@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from dicomflow.access.authenticate import Authenticator
@@ -140,10 +141,16 @@ async def principal_of(request: Request) -> Principal:
         return cached
     auth = _auth(request)
     header = request.headers.get("authorization")
-    if header:
-        principal = await _from_header(auth, request, header)
-    else:
-        principal = await _from_cookie(auth, request)
+    try:
+        if header:
+            principal = await _from_header(auth, request, header)
+        else:
+            principal = await _from_cookie(auth, request)
+    except SQLAlchemyError as exc:
+        LOGGER.warning("cannot authenticate: the platform database does not answer: %s", exc)
+        raise HTTPException(
+            503, "the platform database does not answer: sign-in is unavailable, try again soon"
+        ) from None
     request.state.principal = principal
     return principal
 
@@ -303,18 +310,29 @@ def make_auth_router(auth: WebAuth, pages: Any) -> APIRouter:
                 request, next_url, "the sign-in form expired: please try again", 403, username
             )
         address = client_address(request)
-        result = await run_in_threadpool(
-            auth.authenticator.check_password, username, values.get("password", ""), address
-        )
+        try:
+            result = await run_in_threadpool(
+                auth.authenticator.check_password, username, values.get("password", ""), address
+            )
+            if result.principal is not None:
+                session = await run_in_threadpool(
+                    auth.authenticator.start_session, result.principal, address
+                )
+        except SQLAlchemyError as exc:
+            LOGGER.warning("sign-in unavailable: the platform database does not answer: %s", exc)
+            return signin_page(
+                request,
+                next_url,
+                "sign-in is unavailable: the platform database does not answer; try again soon",
+                503,
+                username,
+            )
         if result.principal is None:
             if result.refusal is not None:
                 return signin_page(
                     request, next_url, result.message, 429, username, result.refusal.retry_after
                 )
             return signin_page(request, next_url, result.message, 401, username)
-        session = await run_in_threadpool(
-            auth.authenticator.start_session, result.principal, address
-        )
         response = RedirectResponse(next_url, status_code=303)
         auth.set_session_cookie(response, request, session.secret)
         response.delete_cookie(SIGNIN_COOKIE, path="/signin")
