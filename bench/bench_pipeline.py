@@ -5,6 +5,9 @@ stores each instance before answering). Ours: the whole platform on a stack of i
 receiver, the processing DAG (PACS, thumbnails, validation, index, mappings), measured after
 one small warm-up batch (``--cold`` measures the first batch after ``up``). Prints rows
 ``measure | ours | reference | ratio | goal`` and the time per pipeline step; never asserts.
+
+Usage: ``python bench/bench_pipeline.py [--series 20] [--per-series 100] [--smoke] ...``
+(``--help`` lists the rest).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime
@@ -35,6 +39,10 @@ from dicomflow.spool.store import Spool
 from dicomflow.stack.isolated import free_port, stack_data_dir, stack_environment
 from dicomflow.stack.supervisor import Stack
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smoke import parse_args
+
 DAG_ID = "service-process-incoming-dcm"
 
 
@@ -44,7 +52,7 @@ def make_instances(folder: Path, series: int, per_series: int) -> list[str]:
     pixels = np.ascontiguousarray(source.pixel_array[::2, ::2])
     source.Rows, source.Columns = pixels.shape
     source.PixelData = pixels.tobytes()
-    uids = []
+    uids: list[str] = []
     for s in range(series):
         series_uid = generate_uid()
         uids.append(series_uid)
@@ -118,7 +126,7 @@ def orthanc_alone(folder: Path, work: Path) -> float:
         proc.wait(timeout=30)
 
 
-def warm_up(settings: Settings, work: Path) -> None:
+def warm_up(settings: Settings, work: Path, wait: float) -> None:
     """One small batch through the whole platform, as on a site that is already running.
 
     The first DAG run after `dicomflow up` pays one-off start-up costs (Airflow's first task
@@ -131,17 +139,19 @@ def warm_up(settings: Settings, work: Path) -> None:
     (uid,) = make_instances(folder, 1, 2)
     dcmsend(settings.receiver.port, folder, "warmup", "warmup")
     index = open_index(settings)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        doc = index.get("warmup", uid)
-        if doc and _complete(doc):
-            break
-        time.sleep(0.2)
-    index.close()
+    deadline = time.monotonic() + wait
+    try:
+        while not _complete(index.get("warmup", uid) or {}):
+            if time.monotonic() > deadline:
+                # Measuring after a warm-up batch that never finished measures a broken stack.
+                raise SystemExit(f"the warm-up batch was not complete within {wait:.0f} s")
+            time.sleep(0.2)
+    finally:
+        index.close()
 
 
 def ours(
-    settings: Settings, folder: Path, series_uids: list[str], per_series: int
+    settings: Settings, folder: Path, series_uids: list[str], per_series: int, wait: float
 ) -> dict[str, float]:
     ProjectStore(make_engine(settings.platform_db_url)).create_project("bench")
     index = open_index(settings)
@@ -151,7 +161,7 @@ def ours(
     unsearchable = set(series_uids)
     remaining = set(series_uids)
     searchable = released
-    while remaining and time.monotonic() - start < 900:
+    while remaining and time.monotonic() - start < wait:
         for uid in list(remaining):
             doc = index.get("bench", uid)
             if not doc or doc.get("instance_count") != per_series:
@@ -166,7 +176,7 @@ def ours(
     done = time.monotonic()
     index.close()
     if remaining:
-        raise SystemExit(f"{len(remaining)} series were not indexed within 900 s")
+        raise SystemExit(f"{len(remaining)} series were not complete within {wait:.0f} s")
     return {
         "send": send,
         "total": done - start,
@@ -226,7 +236,13 @@ def main() -> None:
         action="store_true",
         help="measure the first batch after `up` (default: after one warm-up batch)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=900.0,
+        help="seconds to wait for every series to be complete before giving up",
+    )
+    args = parse_args(parser, {"series": 2, "per_series": 5, "wait": 180.0})
     work = Path(tempfile.mkdtemp(prefix="dicomflow-bench-"))
     data_dir = stack_data_dir()
     env = stack_environment(data_dir)
@@ -245,8 +261,8 @@ def main() -> None:
         reference = orthanc_alone(files, work)
         stack.up(report=lambda _m: None)
         if not args.cold:
-            warm_up(settings, work)
-        result = ours(settings, files, uids, args.per_series)
+            warm_up(settings, work, args.wait)
+        result = ours(settings, files, uids, args.per_series, args.wait)
         steps, runs = step_times(settings)
     finally:
         stack.down(report=lambda _m: None)
