@@ -232,6 +232,8 @@ def step_times(settings: Settings) -> tuple[dict[str, float], dict[str, int], in
                 if not batch_ids & set((run.get("conf") or {}).get("batch_ids") or []):
                     continue
                 runs[dag_id] = runs.get(dag_id, 0) + 1
+                # The last task may still be finishing after it wrote what was waited for.
+                _wait_for_end(client, dag_id, run["dag_run_id"])
                 for ti in client.task_instances(dag_id, run["dag_run_id"]):
                     if ti.get("start_date") and ti.get("end_date"):
                         took = (
@@ -241,6 +243,15 @@ def step_times(settings: Settings) -> tuple[dict[str, float], dict[str, int], in
                         key = f"{dag_id}: {ti['task_id']}"
                         totals[key] = totals.get(key, 0.0) + took
     return totals, runs, len(batch_ids)
+
+
+def _wait_for_end(client: AirflowClient, dag_id: str, run_id: str, wait: float = 60.0) -> None:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        run = client.get_dag_run(dag_id, run_id)
+        if run is None or run.get("state") in ("success", "failed"):
+            return
+        time.sleep(0.5)
 
 
 def main() -> None:
