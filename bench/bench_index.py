@@ -8,7 +8,7 @@ numbers; asserts nothing.
 
 Usage::
 
-    .venv/bin/python bench/bench_index.py [--series 100000] [--repeat 40]
+    .venv/bin/python bench/bench_index.py [--series 100000] [--repeat 40] [--smoke]
 
 It starts a throwaway PostgreSQL (Debian's binaries, fsync on) unless ``DICOMFLOW_BENCH_PG_URL``
 names a database to use (its ``series_documents`` table is dropped first).
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from docgen import BODY_PARTS, FAMILY, MODALITIES, PROJECTS, make_document
 from pgtemp import throwaway_postgres
+from smoke import parse_args
 
 from dicomflow.index.base import SeriesQuery
 from dicomflow.index.postgres import PostgresSeriesIndex
@@ -191,7 +192,7 @@ def main() -> None:
         action="store_true",
         help="query what DICOMFLOW_BENCH_PG_URL already holds (from an earlier run)",
     )
-    args = parser.parse_args()
+    args = parse_args(parser, {"series": 300, "repeat": 2})
     with database() as url:
         ours = bench_postgres(url, args.series, args.repeat, load=not args.no_load)
     reference = {} if args.no_reference else bench_sqlite(args.series, args.repeat)
