@@ -419,6 +419,8 @@ class SeaweedS3(Component):
 OPENSEARCH_NODE_DIR = REPO_ROOT / ".cache" / "opensearch-node"
 OPENSEARCH_NODE_JAR = OPENSEARCH_NODE_DIR / "lib" / "dicomflow-opensearch-node.jar"
 OPENSEARCH_NODE_CLASS = "org.dicomflow.opensearch.LocalNode"
+# The install script's class-data archive of a node start (JVM AppCDS): half the start-up CPU.
+OPENSEARCH_NODE_CLASSES = OPENSEARCH_NODE_DIR / "classes.jsa"
 # What the distribution's launcher would give the JVM (jvm.options) that matters here.
 OPENSEARCH_JVM_FLAGS = (
     "-Djava.locale.providers=SPI,COMPAT",
@@ -485,11 +487,13 @@ class OpenSearchNode(Component):
             # A nearly full development disk would otherwise turn the indexes read-only.
             "cluster.routing.allocation.disk.threshold_enabled": "false",
         }
+        archive = OPENSEARCH_NODE_CLASSES
         return [
             shutil.which("java") or "java",
             f"-Xms{idx.opensearch_heap}",
             f"-Xmx{idx.opensearch_heap}",
             *OPENSEARCH_JVM_FLAGS,
+            *([f"-XX:SharedArchiveFile={archive}"] if archive.is_file() else []),
             "-cp",
             str(OPENSEARCH_NODE_DIR / "lib" / "*"),
             OPENSEARCH_NODE_CLASS,
