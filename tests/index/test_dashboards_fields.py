@@ -22,7 +22,7 @@ from opensearchpy import OpenSearch
 
 from dicomflow.config import Settings
 from dicomflow.db.projects import ADMIN_PROJECT
-from dicomflow.dicom.document import build_series_document
+from dicomflow.dicom.document import SeriesFacts, header_fields, series_document
 from dicomflow.dicom.headers import group_series
 from dicomflow.index.dashboards import read_saved_objects
 from dicomflow.index.opensearch import INDEX_PREFIX, OpenSearchSeriesIndex, connect
@@ -109,31 +109,52 @@ def problems(objects: list[dict[str, Any]], caps_of: dict[str, FieldCaps]) -> li
     return found
 
 
-def pipeline_documents(folder: Path) -> list[dict[str, Any]]:
-    """Series documents as the pipeline builds them: a CT and an MR, validated."""
+def pipeline_documents(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """Series documents as the pipeline makes them (a CT and an MR, validated): project -> docs.
+
+    The project's copies go to ``dash``, the admin copies to ``admin``.
+    """
     files = [*write_ct_series(folder / "ct", [1, 2, 3]), fresh_copy("MR_small.dcm", folder)]
-    checked = datetime(2025, 3, 1, 12, tzinfo=UTC)
-    return [
-        build_series_document(
-            group,
-            projects=["dash"],
-            datasets=["dash-set"],
-            batch_id="batch-1",
+    when = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    documents: dict[str, list[dict[str, Any]]] = {"dash": [], ADMIN_PROJECT: []}
+    for group in group_series(files).series:
+        fields, notes = header_fields(group)
+        facts = SeriesFacts(
+            series_uid=group.series_instance_uid,
+            instance_count=len(group.instances),
+            sop_class_uids=tuple(group.sop_class_uids),
+            instance_numbers=tuple(
+                i.instance_number for i in group.instances if i.instance_number is not None
+            ),
+            batch_count=1,
+            last_batch_id="batch-1",
+            archived=True,
+            datasets={"dash": ("dash-set",)},
+            received_at=when,
+            last_received_at=when,
             calling_ae="SCANNER",
             called_ae="DASH",
             sender="127.0.0.1:4000",
-            received_at=checked,
-            thumbnail_key=f"thumbnails/{group.series_instance_uid}.png",
-            validation={
-                "errors": 2,
-                "warnings": 1,
-                "instances_checked": len(group.instances),
-                "checked_at": checked,
-                "report_key": f"validation/{group.series_instance_uid}.html",
-            },
         )
-        for group in group_series(files).series
-    ]
+        validation = {
+            "errors": 2,
+            "warnings": 1,
+            "instances_checked": len(group.instances),
+            "checked_at": when,
+            "report_key": f"validation/{group.series_instance_uid}.html",
+        }
+        for project in ("dash", None):
+            documents[project or ADMIN_PROJECT].append(
+                series_document(
+                    fields,
+                    facts,
+                    project=project,
+                    thumbnail_key=f"thumbnails/{group.series_instance_uid}.png",
+                    validation=validation,
+                    notes=notes,
+                )
+            )
+    return documents
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +166,8 @@ def caps_of(
     client: OpenSearch = connect(opensearch.index.opensearch_endpoint)
     index = OpenSearchSeriesIndex(client, index_prefix=prefix)
     try:
-        index.upsert("dash", pipeline_documents(tmp_path_factory.mktemp("dash")))
+        for project, documents in pipeline_documents(tmp_path_factory.mktemp("dash")).items():
+            index.put(project, documents)
         titles = {
             o["attributes"]["title"] for o in read_saved_objects() if o["type"] == "index-pattern"
         }

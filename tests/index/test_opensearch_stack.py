@@ -111,7 +111,7 @@ def test_the_dag_indexes_into_opensearch(opensearch: Settings, processed: dict[s
             found = client.get(index=name, id=ct)["_source"]
             assert found["instance_count"] == 3
             assert found["dataset"] == ["os-set"]
-            assert found["batch_ids"] == [processed["batch"]]
+            assert (found["batch_count"], found["last_batch_id"]) == (1, processed["batch"])
             assert found[MODALITY] == "CT"
             assert found["thumbnail_key"] == f"thumbnails/{ct}.png"
             assert found["validation"]["report_key"] == f"validation/{ct}.html"

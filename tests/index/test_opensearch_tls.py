@@ -18,7 +18,7 @@ from dicomflow.config import Settings
 from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.index import SeriesIndexError, SeriesQuery, open_index
 from dicomflow.stack.isolated import free_port
-from tests.index.samples import series, uid
+from tests.index.samples import series, store, uid
 from tests.index.tls_proxy import TlsProxy, tls_proxy
 
 USER = "dicomflow"
@@ -52,7 +52,7 @@ def test_https_with_basic_auth_and_the_clusters_ca(opensearch: Settings, proxy: 
     passed = proxy.authorised
     index = open_index(settings)
     try:
-        index.upsert(project, [series(1, **{"00080060 Modality_keyword": "MR"})])
+        store(index, project, [series(1, **{"00080060 Modality_keyword": "MR"})])
         found = index.search(project, SeriesQuery(modality=("MR",)))
         assert [d["0020000E SeriesInstanceUID_keyword"] for d in found.items] == [uid(1)]
         assert index.get(project, uid(1)) is not None
@@ -77,7 +77,7 @@ def test_wrong_password_names_the_settings(opensearch: Settings, proxy: TlsProxy
         with pytest.raises(SeriesIndexError) as err:
             index.search("alpha", SeriesQuery())
         with pytest.raises(SeriesIndexError, match="refused the credentials"):
-            index.upsert("alpha", [series(2)])
+            index.put("alpha", [series(2)])
     finally:
         index.close()
     message = str(err.value)
@@ -140,6 +140,6 @@ def test_an_unreachable_cluster_is_named(settings: Settings) -> None:
     index = open_index(cluster_settings(settings, opensearch_url=url))
     try:
         with pytest.raises(SeriesIndexError, match=f"cannot reach OpenSearch at {url} while"):
-            index.upsert("alpha", [series(3)])
+            index.put("alpha", [series(3)])
     finally:
         index.close()
