@@ -25,8 +25,9 @@ down:
 status:
 	.venv/bin/dicomflow status
 
+# Exits non-zero and names the benchmarks that failed. BENCH_ARGS=--smoke: tiny sizes, a quick check.
 bench: install-test  ## run every benchmark under bench/ and print one table
-	.venv/bin/python bench/run_all.py
+	.venv/bin/python bench/run_all.py $(BENCH_ARGS)
 
 # The configuration reference: everything after the marker line of docs/configuration.md is
 # `dicomflow config docs` (tests/test_docs.py fails while they differ).

@@ -1,17 +1,22 @@
-"""Benchmark of the embedded (PostgreSQL) series index at 100,000 series.
+"""Benchmark of the series index at 100,000 series: PostgreSQL and OpenSearch side by side.
 
 Indexes synthetic series documents (about 60 fields each, see ``bench/docgen.py``) into their
-projects and the admin index, then runs a mixed query set and prints p50/p95 latency per query
-kind and the bulk write rate as rows ``measure | ours | reference | ratio | goal``. The reference
-is the same data and queries on SQLite (JSON1 + FTS5), the other embedded candidate. Prints
-numbers; asserts nothing.
+projects and the admin index through each backend's own write path, then runs the same mixed
+query set (same seeds, so the same queries) on each and prints p50/p95 latency per query kind
+and backend, and the write rates. It also prints the PostgreSQL backend against a reference,
+the same data and queries on SQLite (JSON1 + FTS5), the other embedded candidate, as rows
+``measure | ours | reference | ratio | goal``. Prints numbers; asserts nothing.
 
 Usage::
 
     .venv/bin/python bench/bench_index.py [--series 100000] [--repeat 40]
+        [--backends postgres,opensearch] [--opensearch-heap 1g] [--no-reference] [--smoke]
 
 It starts a throwaway PostgreSQL (Debian's binaries, fsync on) unless ``DICOMFLOW_BENCH_PG_URL``
-names a database to use (its ``series_documents`` table is dropped first).
+names a database to use (its ``series_documents`` table is dropped first), and a throwaway local
+OpenSearch node (the stack's component; ``scripts/install.sh --test`` builds it) unless
+``DICOMFLOW_BENCH_OPENSEARCH_URL`` names a cluster to use (its ``benchidx_*`` indexes are
+replaced).
 """
 
 from __future__ import annotations
@@ -37,12 +42,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from docgen import BODY_PARTS, FAMILY, MODALITIES, PROJECTS, make_document
 from pgtemp import throwaway_postgres
+from smoke import parse_args
 
-from dicomflow.index.base import SeriesQuery
+from dicomflow.index.base import SeriesIndex, SeriesQuery
 from dicomflow.index.postgres import PostgresSeriesIndex
 
 GOAL_P95_MS = 50.0
 BATCH = 500
+# Runs of each query kind before the timed ones (caches, and the JVM's compiler for OpenSearch).
+WARMUP = 5
+# Indexes of the OpenSearch run on a cluster given by URL.
+OPENSEARCH_PREFIX = "benchidx_"
+BACKEND_NAMES = {"postgres": "PostgreSQL", "opensearch": "OpenSearch"}
+WRITE_KEYS = (
+    "bulk write, series/s (project + admin rows)",
+    "rewrite, series/s (project + admin rows)",
+)
 
 
 @contextmanager
@@ -111,13 +126,13 @@ def query_set(rng: random.Random, n_series: int) -> dict[str, Callable[[], tuple
     }
 
 
-def bench_postgres(url: str, n: int, repeat: int, *, load: bool = True) -> dict[str, float]:
-    """Index n series, run the query set; returns measure -> value."""
-    engine = create_engine(url, pool_size=4)
-    results = load_postgres(engine, n) if load else {}
-    index = PostgresSeriesIndex(engine)
+def run_queries(index: SeriesIndex, n: int, repeat: int) -> dict[str, float]:
+    """The query set on a loaded index; returns ``"<kind> p50 ms"``/``"<kind> p95 ms"``."""
+    results: dict[str, float] = {}
     qrng = random.Random(11)
     for kind, make in query_set(qrng, n).items():
+        for _ in range(WARMUP):
+            index.search(*make())
         samples = []
         for _ in range(repeat):
             project, query = make()
@@ -134,21 +149,17 @@ def bench_postgres(url: str, n: int, repeat: int, *, load: bool = True) -> dict[
         samples.append((time.perf_counter() - t0) * 1000)
     results["get by uid p50 ms"] = statistics.median(samples)
     results["get by uid p95 ms"] = percentile(samples, 0.95)
-    engine.dispose()
     return results
 
 
-def _put(index: PostgresSeriesIndex, project: str, docs: list[dict[str, Any]]) -> int:
+def _put(index: SeriesIndex, project: str, docs: list[dict[str, Any]]) -> int:
     """Write documents as the pipeline's writer lays them out: the project's and admin's."""
     index.put(project, docs)
     return index.put("admin", docs)
 
 
-def load_postgres(engine: Engine, n: int) -> dict[str, float]:
-    """Write n series in batches, then a second batch for a tenth of them; returns rates."""
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS series_documents"))
-    index = PostgresSeriesIndex(engine)
+def load_index(index: SeriesIndex, n: int) -> dict[str, float]:
+    """Write n series in batches, then rewrite a tenth of them (a second batch); returns rates."""
     rng = random.Random(7)
     by_project: dict[str, list[dict[str, Any]]] = {}
     results: dict[str, float] = {}
@@ -162,7 +173,7 @@ def load_postgres(engine: Engine, n: int) -> dict[str, float]:
     for project, docs in by_project.items():
         written += _put(index, project, docs)
     elapsed = time.perf_counter() - started
-    results["bulk write, series/s (project + admin rows)"] = written / elapsed
+    results[WRITE_KEYS[0]] = written / elapsed
     # A second batch for 10% of the series: their documents rewritten.
     rng2 = random.Random(7)
     again: dict[str, list[dict[str, Any]]] = {}
@@ -173,29 +184,137 @@ def load_postgres(engine: Engine, n: int) -> dict[str, float]:
         again.setdefault(project, []).append(doc)
     started = time.perf_counter()
     rewritten = sum(_put(index, p, docs) for p, docs in again.items())
-    results["rewrite, series/s (project + admin rows)"] = rewritten / (
-        time.perf_counter() - started
-    )
+    results[WRITE_KEYS[1]] = rewritten / (time.perf_counter() - started)
+    return results
+
+
+def bench_postgres(url: str, n: int, repeat: int, *, load: bool = True) -> dict[str, float]:
+    """Index n series, run the query set; returns measure -> value."""
+    engine = create_engine(url, pool_size=4)
+    results = load_postgres(engine, n) if load else {}
+    results.update(run_queries(PostgresSeriesIndex(engine), n, repeat))
+    engine.dispose()
+    return results
+
+
+def load_postgres(engine: Engine, n: int) -> dict[str, float]:
+    """A fresh table loaded with n series (see :func:`load_index`); returns rates."""
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS series_documents"))
+    results = load_index(PostgresSeriesIndex(engine), n)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE series_documents"))
     return results
+
+
+@contextmanager
+def opensearch_cluster(heap: str) -> Iterator[tuple[str, str]]:
+    """(URL, index prefix) of the cluster to benchmark on: given, or a throwaway local node."""
+    url = os.environ.get("DICOMFLOW_BENCH_OPENSEARCH_URL")
+    if url:
+        yield url, OPENSEARCH_PREFIX
+        return
+    import shutil
+
+    from dicomflow.config import load_settings
+    from dicomflow.index.opensearch import INDEX_PREFIX
+    from dicomflow.stack.components import OpenSearchNode
+    from dicomflow.stack.isolated import stack_data_dir, stack_environment
+    from dicomflow.stack.supervisor import Stack
+
+    data_dir = stack_data_dir()
+    environ = {
+        **stack_environment(data_dir),
+        "DICOMFLOW_INDEX__BACKEND": "opensearch",
+        "DICOMFLOW_INDEX__OPENSEARCH_MANAGED": "true",
+        "DICOMFLOW_INDEX__OPENSEARCH_HEAP": heap,
+    }
+    settings = load_settings(environ=environ)
+    stack = Stack(settings, [OpenSearchNode(settings)])
+    try:
+        stack.up(report=lambda line: print(line, file=sys.stderr))
+        # The node is the benchmark's own: the deployment's index names are used.
+        yield settings.index.opensearch_endpoint, INDEX_PREFIX
+    finally:
+        stack.down(report=lambda line: print(line, file=sys.stderr))
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def bench_opensearch(n: int, repeat: int, heap: str) -> dict[str, float]:
+    """Index n series into OpenSearch (bulk writes, as the platform writes), run the queries."""
+    from dicomflow.index.opensearch import OpenSearchSeriesIndex, connect
+
+    with opensearch_cluster(heap) as (url, prefix):
+        client = connect(url)
+        try:
+            client.indices.delete(index=f"{prefix}*", ignore_unavailable=True)
+            index = OpenSearchSeriesIndex(client, index_prefix=prefix)
+            results = load_index(index, n)
+            results.update(run_queries(index, n, repeat))
+            return results
+        finally:
+            client.close()
+
+
+def side_by_side(by_backend: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown lines: p50/p95 per query kind and backend, then the write rates."""
+    lines = ["| backend | query kind | p50 ms | p95 ms |", "|---|---|---|---|"]
+    first = next(iter(by_backend.values()))
+    kinds = [m[: -len(" p50 ms")] for m in first if m.endswith(" p50 ms")]
+    for kind in kinds:
+        for backend, results in by_backend.items():
+            p50 = results.get(f"{kind} p50 ms")
+            p95 = results.get(f"{kind} p95 ms")
+            if p50 is not None and p95 is not None:
+                lines.append(f"| {BACKEND_NAMES[backend]} | {kind} | {p50:.1f} | {p95:.1f} |")
+    lines += ["", "| backend | write | series/s |", "|---|---|---|"]
+    for key in WRITE_KEYS:
+        for backend, results in by_backend.items():
+            if key in results:
+                lines.append(f"| {BACKEND_NAMES[backend]} | {key} | {results[key]:.0f} |")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument(
+        "--backends",
+        default="postgres,opensearch",
+        help="comma-separated: postgres, opensearch (default both)",
+    )
+    parser.add_argument(
+        "--opensearch-heap", default="1g", help="heap of the throwaway OpenSearch node"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the SQLite reference")
     parser.add_argument(
         "--no-load",
         action="store_true",
         help="query what DICOMFLOW_BENCH_PG_URL already holds (from an earlier run)",
     )
-    args = parser.parse_args()
-    with database() as url:
-        ours = bench_postgres(url, args.series, args.repeat, load=not args.no_load)
+    args = parse_args(parser, {"series": 300, "repeat": 2, "opensearch_heap": "512m"})
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKEND_NAMES]
+    if unknown or not backends:
+        parser.error(f"--backends: {', '.join(unknown) or 'none'}: use postgres and/or opensearch")
+    by_backend: dict[str, dict[str, float]] = {}
+    for backend in backends:
+        print(f"== {BACKEND_NAMES[backend]}: {args.series} series", file=sys.stderr, flush=True)
+        if backend == "postgres":
+            with database() as url:
+                by_backend[backend] = bench_postgres(
+                    url, args.series, args.repeat, load=not args.no_load
+                )
+        else:
+            by_backend[backend] = bench_opensearch(args.series, args.repeat, args.opensearch_heap)
+    print(f"\n{args.series} series, {args.repeat} runs per query kind, after {WARMUP} to warm up")
+    print("\n".join(side_by_side(by_backend)))
+    if "postgres" not in by_backend:
+        return
+    ours = by_backend["postgres"]
     reference = {} if args.no_reference else bench_sqlite(args.series, args.repeat)
-    print(f"\n{args.series} series, {args.repeat} runs per query kind")
+    print()
     print("| measure | ours (PostgreSQL) | reference (SQLite) | ratio | goal |")
     print("|---|---|---|---|---|")
     for measure, value in ours.items():

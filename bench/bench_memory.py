@@ -3,6 +3,8 @@
 Starts a stack of its own on free ports, waits for it to settle, then reads each process's
 proportional set size (shared pages divided among the processes that share them). Prints rows
 ``measure | ours | reference | ratio | goal``; never asserts.
+
+Usage: ``python bench/bench_memory.py [--settle 60] [--smoke]``
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import time
+from pathlib import Path
 
 import psutil
 
@@ -19,11 +23,15 @@ from dicomflow.stack.isolated import stack_data_dir, stack_environment
 from dicomflow.stack.process import marked_processes, read_record
 from dicomflow.stack.supervisor import Stack
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smoke import parse_args
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait after up")
-    args = parser.parse_args()
+    args = parse_args(parser, {"settle": 1.0})
     data_dir = stack_data_dir()
     base = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
     settings = load_settings(environ={**base, **stack_environment(data_dir)})

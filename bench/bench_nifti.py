@@ -1,6 +1,6 @@
 """Benchmark: a 512 x 512 x 100 int16 volume and a 2-label SEG to DICOM, in-process.
 
-Run with ``python bench/bench_nifti.py``. Prints one line per measure::
+Run with ``python bench/bench_nifti.py [--slices 100] [--smoke]``. Prints one line per measure::
 
     measure | ours | reference | ratio | goal
 
@@ -12,6 +12,7 @@ conversion (numpy allocations included), beyond the input arrays.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -29,18 +30,25 @@ from dicomflow.nifti.seg import labelmap_to_seg
 from dicomflow.nifti.series import SeriesIdentity, volume_to_series
 from dicomflow.nifti.uids import derive_uid
 
-SHAPE = (512, 512, 100)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from smoke import parse_args
+
+SIDE = 512
 PREFIX = "1.2.826.0.1.3680043.8.498."
 TIME_GOAL_S = 1.0
 MEMORY_GOAL_X = 2.0
 
 
-def make_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_inputs(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random int16 volume of ``shape``, two overlapping label boxes and an affine."""
     rng = np.random.default_rng(0)
-    volume = np.asfortranarray(rng.integers(-1024, 3072, SHAPE, dtype=np.int16))
-    labels = np.zeros(SHAPE, dtype=np.uint8, order="F")
-    labels[150:350, 140:330, 20:70] = 1
-    labels[300:420, 200:300, 45:90] = 2
+    volume = np.asfortranarray(rng.integers(-1024, 3072, shape, dtype=np.int16))
+    labels = np.zeros(shape, dtype=np.uint8, order="F")
+    # The boxes of a 512 x 512 x 100 volume, scaled to this one.
+    x, y, z = (n / m for n, m in zip(shape, (512, 512, 100), strict=True))
+    labels[int(150 * x) : int(350 * x), int(140 * y) : int(330 * y), int(20 * z) : int(70 * z)] = 1
+    labels[int(300 * x) : int(420 * x), int(200 * y) : int(300 * y), int(45 * z) : int(90 * z)] = 2
     affine = np.diag([0.7, 0.7, 2.5, 1.0])
     affine[:3, 3] = [-179.0, -179.0, -120.0]
     return volume, labels, affine
@@ -70,7 +78,13 @@ def line(measure: str, ours: str, reference: str, ratio: str, goal: str) -> None
 
 
 def main() -> int:
-    volume, labels, affine = make_inputs()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side", type=int, default=SIDE, help="rows and columns per slice")
+    parser.add_argument("--slices", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3, help="warm runs (the best counts)")
+    args = parse_args(parser, {"side": 32, "slices": 4, "repeat": 1})
+    shape = (args.side, args.side, args.slices)
+    volume, labels, affine = make_inputs(shape)
     size_mb = volume.nbytes / 2**20
     with tempfile.TemporaryDirectory(prefix="bench_nifti_") as tmp:
         work = Path(tmp)
@@ -79,7 +93,7 @@ def main() -> int:
         cold = time.perf_counter() - start
 
         times = []
-        for run in range(3):
+        for run in range(args.repeat):
             start = time.perf_counter()
             convert(volume, labels, affine, work / f"warm{run}")
             times.append(time.perf_counter() - start)
@@ -103,12 +117,14 @@ def main() -> int:
         report = convert_folder(src, work / "folder", options=NiftiImportOptions())
         folder = time.perf_counter() - start
         if not report.all_ok:
-            print(report.summary(), file=sys.stderr)
+            # A time for a conversion that failed measures nothing.
+            print(f"convert_folder failed:\n{report.summary()}", file=sys.stderr)
+            return 1
 
     print("measure | ours | reference | ratio | goal")
-    shape = "x".join(map(str, SHAPE))
+    size = "x".join(map(str, shape))
     line(
-        f"wall time {shape} int16 + 2-label SEG (warm, best of 3)",
+        f"wall time {size} int16 + 2-label SEG (warm, best of {args.repeat})",
         f"{warm:.3f} s",
         "-",
         "-",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ENV_PREFIX = "DICOMFLOW_"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -105,8 +105,35 @@ class IndexSettings(_Section):
     opensearch_username: str
     opensearch_password: str
     opensearch_verify_certs: bool
+    opensearch_ca_file: str
+    opensearch_managed: bool
+    opensearch_heap: str = Field(pattern=r"^[1-9][0-9]*[mMgG]$")
+    opensearch_http_port: int = Port
+    opensearch_transport_port: int = Port
     dashboards_url: str
     on_arrival: bool
+
+    @model_validator(mode="after")
+    def _one_opensearch(self) -> IndexSettings:
+        if self.opensearch_managed and self.opensearch_url:
+            raise ValueError(
+                "opensearch_url is set and opensearch_managed is true: empty the URL to use "
+                "the local node, or set opensearch_managed to false to use the cluster at "
+                f"{self.opensearch_url}"
+            )
+        return self
+
+    @property
+    def opensearch_endpoint(self) -> str:
+        """URL of the OpenSearch cluster: the configured one, else the local managed node's."""
+        if self.opensearch_url or not self.opensearch_managed:
+            return self.opensearch_url
+        return f"http://127.0.0.1:{self.opensearch_http_port}"
+
+    @property
+    def runs_local_opensearch(self) -> bool:
+        """Whether the local stack starts an OpenSearch node (backend opensearch, managed)."""
+        return self.backend == "opensearch" and self.opensearch_managed
 
 
 class AirflowSettings(_Section):

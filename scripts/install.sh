@@ -17,14 +17,22 @@ fi
 sudo_cmd=()
 if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
 
-missing=()
-for pkg in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
+# Installs the Debian packages given that are not installed yet (counted in apt_installed).
+apt_installed=0
+apt_install() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
   echo "==> installing Debian packages: ${missing[*]}"
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_installed=$((apt_installed + ${#missing[@]}))
+}
+
+apt_install "${apt_packages[@]}"
+if ((apt_installed)); then
   # Debian starts a system-wide Orthanc on ports 8042/4242 where systemd runs; the platform runs
   # its own, so the service is switched off rather than left to take the port.
   if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then
@@ -45,5 +53,63 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q --progress-bar off -e ".$extras"
   echo "$want" >"$stamp"
+fi
+# The local OpenSearch node (opensearch-node/, from Maven Central's jars): built for the tests,
+# and when the settings have the stack run it (index.backend opensearch, opensearch_managed).
+# The embedded index needs none of it, so `make run` on the defaults stays quick.
+runs_opensearch() {
+  .venv/bin/python - <<'PY' 2>/dev/null
+import sys
+from dicomflow.config import load_settings
+sys.exit(0 if load_settings(create_secrets=False).index.runs_local_opensearch else 1)
+PY
+}
+# A class-data archive (JVM AppCDS) of one start of the node halves the CPU of every later
+# start. Written under a temporary name and renamed once complete: a cut archive crashes the JVM.
+archive_node_classes() {
+  local out=$1 home pid
+  home=$(mktemp -d)
+  mkdir -p "$home/config"
+  cp "$out/config/log4j2.properties" "$home/config/"
+  java -Xms256m -Xmx256m -XX:ArchiveClassesAtExit="$out/classes.jsa.part" -cp "$out/lib/*" \
+    org.dicomflow.opensearch.LocalNode -Epath.home="$home" -Ehttp.port=0 -Etransport.port=0 \
+    -Ecluster.routing.allocation.disk.threshold_enabled=false >"$home/node.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do
+    grep -q '\] started' "$home/node.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || true
+  if grep -q '\] started' "$home/node.log" && [[ -s "$out/classes.jsa.part" ]]; then
+    mv "$out/classes.jsa.part" "$out/classes.jsa"
+  else
+    echo "warning: the node did not start for its class-data archive; it will start without one:"
+    tail -20 "$home/node.log"
+    rm -f "$out/classes.jsa.part"
+  fi
+  rm -rf "$home"
+}
+
+if [[ "${1:-}" == "--test" ]] || runs_opensearch; then
+  apt_install default-jdk-headless maven
+  node_out=".cache/opensearch-node"
+  # Inputs: every file of opensearch-node/ (names and contents) and the JDK that runs it.
+  want=$( (cd opensearch-node && find . -type f | LC_ALL=C sort | xargs sha256sum; java -version 2>&1) | sha256sum | cut -d' ' -f1)
+  if [[ ! -f "$node_out/.stamp" || "$(cat "$node_out/.stamp")" != "$want" ]]; then
+    echo "==> building the local OpenSearch node into $node_out (the first time, Maven fetches ~50 MB of jars)"
+    rm -rf "$node_out"
+    mkdir -p .cache
+    if ! mvn -B -q --no-transfer-progress -f opensearch-node/pom.xml package \
+      -Dnode.out="$PWD/$node_out" >.cache/opensearch-node-build.log 2>&1; then
+      cat .cache/opensearch-node-build.log
+      echo "error: building opensearch-node/ failed (log above, in .cache/opensearch-node-build.log)"
+      exit 1
+    fi
+    rm -rf "$node_out/build"
+    archive_node_classes "$node_out"
+    echo "$want" >"$node_out/.stamp"
+  fi
 fi
 echo "==> installed"

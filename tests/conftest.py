@@ -1,8 +1,9 @@
 """Session fixtures that start the real components once, on free loopback ports.
 
 Tests ask for what they need: ``settings`` alone touches nothing; ``platform_engine`` starts
-PostgreSQL; ``orthanc``, ``s3`` and ``airflow`` start those servers (and PostgreSQL where needed).
-Everything started is stopped at the end of the session.
+PostgreSQL; ``orthanc``, ``s3`` and ``airflow`` start those servers (and PostgreSQL where needed);
+``opensearch`` starts the local OpenSearch node. Everything started is stopped at the end of the
+session.
 
 A test that asks for any of them is marked ``stack`` (so are the modules that start servers of
 their own): ``pytest -m "not stack"`` runs the unit tests, which need no server.
@@ -26,6 +27,7 @@ from dicomflow.stack.components import (
     AirflowTriggerer,
     Component,
     Dispatcher,
+    OpenSearchNode,
     Orthanc,
     Postgres,
     Receiver,
@@ -43,6 +45,7 @@ STACK_FIXTURES = frozenset(
         "s3",
         "airflow",
         "dispatcher",
+        "opensearch",
         "full_stack",
         "own_stack",
         "index_server_url",
@@ -125,6 +128,21 @@ def s3(session_stack: _SessionStack, settings: Settings) -> Settings:
     """A running S3 server (SeaweedFS) with the admin bucket."""
     session_stack.need(SeaweedS3(settings))
     return settings
+
+
+@pytest.fixture(scope="session")
+def opensearch(session_stack: _SessionStack, settings: Settings) -> Settings:
+    """A running local OpenSearch node; the settings returned use it as the index backend.
+
+    Only the returned settings choose OpenSearch: the rest of the session (and the Airflow it
+    runs) keeps the embedded index.
+    """
+    index = settings.index.model_copy(
+        update={"backend": "opensearch", "opensearch_managed": True, "opensearch_url": ""}
+    )
+    with_node = settings.model_copy(update={"index": index})
+    session_stack.need(OpenSearchNode(with_node))
+    return with_node
 
 
 @dataclass(frozen=True)

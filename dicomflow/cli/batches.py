@@ -63,7 +63,7 @@ def retry(ctx: click.Context, batch_ids: tuple[str, ...], all_failed: bool) -> N
     with Platform(settings_of(ctx)) as platform:
         chosen = list(batch_ids)
         if all_failed:
-            chosen += [r.id for r in platform.spool.batches([BatchState.FAILED])]
+            chosen += [r.id for r in platform.spool.failed()]
         if not chosen:
             click.echo("no failed batches")
             return

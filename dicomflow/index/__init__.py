@@ -47,25 +47,14 @@ def open_index(settings: Settings, *, engine: Engine | None = None) -> SeriesInd
     Raises
     ------
     SeriesIndexError
-        When the opensearch backend is chosen without ``index.opensearch_url``.
+        When the opensearch backend is chosen without ``index.opensearch_url`` and without
+        the managed local node.
     """
     if settings.index.backend == "opensearch":
         # Imported here: the client library is only needed by deployments that use it.
-        from dicomflow.index.opensearch import OpenSearchSeriesIndex, connect
+        from dicomflow.index.opensearch import open_cluster_index
 
-        cfg = settings.index
-        if not cfg.opensearch_url:
-            raise SeriesIndexError(
-                "index.backend is 'opensearch' but index.opensearch_url is empty "
-                "(set it in the configuration file or DICOMFLOW_INDEX__OPENSEARCH_URL)"
-            )
-        client = connect(
-            cfg.opensearch_url,
-            cfg.opensearch_username,
-            cfg.opensearch_password,
-            verify_certs=cfg.opensearch_verify_certs,
-        )
-        return OpenSearchSeriesIndex(client)
+        return open_cluster_index(settings.index)
     from dicomflow.db.session import make_engine
     from dicomflow.index.postgres import PostgresSeriesIndex
 

@@ -12,14 +12,24 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from opensearchpy import OpenSearch, helpers
-from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestError
+from opensearchpy.exceptions import (
+    AuthenticationException,
+    AuthorizationException,
+    NotFoundError,
+    OpenSearchException,
+    RequestError,
+    SSLError,
+)
+from opensearchpy.exceptions import (
+    ConnectionError as ClientConnectionError,
+)
 
-from dicomflow.config import REPO_ROOT
+from dicomflow.config import REPO_ROOT, IndexSettings
 from dicomflow.db.projects import ADMIN_PROJECT, validate_project_name
 from dicomflow.index.base import (
     BODY_PART,
@@ -144,6 +154,50 @@ def build_query(query: SeriesQuery | None) -> dict[str, Any]:
     return {"bool": {"filter": filters, "must_not": must_not}}
 
 
+def cluster_url(client: OpenSearch) -> str:
+    """The URL a client talks to, without credentials (for messages)."""
+    hosts = client.transport.hosts or [{}]
+    host = hosts[0]
+    scheme = "https" if host.get("use_ssl") else "http"
+    return f"{scheme}://{host.get('host', '?')}:{host.get('port', '?')}{host.get('url_prefix', '')}"
+
+
+@contextlib.contextmanager
+def cluster_errors(url: str, action: str) -> Iterator[None]:
+    """Turn the client's transport failures into :class:`SeriesIndexError` saying what to do.
+
+    Parameters
+    ----------
+    url
+        The cluster's URL, as the message names it.
+    action
+        What was being done, e.g. ``"writing to project_ct"``.
+    """
+    try:
+        yield
+    except AuthenticationException as exc:
+        raise SeriesIndexError(
+            f"OpenSearch at {url} refused the credentials while {action} (HTTP 401): check "
+            "index.opensearch_username and index.opensearch_password"
+        ) from exc
+    except AuthorizationException as exc:
+        raise SeriesIndexError(
+            f"OpenSearch at {url} does not allow {action} (HTTP 403): the user of "
+            "index.opensearch_username needs the role docs/opensearch.md describes "
+            f"({exc.error})"
+        ) from exc
+    except SSLError as exc:
+        raise SeriesIndexError(
+            f"TLS with OpenSearch at {url} failed while {action}: {exc.info}. If the "
+            "cluster's certificate comes from a CA of your own, set index.opensearch_ca_file "
+            "to its PEM bundle"
+        ) from exc
+    except ClientConnectionError as exc:
+        raise SeriesIndexError(
+            f"cannot reach OpenSearch at {url} while {action}: {exc.info}"
+        ) from exc
+
+
 class OpenSearchSeriesIndex:
     """The :class:`~dicomflow.index.base.SeriesIndex` on an OpenSearch cluster.
 
@@ -152,8 +206,11 @@ class OpenSearchSeriesIndex:
     client
         A connected client (see :func:`connect`).
     refresh
-        Refresh policy of writes; ``"wait_for"`` (default) returns once the writes are
-        searchable, which is what a pipeline step that reports "indexed" needs.
+        Refresh policy of writes. ``True`` (default) refreshes the written shards before the
+        call returns, so the writes are searchable, which is what a pipeline step that reports
+        "indexed" needs. ``"wait_for"`` would wait for the next periodic refresh instead (up to
+        ``refresh_interval``, 1 s): the pipeline and the rebuild write one series per call, so
+        that would cost up to a second per series.
     index_prefix
         Index names are ``<prefix><project>``; tests use a prefix of their own so that they
         never touch a deployment's indexes. The template follows the prefix.
@@ -163,10 +220,11 @@ class OpenSearchSeriesIndex:
         self,
         client: OpenSearch,
         *,
-        refresh: bool | Literal["wait_for"] = "wait_for",
+        refresh: bool | Literal["wait_for"] = True,
         index_prefix: str = INDEX_PREFIX,
     ) -> None:
         self._client = client
+        self._url = cluster_url(client)
         self._refresh = refresh
         self._prefix = index_prefix
         self._known: set[str] = set()
@@ -188,7 +246,8 @@ class OpenSearchSeriesIndex:
             return
         template = load_template()
         template["index_patterns"] = [f"{self._prefix}*"]
-        self._client.indices.put_index_template(name=self.template_name, body=template)
+        with cluster_errors(self._url, f"installing the index template {self.template_name}"):
+            self._client.indices.put_index_template(name=self.template_name, body=template)
         self._template_ready = True
 
     def ensure_project(self, project: str) -> None:
@@ -199,7 +258,8 @@ class OpenSearchSeriesIndex:
             if name in self._known:
                 continue
             try:
-                self._client.indices.create(index=name)
+                with cluster_errors(self._url, f"creating the index {name}"):
+                    self._client.indices.create(index=name)
             except RequestError as exc:
                 if exc.error != "resource_already_exists_exception":
                     raise SeriesIndexError(f"cannot create index {name}: {exc}") from exc
@@ -214,9 +274,10 @@ class OpenSearchSeriesIndex:
             {"_op_type": "index", "_index": index, "_id": uid, "_source": doc}
             for uid, doc in folded.items()
         ]
-        _, errors = helpers.bulk(
-            self._client, actions, raise_on_error=False, refresh=self._refresh, max_retries=3
-        )
+        with cluster_errors(self._url, f"writing to {index}"):
+            _, errors = helpers.bulk(
+                self._client, actions, raise_on_error=False, refresh=self._refresh, max_retries=3
+            )
         failed = [e for e in errors if isinstance(e, dict)]
         if failed:
             raise SeriesIndexError(f"bulk write rejected: {failed[:3]}")
@@ -225,13 +286,18 @@ class OpenSearchSeriesIndex:
     def get(self, project: str, series_uid: str) -> dict[str, Any] | None:
         """The stored document or ``None``."""
         try:
-            found = self._client.get(index=self.index_name(project), id=series_uid)
+            with cluster_errors(self._url, f"reading from {self.index_name(project)}"):
+                found = self._client.get(index=self.index_name(project), id=series_uid)
         except NotFoundError:
             return None
         return dict(found["_source"])
 
     def delete_series(self, project: str, series_uid: str) -> bool:
         """See :meth:`SeriesIndex.delete_series`."""
+        with cluster_errors(self._url, f"deleting from {self.index_name(project)}"):
+            return self._delete_series(project, series_uid)
+
+    def _delete_series(self, project: str, series_uid: str) -> bool:
         if project == ADMIN_PROJECT:
             result = self._client.delete_by_query(
                 index=f"{self._prefix}*",
@@ -265,7 +331,10 @@ class OpenSearchSeriesIndex:
 
     def _search(self, project: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = self._client.search(index=self.index_name(project), body=body)
+            with cluster_errors(self._url, f"searching {self.index_name(project)}"):
+                result: dict[str, Any] = self._client.search(
+                    index=self.index_name(project), body=body
+                )
         except NotFoundError:
             return {}
         except OpenSearchException as exc:
@@ -335,14 +404,66 @@ class OpenSearchSeriesIndex:
 
 
 def connect(
-    url: str, username: str = "", password: str = "", *, verify_certs: bool = True
+    url: str,
+    username: str = "",
+    password: str = "",
+    *,
+    verify_certs: bool = True,
+    ca_file: str = "",
 ) -> OpenSearch:
-    """A client on one cluster URL, with basic authentication when a username is given."""
+    """A client on one cluster URL.
+
+    Parameters
+    ----------
+    url
+        ``http://`` or ``https://`` root of the cluster.
+    username, password
+        HTTP basic authentication (the security plugin's internal users); none when
+        ``username`` is empty.
+    verify_certs
+        Check the server's TLS certificate and host name (https only).
+    ca_file
+        PEM bundle of the CA(s) that signed the cluster's certificate; empty: the system's.
+    """
     auth = (username, password) if username else None
     return OpenSearch(
         hosts=[url],
         http_auth=auth,
         verify_certs=verify_certs,
+        ca_certs=ca_file or None,
         ssl_show_warn=verify_certs,
         timeout=30,
+        # Threads of one process (the web service, a rebuild) share the client.
+        pool_maxsize=16,
     )
+
+
+def open_cluster_index(settings: IndexSettings) -> OpenSearchSeriesIndex:
+    """The index on the cluster the ``index`` settings name, or the managed local node.
+
+    Raises
+    ------
+    SeriesIndexError
+        When neither ``index.opensearch_url`` nor ``index.opensearch_managed`` says where the
+        cluster is, or the CA file does not exist.
+    """
+    url = settings.opensearch_endpoint
+    if not url:
+        raise SeriesIndexError(
+            "index.backend is 'opensearch' but index.opensearch_url is empty: set it to the "
+            "cluster's URL (or DICOMFLOW_INDEX__OPENSEARCH_URL), or set "
+            "index.opensearch_managed: true to run a local node"
+        )
+    if settings.opensearch_ca_file and not Path(settings.opensearch_ca_file).is_file():
+        raise SeriesIndexError(
+            f"index.opensearch_ca_file: {settings.opensearch_ca_file} is not a file "
+            "(give the PEM bundle of the CA that signed the cluster's certificate)"
+        )
+    client = connect(
+        url,
+        settings.opensearch_username,
+        settings.opensearch_password,
+        verify_certs=settings.opensearch_verify_certs,
+        ca_file=settings.opensearch_ca_file,
+    )
+    return OpenSearchSeriesIndex(client)

@@ -212,7 +212,7 @@ class FailureWatch:
             log.debug("failed runs not read: %s", exc)
         now = time.time()
         answering: dict[Service, bool] = {}
-        for record in self.platform.spool.batches([BatchState.FAILED]):
+        for record in self.platform.spool.failed():
             failed_at = datetime.fromisoformat(record.failed_at or "1970-01-01T00:00:00+00:00")
             if not retry_due(record, now, failed_at.timestamp()):
                 continue

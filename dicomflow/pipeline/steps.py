@@ -20,7 +20,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -369,22 +369,39 @@ def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSumma
 
     ``validation.sample`` bounds it (at most that many per series, evenly spaced; 0: all).
     Runs at low priority, after the batches are done, and removes their instance files.
+    Two runs of the lane over one batch (a retry, a test's own run beside the dispatcher's)
+    take turns: the second finds the batch no longer queued and leaves it.
     """
     sample = platform.settings.validation.sample or None
 
     def the_rest(group: SeriesGroup) -> list[Instance]:
         first = {i.sop_instance_uid for i in representative_instances(group)}
         ordered = sorted(group.instances, key=Instance.sort_key)
-        return [i for i in sample_evenly(ordered, sample) if i.sop_instance_uid not in first]
+        # A file already gone was validated and removed by an earlier attempt that stopped
+        # before the batch left the queue: its findings are in the series' record.
+        return [
+            i
+            for i in sample_evenly(ordered, sample)
+            if i.sop_instance_uid not in first and i.path.exists()
+        ]
 
-    summary = _validate(platform, batch_ids, the_rest, "the rest")
-    run = RunBatches(platform.spool, batch_ids)
-    writer = DocumentWriter(platform)
-    for batch in run.batches:
-        writer.write_batch(batch, archived=True, validation=summary["validation"])
-    _remove_files(run)
-    for batch in run.batches:
-        platform.spool.validation_done(batch.batch_id)
+    ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
+    with ExitStack() as locks:
+        for batch_id in sorted(set(ids)):
+            locks.enter_context(advisory_lock(platform.engine, f"validation-lane:{batch_id}"))
+        queued = set(platform.spool.validation_queue())
+        pending = [b for b in ids if b in queued]
+        if not pending:
+            log.info("batches %s: already validated by an earlier run", ", ".join(ids))
+            return {"validation": {}}
+        summary = _validate(platform, pending, the_rest, "the rest")
+        run = RunBatches(platform.spool, pending)
+        writer = DocumentWriter(platform)
+        for batch in run.batches:
+            writer.write_batch(batch, archived=True, validation=summary["validation"])
+        _remove_files(run)
+        for batch in run.batches:
+            platform.spool.validation_done(batch.batch_id)
     return summary
 
 

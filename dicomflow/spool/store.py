@@ -12,6 +12,7 @@ Layout under the spool root::
     open/<id>                       marks a batch its owner still writes
     outbox/<id>                     marks a closed batch the dispatcher has yet to hand over
     runs/<run id>.json              a run the dispatcher made, and its batches, until they end
+    failed/<id>                     marks a failed batch (for the dispatcher's retries)
     validate/<id>                   a done batch the background validation lane has yet to check
     problems/<id>/instance.dcm      a rejected instance ...
     problems/<id>/reason.json       ... and why (peer, AE titles, time, reason)
@@ -321,6 +322,7 @@ class Spool:
         self.open_dir = self.root / "open"
         self.outbox_dir = self.root / "outbox"
         self.runs_dir = self.root / "runs"
+        self.failed_dir = self.root / "failed"
         self.validate_dir = self.root / "validate"
         self.incoming_root = self.root / "incoming"
         for directory in (
@@ -329,6 +331,7 @@ class Spool:
             self.open_dir,
             self.outbox_dir,
             self.runs_dir,
+            self.failed_dir,
             self.validate_dir,
             self.incoming_root,
         ):
@@ -524,6 +527,7 @@ class Spool:
         path = self._batch_path(batch_id)
         durable.write_json(path / DONE_FILE, {"done_at": utc_now()})
         durable.remove(path / FAILED_FILE)
+        durable.remove(self.failed_dir / batch_id)
         self.wake_dispatcher()  # a run slot may be free
 
     def record_run(self, run_id: str, dag_id: str, batch_ids: list[str]) -> RunRecord:
@@ -591,6 +595,7 @@ class Spool:
                 "retries": int(earlier.get("retries", 0)),
             },
         )
+        durable.touch(self.failed_dir / batch_id)
         self.wake_dispatcher()  # a run slot may be free
 
     def clear_failed(self, batch_id: str) -> int:
@@ -607,7 +612,23 @@ class Spool:
         triggered = _read_json(path / TRIGGERED_FILE) or {}
         durable.write_json(path / TRIGGERED_FILE, {**triggered, "retries": retries})
         durable.remove(path / FAILED_FILE)
+        durable.remove(self.failed_dir / batch_id)
         return retries
+
+    def failed(self) -> list[BatchRecord]:
+        """The failed batches, oldest first (from their markers: no scan of every batch)."""
+        records = []
+        for marker in sorted(self.failed_dir.iterdir()):
+            try:
+                record = self.batch(marker.name)
+            except UnknownBatchError:
+                durable.remove(marker)
+                continue
+            if record.state is BatchState.FAILED:
+                records.append(record)
+            else:
+                durable.remove(marker)
+        return records
 
     # -- reading -------------------------------------------------------------------------
 

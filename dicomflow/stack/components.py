@@ -415,6 +415,113 @@ class SeaweedS3(Component):
         return f"{'https' if s3.secure else 'http'}://{s3.endpoint}"
 
 
+# Where scripts/install.sh builds the local OpenSearch node (opensearch-node/ in the repo).
+OPENSEARCH_NODE_DIR = REPO_ROOT / ".cache" / "opensearch-node"
+OPENSEARCH_NODE_JAR = OPENSEARCH_NODE_DIR / "lib" / "dicomflow-opensearch-node.jar"
+OPENSEARCH_NODE_CLASS = "org.dicomflow.opensearch.LocalNode"
+# The install script's class-data archive of a node start (JVM AppCDS): half the start-up CPU.
+OPENSEARCH_NODE_CLASSES = OPENSEARCH_NODE_DIR / "classes.jsa"
+# What the distribution's launcher would give the JVM (jvm.options) that matters here.
+OPENSEARCH_JVM_FLAGS = (
+    "-Djava.locale.providers=SPI,COMPAT",
+    "-Dfile.encoding=UTF-8",
+    "-Djava.awt.headless=true",
+    "-Dlog4j2.disable.jmx=true",
+    # The node closes itself on SIGTERM and logs while doing so: log4j must outlive that.
+    "-Dlog4j.shutdownHookEnabled=false",
+    "-Dio.netty.noUnsafe=true",
+    "-Dio.netty.noKeySetOptimization=true",
+    "-Dio.netty.recycler.maxCapacityPerThread=0",
+    "-XX:+UseG1GC",
+    "-XX:+ExitOnOutOfMemoryError",
+)
+
+
+class OpenSearchNode(Component):
+    """A single-node OpenSearch on loopback, from the engine's jars (``opensearch-node/``).
+
+    For development and tests: no TLS, no users, nothing but this machine can reach it.
+    Production clusters are external (``index.opensearch_url``; see docs/opensearch.md).
+    """
+
+    name = "opensearch"
+    start_timeout = 120.0
+    stop_grace = 30.0
+
+    @property
+    def home(self) -> Path:
+        """The node's ``path.home``: its config, data and logs."""
+        return self.settings.data_dir / "opensearch"
+
+    def requirements(self) -> list[tuple[Path | str, str]]:
+        return [
+            ("java", "default-jdk-headless"),
+            (OPENSEARCH_NODE_JAR, "the local OpenSearch node, built by scripts/install.sh"),
+        ]
+
+    def ports(self) -> list[PortClaim]:
+        idx = self.settings.index
+        return [
+            PortClaim("127.0.0.1", idx.opensearch_http_port, "index.opensearch_http_port"),
+            PortClaim(
+                "127.0.0.1", idx.opensearch_transport_port, "index.opensearch_transport_port"
+            ),
+        ]
+
+    def prepare(self) -> None:
+        config = self.home / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        # Fresh from the build each start, so a rebuilt node's logging applies.
+        shutil.copy(OPENSEARCH_NODE_DIR / "config" / "log4j2.properties", config)
+
+    def command(self) -> list[str]:
+        idx = self.settings.index
+        settings = {
+            "path.home": str(self.home),
+            "cluster.name": "dicomflow",
+            "node.name": "dicomflow-local",
+            "discovery.type": "single-node",
+            "network.host": "127.0.0.1",
+            "http.port": str(idx.opensearch_http_port),
+            "transport.port": str(idx.opensearch_transport_port),
+            # A nearly full development disk would otherwise turn the indexes read-only.
+            "cluster.routing.allocation.disk.threshold_enabled": "false",
+        }
+        archive = OPENSEARCH_NODE_CLASSES
+        return [
+            shutil.which("java") or "java",
+            f"-Xms{idx.opensearch_heap}",
+            f"-Xmx{idx.opensearch_heap}",
+            *OPENSEARCH_JVM_FLAGS,
+            *([f"-XX:SharedArchiveFile={archive}"] if archive.is_file() else []),
+            "-cp",
+            str(OPENSEARCH_NODE_DIR / "lib" / "*"),
+            OPENSEARCH_NODE_CLASS,
+            *(f"-E{key}={value}" for key, value in settings.items()),
+        ]
+
+    def env(self) -> dict[str, str]:
+        # A Java process: it reads no dicomflow settings, so none are written for it (the
+        # effective configuration file belongs to the components that load it).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+        env[MARKER_VARIABLE] = str(self.settings.data_dir)
+        return env
+
+    def healthy(self) -> bool:
+        try:
+            response = httpx.get(f"{self.address()}/_cluster/health", timeout=2)
+        except httpx.HTTPError:
+            return False
+        # Yellow: an index someone made with replicas, which a single node cannot place.
+        return response.status_code == 200 and response.json().get("status") in (
+            "green",
+            "yellow",
+        )
+
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.settings.index.opensearch_http_port}"
+
+
 def airflow_env(settings: Settings) -> dict[str, str]:
     """The environment every Airflow process (and ``airflow`` command) of the stack runs with."""
     af = settings.airflow
@@ -679,6 +786,8 @@ def all_components(settings: Settings) -> list[Component]:
         chosen.append(Orthanc(settings))
     if settings.s3.managed:
         chosen.append(SeaweedS3(settings))
+    if settings.index.runs_local_opensearch:
+        chosen.append(OpenSearchNode(settings))
     if settings.airflow.managed:
         chosen += [
             AirflowApiServer(settings),

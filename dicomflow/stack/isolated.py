@@ -39,6 +39,8 @@ def stack_environment(data_dir: Path) -> dict[str, str]:
         "DICOMFLOW_AIRFLOW__PORT": str(free_port()),
         "DICOMFLOW_RECEIVER__PORT": str(free_port()),
         "DICOMFLOW_WEB__PORT": str(free_port()),
+        "DICOMFLOW_INDEX__OPENSEARCH_HTTP_PORT": str(free_port()),
+        "DICOMFLOW_INDEX__OPENSEARCH_TRANSPORT_PORT": str(free_port()),
     }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opensearchpy import OpenSearch
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 
@@ -84,30 +85,55 @@ def _postgres_index(engine: Engine) -> SeriesIndex:
     return PostgresSeriesIndex(engine)
 
 
-@pytest.fixture(params=["postgres", "opensearch"])
-def index(request: pytest.FixtureRequest, index_engine: Engine) -> Iterator[SeriesIndex]:
-    """An empty index of each backend (OpenSearch only with DICOMFLOW_OPENSEARCH_URL)."""
-    if request.param == "postgres":
-        backend = _postgres_index(index_engine)
-        yield backend
-        backend.close()
-        return
-    if not OPENSEARCH_URL:
-        pytest.skip("OpenSearch backend: set DICOMFLOW_OPENSEARCH_URL to a test cluster to run")
+@pytest.fixture(scope="session")
+def _opensearch_client(request: pytest.FixtureRequest) -> Iterator[tuple[OpenSearch, str]]:
+    """A client on the test cluster and the index prefix of this session's tests.
+
+    The cluster is the session's local node, or the one at DICOMFLOW_OPENSEARCH_URL when that
+    is set (with DICOMFLOW_OPENSEARCH_USERNAME/PASSWORD, certificates not verified). The tests'
+    indexes and template carry a prefix of their own and are removed at the end.
+    """
     from dicomflow.index.opensearch import OpenSearchSeriesIndex, connect
 
+    if OPENSEARCH_URL:
+        client = connect(
+            OPENSEARCH_URL,
+            os.environ.get("DICOMFLOW_OPENSEARCH_USERNAME", ""),
+            os.environ.get("DICOMFLOW_OPENSEARCH_PASSWORD", ""),
+            verify_certs=False,
+        )
+    else:
+        settings: Settings = request.getfixturevalue("opensearch")
+        client = connect(settings.index.opensearch_endpoint)
     prefix = f"dftest{uuid.uuid4().hex[:8]}_"
-    client = connect(
-        OPENSEARCH_URL,
-        os.environ.get("DICOMFLOW_OPENSEARCH_USERNAME", ""),
-        os.environ.get("DICOMFLOW_OPENSEARCH_PASSWORD", ""),
-        verify_certs=False,
-    )
-    backend = OpenSearchSeriesIndex(client, index_prefix=prefix)
-    yield backend
+    yield client, prefix
     client.indices.delete(index=f"{prefix}*", ignore_unavailable=True)
-    client.indices.delete_index_template(name=backend.template_name, ignore=[404])
-    backend.close()
+    template = OpenSearchSeriesIndex(client, index_prefix=prefix).template_name
+    client.indices.delete_index_template(name=template, ignore=[404])
+    client.close()
+
+
+def _opensearch_index(client: OpenSearch, prefix: str) -> SeriesIndex:
+    from dicomflow.index.opensearch import OpenSearchSeriesIndex
+
+    # Emptied rather than made anew: creating indexes is the slow part of a test.
+    client.delete_by_query(
+        index=f"{prefix}*",
+        body={"query": {"match_all": {}}},
+        refresh=True,
+        conflicts="proceed",
+        allow_no_indices=True,
+    )
+    return OpenSearchSeriesIndex(client, index_prefix=prefix)
+
+
+@pytest.fixture(params=["postgres", "opensearch"])
+def index(request: pytest.FixtureRequest, index_engine: Engine) -> SeriesIndex:
+    """An empty index of each backend (OpenSearch: see ``_opensearch_client``)."""
+    if request.param == "postgres":
+        return _postgres_index(index_engine)
+    client, prefix = request.getfixturevalue("_opensearch_client")
+    return _opensearch_index(client, prefix)
 
 
 @pytest.fixture

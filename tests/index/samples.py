@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dicomflow.index.base import SERIES_UID, SeriesIndex
 
 ROOT = "1.2.826.0.1.3680043.8.498"
+# Receipt times grow with the series number (and stay valid dates for any number).
+RECEIVED = datetime(2024, 5, 10, 8, tzinfo=UTC)
 
 
 def series(n: int, **fields: Any) -> dict[str, Any]:
@@ -32,7 +35,7 @@ def series(n: int, **fields: Any) -> dict[str, Any]:
         "batch_count": 1,
         "calling_ae": "DS-A",
         "called_ae": "ALPHA",
-        "received_at": f"2024-05-{10 + n:02d}T08:00:00+00:00",
+        "received_at": (RECEIVED + timedelta(hours=n)).isoformat(),
         "validation": {"errors": 0, "warnings": 0, "checked_at": "2024-05-01T00:00:00+00:00"},
     }
     doc.update(fields)

@@ -50,5 +50,19 @@ def test_a_series_is_representative_at_once_and_complete_after_the_background_la
         assert batch_id not in spool.validation_queue()
         assert not any(e.path.exists() for e in spool.manifest(batch_id)), "files removed after"
         assert complete["pacs_state"] == "stored"
+
+        # A second run over the same batch (a retry, or the dispatcher's own beside this one)
+        # finds it validated, and leaves the files' absence and the document alone.
+        with AirflowClient.from_settings(platform) as client:
+            client.trigger_dag_run(
+                VALIDATION_DAG_ID, f"again-{batch_id}", {"batch_ids": [batch_id]}
+            )
+            again = wait_dag_run(client, VALIDATION_DAG_ID, f"again-{batch_id}", timeout=240)
+        assert again["state"] == "success", failed_logs(
+            {"task_logs": task_logs(platform, f"again-{batch_id}", VALIDATION_DAG_ID)}
+        )
+        after = index.get("admin", series_uid)
+        assert after is not None
+        assert after["validation"] == complete["validation"]
     finally:
         index.close()
