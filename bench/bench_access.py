@@ -14,6 +14,7 @@ Prints rows of ``measure | ours | reference | ratio | goal`` like the other benc
 
 from __future__ import annotations
 
+import argparse
 import socket
 import statistics
 import sys
@@ -29,6 +30,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pgtemp import throwaway_postgres
+from smoke import parse_args
 
 from dicomflow.access.manage import AccessManager
 from dicomflow.access.passwords import PasswordHashing
@@ -39,7 +41,6 @@ from dicomflow.web.app import create_app
 from dicomflow.web.auth import principal_of
 
 PASSWORD = "a long benchmark password"
-REQUESTS = 300
 
 
 def _settings(url: str, data_dir: Path) -> Settings:
@@ -75,7 +76,7 @@ def _serve(app: object) -> tuple[str, uvicorn.Server, threading.Thread]:
     return url, server, thread
 
 
-def _median_ms(client: httpx.Client, path: str, n: int = REQUESTS) -> float:
+def _median_ms(client: httpx.Client, path: str, n: int) -> float:
     times = []
     for _ in range(n):
         start = time.perf_counter()
@@ -86,6 +87,11 @@ def _median_ms(client: httpx.Client, path: str, n: int = REQUESTS) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=300, help="requests per way in")
+    parser.add_argument("--sign-ins", type=int, default=10, help="sign-ins and verifications")
+    args = parse_args(parser, {"requests": 5, "sign_ins": 2})
+    requests, sign_in_count = args.requests, args.sign_ins
     with throwaway_postgres() as url, tempfile.TemporaryDirectory() as tmp:
         settings = _settings(url, Path(tmp))
         engine = make_engine(settings.platform_db_url)
@@ -101,7 +107,7 @@ def main() -> None:
         hashing = PasswordHashing(settings.auth)
         stored = hashing.hash(PASSWORD)
         verify = []
-        for _ in range(10):
+        for _ in range(sign_in_count):
             start = time.perf_counter()
             hashing.verify(stored, PASSWORD)
             verify.append(time.perf_counter() - start)
@@ -110,7 +116,7 @@ def main() -> None:
         url_web, server, thread = _serve(app)
         sign_ins = []
         with httpx.Client(base_url=url_web) as browser:
-            for _ in range(10):
+            for _ in range(sign_in_count):
                 browser.cookies.clear()
                 browser.get("/signin")
                 start = time.perf_counter()
@@ -125,23 +131,23 @@ def main() -> None:
                 )
                 sign_ins.append(time.perf_counter() - start)
                 assert answer.status_code == 303
-            session_ms = _median_ms(browser, "/api/projects")
+            session_ms = _median_ms(browser, "/api/projects", requests)
         with httpx.Client(base_url=url_web, headers={"Authorization": f"Bearer {token}"}) as c:
-            token_ms = _median_ms(c, "/api/projects")
+            token_ms = _median_ms(c, "/api/projects", requests)
         with httpx.Client(base_url=url_web, auth=("bench", PASSWORD)) as c:
             start = time.perf_counter()
             assert c.get("/api/projects").status_code == 200
             basic_first_ms = (time.perf_counter() - start) * 1000
-            basic_ms = _median_ms(c, "/api/projects")
+            basic_ms = _median_ms(c, "/api/projects", requests)
         fixed = Principal("bench", roles={f"p{n}": Role.VIEWER for n in range(20)}, via="bench")
         app.dependency_overrides[principal_of] = lambda: fixed
         with httpx.Client(base_url=url_web) as c:
-            baseline_ms = _median_ms(c, "/api/projects")
+            baseline_ms = _median_ms(c, "/api/projects", requests)
         server.should_exit = True
         thread.join(10)
         engine.dispose()
 
-    calls = 200_000
+    calls = 1000 if args.smoke else 200_000
     start = time.perf_counter()
     for _ in range(calls):
         POLICY.may(fixed, Action.READ, "p7")
@@ -152,14 +158,14 @@ def main() -> None:
     params += f"p={auth.argon2_parallelism}"
     rows = [
         (
-            f"argon2id verify ({params}), median of 10",
+            f"argon2id verify ({params}), median of {sign_in_count}",
             f"{statistics.median(verify) * 1000:.0f} ms",
             "-",
             "-",
             "100-500 ms",
         ),
         (
-            "sign-in POST /signin, median of 10",
+            f"sign-in POST /signin, median of {sign_in_count}",
             f"{statistics.median(sign_ins) * 1000:.0f} ms",
             "-",
             "-",
@@ -173,7 +179,7 @@ def main() -> None:
     ):
         rows.append(
             (
-                f"GET /api/projects with {label}, median of {REQUESTS}",
+                f"GET /api/projects with {label}, median of {requests}",
                 f"{value:.2f} ms",
                 f"no authentication {baseline_ms:.2f} ms",
                 f"+{value - baseline_ms:.2f} ms",
