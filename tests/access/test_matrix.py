@@ -269,3 +269,34 @@ def test_what_users_did_is_in_the_audit_trail(world: World, clients: dict[str, A
     assert all(e["address"] == "127.0.0.1" for e in events)
     members = clients["admin"].get("/api/audit", params={"action": "member-set"}).json()
     assert any(e["target"] == world.users["viewer"] and e["detail"] == "viewer" for e in members)
+
+
+#: Pages: (path, who gets it); everyone else who is signed in gets 403.
+PAGES = [
+    ("/", {"admin", "owner", "uploader", "viewer", "other"}),
+    ("/series", {"admin", "owner", "uploader", "viewer", "other"}),
+    ("/uploads", {"admin", "owner", "uploader", "viewer", "other"}),
+    ("/projects", {"admin", "owner", "uploader", "viewer", "other"}),
+    ("/account", {"admin", "owner", "uploader", "viewer", "other"}),
+    ("/docs", {"admin", "owner", "uploader", "viewer", "other"}),
+    ("/users", {"admin"}),
+    ("/audit", {"admin"}),
+]
+
+
+def test_every_page_for_every_role(world: World) -> None:
+    sessions = {
+        who: world.sign_in(who) for who in ("admin", "owner", "uploader", "viewer", "other")
+    }
+    try:
+        for path, allowed in PAGES:
+            for who, browser in sessions.items():
+                status = browser.get(path, headers={"Accept": "text/html"}).status_code
+                assert status == (200 if who in allowed else 403), (path, who, status)
+            # Without a session, a page leads to the sign-in page.
+            anonymous = httpx.get(f"{world.url}{path}", headers={"Accept": "text/html"})
+            assert anonymous.status_code == 303, path
+            assert anonymous.headers["location"].startswith("/signin?next="), path
+    finally:
+        for browser in sessions.values():
+            browser.close()

@@ -41,7 +41,7 @@ def test_up_status_down_leave_no_process_behind(own_stack: dict[str, str]) -> No
     try:
         up = run(own_stack, "up")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "login                   admin / " in up.stdout
+        assert "first administrator     admin / " in up.stdout
 
         status = run(own_stack, "status", "--json")
         assert status.returncode == 0, status.stdout
