@@ -242,6 +242,8 @@ class AccessManager:
     ) -> bool:
         """Create a project (and make ``owner`` its owner); ``False`` when it existed."""
         validate_project_name(name)
+        if owner is not None and not self.credentials.user_exists(owner):
+            raise UnknownUserError(f"user {owner!r} does not exist (create the account first)")
         created = self.projects.create_project(name, description)
         if created:
             self.audit.record(

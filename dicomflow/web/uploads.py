@@ -11,7 +11,7 @@ Access: uploading (announcing, the tus requests, completing, listing and deletin
 starting imports need the uploader role (or owner, or administrator) in the project; reading
 an import's state and report needs read access. A project the user may not read answers as
 one that does not exist. The user who started an import is in its run's conf and in the audit
-trail, with uploads, their deletion and refusals.
+trail, with announced uploads and deleted ones.
 
 Routes (mounted behind the login)::
 
