@@ -253,7 +253,8 @@ def _find(wanted: Callable[[psutil.Process, int], bool]) -> list[psutil.Process]
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.pid == os.getpid():
+            # A zombie has ended already; only its parent can remove it.
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             if wanted(proc, os.getsid(proc.pid)):
                 found.append(proc)
@@ -316,11 +317,33 @@ def terminate(
                 procs.extend(proc.children(recursive=True))
     for proc in procs:
         _signal(proc, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    alive = _wait_gone(procs, grace)
     for proc in alive:
         _signal(proc, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(alive, 5.0)
     return alive
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        proc.wait(timeout=0)  # reaps it, if it is our child
+        return True
+    except psutil.TimeoutExpired:
+        # Someone else's zombie has ended all the same (psutil would wait on it).
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes have ended; those still alive after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while True:
+        alive = [p for p in alive if not _gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def _signal(proc: psutil.Process, sig: signal.Signals) -> None:

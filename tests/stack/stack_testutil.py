@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 from dicomflow.config import Settings, load_settings
 from dicomflow.stack.components import Component
 from dicomflow.stack.isolated import stack_data_dir, stack_environment
@@ -36,3 +38,11 @@ def own_stack(*kinds: Callable[[Settings], Component]) -> Iterator[Stack]:
     finally:
         stack.down(report=quiet, sweep=True)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def ended(pid: int) -> bool:
+    """Whether the process has ended (a zombie waiting for its parent's wait() has too)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -10,7 +10,7 @@ import pytest
 from dicomflow.stack.components import Orthanc
 from dicomflow.stack.process import read_record
 from dicomflow.stack.supervisor import State
-from tests.stack.stack_testutil import own_stack, quiet
+from tests.stack.stack_testutil import ended, own_stack, quiet
 
 
 @pytest.mark.parametrize("step", [16.0, -16.0])
@@ -32,7 +32,7 @@ def test_a_clock_step_does_not_hide_the_running_stack(step: float) -> None:
         assert stack.up(report=lines.append) == []
         assert lines == [f"  {'orthanc':<22} already running (pid {pid})"]
         assert stack.down(report=quiet) == ["orthanc"]
-        assert not psutil.pid_exists(pid)
+        assert ended(pid)
 
 
 def test_a_pid_file_of_an_older_version_is_recognised_and_upgraded() -> None:
