@@ -708,16 +708,55 @@ class AirflowScheduler(AirflowPart):
         return [_venv_bin("airflow"), "scheduler", "--skip-serve-logs"]
 
     def prepare(self) -> None:
-        """Build the dciodvfy fork-server library its task processes use, before any task.
+        """End the database record of a dead scheduler; build the dciodvfy fork-server library.
 
-        The first validate task would build it otherwise (and say so in its log if it cannot).
+        The library is built before any task: the first validate task would build it otherwise
+        (and say so in its log if it cannot).
         """
+        self._end_dead_scheduler_jobs()
         if not self.settings.validation.fork_server:
             return
         from dicomflow.validation.forkserver import PreloadUnavailableError, build_preload
 
         with contextlib.suppress(PreloadUnavailableError):
             build_preload(self.settings.data_dir / "cache")
+
+    def _end_dead_scheduler_jobs(self) -> int:
+        """Mark as failed the scheduler jobs that still claim to run; how many there were.
+
+        A scheduler starts only when none of this stack runs, its leftovers ended, so a job
+        still "running" is the record of a dead one. Marked failed, its queued and running task
+        instances are reset by the new scheduler as it starts, instead of once the dead one's
+        heartbeat is ``scheduler_health_check_threshold`` old. Only with the stack's own
+        PostgreSQL: a shared database may hold other hosts' live schedulers.
+        """
+        if not self.settings.postgres.managed:
+            return 0
+        import psycopg2
+
+        pg = self.settings.postgres
+        try:
+            conn = psycopg2.connect(
+                host=pg.host,
+                port=pg.port,
+                user=pg.user,
+                password=pg.password,
+                dbname=pg.airflow_database,
+                connect_timeout=5,
+            )
+        except psycopg2.Error:
+            return 0  # the scheduler will say what is wrong with the database
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE job SET state = 'failed', end_date = now() "
+                    "WHERE job_type = 'SchedulerJob' AND state = 'running'"
+                )
+                return int(cur.rowcount)
+        except psycopg2.Error:
+            return 0  # no job table yet: nothing ran before
+        finally:
+            conn.close()
 
 
 class AirflowDagProcessor(AirflowPart):
