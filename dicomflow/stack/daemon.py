@@ -261,7 +261,7 @@ class Supervisor:
             watch.state = "starting"
             self._publish()
             try:
-                self.stack.start([comp], lambda line: log.info("%s", line.strip()))
+                self.stack.start([comp], lambda line: log.info("%s", line.strip()), restart=True)
             except StackError as exc:
                 # A failed start counts as one more crash; what it left is ended now, so the
                 # next try (or `down`) finds nothing half-started.

@@ -201,11 +201,13 @@ class Stack:
         with locked(self.settings.run_dir):
             return self.start(self.components, report)
 
-    def start(self, chosen: list[Component], report: Report) -> list[str]:
+    def start(self, chosen: list[Component], report: Report, *, restart: bool = False) -> list[str]:
         """Start those of ``chosen`` that are not running, in order, each after a clean sweep.
 
         The caller holds the stack's lock. Whatever is left of a component's previous run (its
         session, every process carrying its marker) is ended before it starts again.
+        ``restart``: the supervisor starts components that died (:meth:`Component.prepare_restart`
+        instead of :meth:`Component.prepare`).
         """
         pending: list[Component] = []
         for comp in chosen:
@@ -225,7 +227,10 @@ class Stack:
         for wave in self._waves(pending):
             for comp in wave:
                 report(f"  {comp.name:<22} starting")
-                comp.prepare()
+                if restart:
+                    comp.prepare_restart()
+                else:
+                    comp.prepare()
                 spawned = spawn(
                     comp.command(),
                     pid_file=comp.pid_file,
