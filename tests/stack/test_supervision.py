@@ -83,7 +83,7 @@ def test_a_component_that_keeps_crashing_is_given_up_until_up_asks_again() -> No
             supervisor.suspend()
             try:
                 os.kill(orthanc_pid, signal.SIGKILL)
-                psutil.wait_procs([psutil.Process(orthanc_pid)], timeout=10)
+                assert wait_until(lambda: ended(orthanc_pid), 10)
                 squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 squatter.bind(("0.0.0.0", port))
                 squatter.listen()
