@@ -35,6 +35,8 @@ from pydicom.uid import generate_uid
 
 from dicomflow.airflow_api.client import AirflowClient, AirflowError
 from dicomflow.config import Settings, load_settings
+from dicomflow.intake.admission import Destination
+from dicomflow.intake.session import IntakeSession
 from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import Spool
 from dicomflow.stack.isolated import stack_data_dir, stack_environment
@@ -100,7 +102,8 @@ def _batch(settings: Settings, folder: Path) -> str:
     folder.mkdir(parents=True)
     source.SeriesInstanceUID = generate_uid()
     spool = Spool.from_settings(settings)
-    intake = spool.intake("admin", "recovery", Origin(Door.DIMSE, "127.0.0.1:1", "BENCH", "ADMIN"))
+    origin = Origin(Door.DIMSE, "127.0.0.1:1", "BENCH", "ADMIN")
+    intake = IntakeSession(spool, Destination("admin", "recovery"), origin)
     for i in range(3):
         source.SOPInstanceUID = generate_uid()
         source.file_meta.MediaStorageSOPInstanceUID = source.SOPInstanceUID
@@ -206,24 +209,26 @@ def main() -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
     settings = load_settings(environ={**base, **stack_environment(data_dir)})
     stack = Stack(settings)
-    rows: list[str] = []
+
+    def emit(rows: list[str]) -> None:
+        for row in rows:
+            print(row, flush=True)
+
+    print("measure | ours | reference | ratio | goal", flush=True)
     try:
         stack.up(report=_quiet, supervise=True)
         if not args.skip_components:
-            rows += components(stack)
+            emit(components(stack))
         with AirflowClient(
             settings.airflow.base_url, settings.admin_user, settings.admin_password, timeout=60
         ) as client:
-            rows += killed_task(settings, client, work, runner_only=True)
-            rows += killed_task(settings, client, work, runner_only=False)
-            rows += killed_scheduler(stack, client, work)
+            emit(killed_task(settings, client, work, runner_only=True))
+            emit(killed_task(settings, client, work, runner_only=False))
+            emit(killed_scheduler(stack, client, work))
     finally:
         stack.down(report=_quiet)
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    print("measure | ours | reference | ratio | goal")
-    for row in rows:
-        print(row)
 
 
 if __name__ == "__main__":
