@@ -157,9 +157,9 @@ class Supervisor:
         with locked(self.stack.settings.run_dir):
             try:
                 view.started = self.stack.start(self.stack.components, report)
-            except StackError as exc:
-                view.error = str(exc)
-                log.error("start request %d failed: %s", view.request, exc)
+            except Exception as exc:  # any failure ends the request, or `up` would wait on
+                view.error = str(exc) if isinstance(exc, StackError) else repr(exc)
+                log.error("start request %d failed: %s", view.request, view.error)
                 # What started but does not answer is ended; with its pid file left in place it
                 # counts as a crash, and the policy decides whether to try again.
                 for comp in self.stack.components:
@@ -262,14 +262,14 @@ class Supervisor:
             self._publish()
             try:
                 self.stack.start([comp], lambda line: log.info("%s", line.strip()), restart=True)
-            except StackError as exc:
+            except Exception as exc:  # whatever failed (a hook, the database), the start did
                 # A failed start counts as one more crash; what it left is ended now, so the
                 # next try (or `down`) finds nothing half-started.
                 proc = self.stack.running(comp)
                 if proc is not None:
                     terminate([proc], comp.stop_grace)
                 self._reap(name)
-                first = str(exc).splitlines()[0]
+                first = (str(exc) if isinstance(exc, StackError) else repr(exc)).splitlines()[0]
                 watch.state = "restarting"
                 record = read_record(comp.pid_file)
                 if record is not None:

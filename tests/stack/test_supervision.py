@@ -33,6 +33,14 @@ def _restarted(stack: Stack, name: str, old_pid: int, timeout: float = 60) -> Co
     return _row(stack, name)
 
 
+def _bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError:
+        return False
+    return True
+
+
 def test_a_killed_component_is_restarted_after_its_leftovers_and_status_shows_why() -> None:
     with own_stack(Orthanc, SeaweedS3) as stack:
         lines: list[str] = []
@@ -83,9 +91,9 @@ def test_a_component_that_keeps_crashing_is_given_up_until_up_asks_again() -> No
             supervisor.suspend()
             try:
                 os.kill(orthanc_pid, signal.SIGKILL)
-                assert wait_until(lambda: ended(orthanc_pid), 10)
                 squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                squatter.bind(("0.0.0.0", port))
+                # Its threads may close their sockets a moment after the process shows ended.
+                assert wait_until(lambda: _bound(squatter, port), 10)
                 squatter.listen()
             finally:
                 supervisor.resume()
