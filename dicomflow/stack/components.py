@@ -15,9 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from dicomflow.config import REPO_ROOT, Settings, stored_secret, write_effective_config
+from dicomflow.stack.probe import answers_ok, get_json
 from dicomflow.stack.process import COMPONENT_VARIABLE, MARKER_VARIABLE, wait_until
 
 ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -392,13 +391,7 @@ class Orthanc(Component):
 
     def healthy(self) -> bool:
         pacs = self.settings.pacs
-        try:
-            response = httpx.get(
-                f"{pacs.orthanc_url}/system", auth=(pacs.username, pacs.password), timeout=2
-            )
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return answers_ok(f"{pacs.orthanc_url}/system", auth=(pacs.username, pacs.password))
 
     def address(self) -> str:
         return self.settings.pacs.orthanc_url
@@ -583,15 +576,9 @@ class OpenSearchNode(Component):
         return env
 
     def healthy(self) -> bool:
-        try:
-            response = httpx.get(f"{self.address()}/_cluster/health", timeout=2)
-        except httpx.HTTPError:
-            return False
+        health = get_json(f"{self.address()}/_cluster/health")
         # Yellow: an index someone made with replicas, which a single node cannot place.
-        return response.status_code == 200 and response.json().get("status") in (
-            "green",
-            "yellow",
-        )
+        return isinstance(health, dict) and health.get("status") in ("green", "yellow")
 
     def address(self) -> str:
         return f"http://127.0.0.1:{self.settings.index.opensearch_http_port}"
@@ -653,16 +640,8 @@ class AirflowPart(Component):
         return [(_venv_bin("airflow"), "apache-airflow (PyPI)")]
 
     def _health(self) -> dict[str, dict[str, str]] | None:
-        try:
-            response = httpx.get(
-                f"{self.settings.airflow.base_url}/api/v2/monitor/health", timeout=3
-            )
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        data: dict[str, dict[str, str]] = response.json()
-        return data
+        data = get_json(f"{self.settings.airflow.base_url}/api/v2/monitor/health", timeout=3)
+        return data if isinstance(data, dict) else None
 
     def healthy(self) -> bool:
         health = self._health()
@@ -890,11 +869,7 @@ class Web(Component):
         ]
 
     def healthy(self) -> bool:
-        try:
-            response = httpx.get(f"{self.settings.web.base_url}/healthz", timeout=2)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return answers_ok(f"{self.settings.web.base_url}/healthz")
 
     def address(self) -> str:
         return self.settings.web.base_url

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -119,7 +120,9 @@ class Stack:
         from dicomflow.stack.control import supervisor_view
 
         view = supervisor_view(self.settings)
-        return [self._status(comp, view) for comp in self.components]
+        # Each probe mostly waits on a socket: asked together, the slowest sets the time.
+        with ThreadPoolExecutor(max_workers=max(1, len(self.components))) as pool:
+            return list(pool.map(lambda comp: self._status(comp, view), self.components))
 
     def _status(self, comp: Component, view: SupervisorView | None = None) -> ComponentStatus:
         record = read_record(comp.pid_file)
