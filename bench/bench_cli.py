@@ -42,7 +42,9 @@ def timed(command: list[str], env: dict[str, str], repeat: int) -> float:
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr}")
+            raise SystemExit(
+                f"{' '.join(command)} failed ({done.returncode}): {done.stdout}{done.stderr}"
+            )
         if i:
             times.append(elapsed)
     return statistics.median(times)
@@ -64,7 +66,8 @@ def main() -> None:
         files = work / "files"
         files.mkdir()
         [series_uid] = make_instances(files, 1, 5)
-        stack.up(report=lambda _m: None)
+        # As `dicomflow up` runs it: `status` reports the supervisor too.
+        stack.up(report=lambda _m: None, supervise=True)
         dcmsend(settings.receiver.port, files, "bench", "admin")
         index = open_index(settings)
         try:

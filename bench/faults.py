@@ -42,9 +42,7 @@ def rows(series: int, per_series: int, wait: float) -> dict[str, Callable[[Drill
     found["postgres-down-send"] = lambda d: drills.send_while_postgres_is_down(
         d, series, per_series, wait
     )
-    found["senders"] = lambda d: drills.senders_while_scheduler_dies(
-        d, series, per_series, wait
-    )
+    found["senders"] = lambda d: drills.senders_while_scheduler_dies(d, series, per_series, wait)
     found["spool-full"] = lambda d: drills.spool_fills_up(d, series, per_series, wait)
     return found
 

@@ -640,7 +640,9 @@ class AirflowPart(Component):
         return [(_venv_bin("airflow"), "apache-airflow (PyPI)")]
 
     def _health(self) -> dict[str, dict[str, str]] | None:
-        data = get_json(f"{self.settings.airflow.base_url}/api/v2/monitor/health", timeout=3)
+        # Its one worker also serves the running tasks' calls and can take seconds to answer
+        # while runs start (5.7 s measured): a short timeout reported a busy Airflow as down.
+        data = get_json(f"{self.settings.airflow.base_url}/api/v2/monitor/health", timeout=10)
         return data if isinstance(data, dict) else None
 
     def healthy(self) -> bool:
