@@ -268,7 +268,7 @@ class Drill:
         total = 0
         for record in spool.batches():
             with contextlib.suppress(OSError, ValueError):
-                total += len(spool.manifest(record.batch_id))
+                total += len(spool.manifest(record.id))
         return total
 
     # -- sending -----------------------------------------------------------------------------
