@@ -43,10 +43,11 @@ from dicomflow.stack.supervisor import Stack, State
 from tests.dicomfiles import write_ct_series
 
 DAG_ID = "service-process-incoming-dcm"
-#: dcmsend's report: one block per file, its SOP Instance UID then its DIMSE status.
-_REPORT_ENTRY = re.compile(
-    r"^SOP Instance\s*:\s*(?P<uid>\S+).*?^DIMSE Status\s*:\s*0x(?P<status>[0-9A-Fa-f]{4})",
-    re.MULTILINE | re.DOTALL,
+#: dcmsend's debug log: a response's SOP Instance UID, then its status.
+_RESPONSE = re.compile(
+    r"Received C-STORE Response.*?Affected SOP Instance UID\s*:\s*(?P<uid>\S+)"
+    r".*?DIMSE Status\s*:\s*0x(?P<status>[0-9A-Fa-f]{4})",
+    re.DOTALL,
 )
 
 
@@ -95,26 +96,29 @@ class Send:
     """A running ``dcmsend`` and, once it ended, what it was told."""
 
     process: subprocess.Popen[bytes]
-    report_file: Path
+    log_file: Path
     started: float = field(default_factory=time.monotonic)
 
     def wait(self, timeout: float = 900) -> set[str]:
-        """SOP Instance UIDs the receiver answered with success (or a warning): stored."""
+        """SOP Instance UIDs the receiver answered with success (or a warning): stored.
+
+        Read from the responses in dcmsend's debug log: its report file is not written when
+        the association is aborted, which is when it matters.
+        """
         self.process.wait(timeout=timeout)
-        if not self.report_file.exists():
-            return set()
-        text = self.report_file.read_text(errors="replace")
+        text = self.log_file.read_text(errors="replace")
         return {
             m["uid"]
-            for m in _REPORT_ENTRY.finditer(text)
+            for m in _RESPONSE.finditer(text)
             if m["status"] == "0000" or m["status"].upper().startswith("B")
         }
 
 
-def dcmsend(port: int, folder: Path, calling: str, called: str, report_file: Path) -> Send:
-    """Start ``dcmsend`` of ``folder`` as the README tells senders to."""
+def dcmsend(port: int, folder: Path, calling: str, called: str, log_file: Path) -> Send:
+    """Start ``dcmsend`` of ``folder`` as the README tells senders to (logging each response)."""
     command = [
         "dcmsend",
+        "--debug",
         "127.0.0.1",
         str(port),
         "--aetitle",
@@ -123,12 +127,11 @@ def dcmsend(port: int, folder: Path, calling: str, called: str, report_file: Pat
         called,
         "--scan-directories",
         "--recurse",
-        "--create-report-file",
-        str(report_file),
         str(folder),
     ]
-    log = report_file.with_suffix(".log").open("wb")
-    return Send(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), report_file)
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    return Send(process, log_file)
 
 
 @dataclass
@@ -279,8 +282,8 @@ class Drill:
 
     def send(self, folder: Path, dataset: str = "drill", project: str = "admin") -> Send:
         self._sends += 1
-        report = self.work / f"dcmsend-{self._sends:03d}.txt"
-        return dcmsend(self.settings.receiver.port, folder, dataset, project, report)
+        log = self.work / f"dcmsend-{self._sends:03d}.log"
+        return dcmsend(self.settings.receiver.port, folder, dataset, project, log)
 
     # -- checking ----------------------------------------------------------------------------
 
