@@ -26,13 +26,16 @@ def _stack(settings: Settings) -> Stack:
 @click.command()
 @click.pass_context
 def up(ctx: click.Context) -> None:
-    """Start every component of the local stack and wait until all answer."""
+    """Start every component of the local stack and wait until all answer.
+
+    A supervisor stays running: it restarts any component that dies (see docs/operations.md).
+    """
     from dicomflow.stack.components import StackError
 
     settings = settings_of(ctx)
     click.echo(f"dicomflow: starting the local stack in {settings.data_dir}")
     try:
-        started = _stack(settings).up(report=click.echo)
+        started = _stack(settings).up(report=click.echo, supervise=True)
     except StackError as exc:
         raise CliError(str(exc)) from None
     if not started:
@@ -96,19 +99,54 @@ def down(ctx: click.Context) -> None:
     click.echo("dicomflow stopped." if stopped else "dicomflow was not running.")
 
 
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h" if days else f"{hours}h{minutes:02d}m"
+
+
 @click.command()
-@json_option("Print JSON: state, pid, address per component.")
+@json_option("Print JSON: the supervisor, and state, pid, uptime, restarts per component.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show each component's state; exit 0 only if every one is healthy."""
-    rows = _stack(settings_of(ctx)).status()
+    """Show the supervisor and each component; exit 0 only if all run and answer."""
+    from dicomflow.stack.control import supervisor_record
+
+    settings = settings_of(ctx)
+    rows = _stack(settings).status()
+    record = supervisor_record(settings)
+    supervisor = {
+        "state": "running" if record else "stopped",
+        "pid": record.pid if record else None,
+        "uptime_seconds": None
+        if record is None or (up_s := record.running_seconds()) is None
+        else round(up_s, 1),
+    }
     if as_json:
-        click.echo(json.dumps({"components": [r.as_dict() for r in rows]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"supervisor": supervisor, "components": [r.as_dict() for r in rows]}, indent=2
+            )
+        )
     else:
+        click.echo(f"{'NAME':<22} {'STATE':<10} {'PID':>8} {'UPTIME':>7} {'RESTARTS':>8}  ADDRESS")
+        pid = str(supervisor["pid"] or "-")
+        uptime = _uptime(record.running_seconds() if record else None)
+        click.echo(f"{'supervisor':<22} {supervisor['state']:<10} {pid:>8} {uptime:>7} {'-':>8}")
         for row in rows:
             pid = str(row.pid) if row.pid else "-"
-            click.echo(f"{row.name:<22} {row.state.value:<10} {pid:>8}  {row.address}")
-    if any(r.state.value != "healthy" for r in rows):
+            click.echo(
+                f"{row.name:<22} {row.state.value:<10} {pid:>8} {_uptime(row.uptime):>7} "
+                f"{row.restarts:>8}  {row.address}"
+            )
+            if row.last_exit and row.restarts:
+                click.echo(f"{'':<22} last exit: {row.last_exit}")
+            if row.note:
+                click.echo(f"{'':<22} {row.note}")
+    if record is None or any(r.state.value != "healthy" for r in rows):
         sys.exit(1)
 
 
@@ -118,16 +156,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.option("-n", "--lines", default=50, show_default=True, help="How many last lines to show.")
 @click.pass_context
 def logs(ctx: click.Context, component: str, follow: bool, lines: int) -> None:
-    """Print the log of COMPONENT (see `dicomflow status` for the names)."""
+    """Print the log of COMPONENT (see `dicomflow status` for the names; also: supervisor)."""
+    from dicomflow.stack import control
     from dicomflow.stack.components import StackError
 
-    try:
-        comp = _stack(settings_of(ctx)).component(component)
-    except StackError as exc:
-        raise CliError(str(exc)) from None
-    if not comp.log_file.exists():
-        raise CliError(f"{component} has no log yet ({comp.log_file})")
-    cmd = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(comp.log_file)]
+    settings = settings_of(ctx)
+    if component == control.NAME:
+        log_file = control.log_file(settings)
+    else:
+        try:
+            log_file = _stack(settings).component(component).log_file
+        except StackError as exc:
+            raise CliError(f"{exc}, supervisor") from None
+    if not log_file.exists():
+        raise CliError(f"{component} has no log yet ({log_file})")
+    cmd = ["tail", "-n", str(lines)] + (["-F"] if follow else []) + [str(log_file)]
     with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(cmd, check=False)
 
