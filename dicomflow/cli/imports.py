@@ -55,8 +55,12 @@ def _run_import(
     label: str,
     no_progress: bool,
     as_json: bool,
+    echo: bool = True,
 ) -> ReportT:
-    """Run an import with a progress bar and print its report; user errors end the command."""
+    """Run an import with a progress bar and print its report; user errors end the command.
+
+    ``echo=False`` leaves the printing to the caller (a verification follows).
+    """
     from dicomflow.importer import ImportRefusedError
 
     bar = None if no_progress or as_json else ProgressBar(label)
@@ -68,7 +72,8 @@ def _run_import(
     finally:
         if bar is not None:
             bar.close()
-    echo_report(report, as_json)
+    if echo:
+        echo_report(report, as_json)
     return report
 
 
@@ -234,7 +239,8 @@ def import_command(
         ),
         label="importing",
         no_progress=no_progress,
-        as_json=as_json and not verify,
+        as_json=as_json,
+        echo=not (verify and as_json),
     )
     if verify and not _verify(settings, report, verify_wait, as_json=as_json):
         sys.exit(1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -171,8 +171,11 @@ class ImportReport:
     def from_dict(cls, data: dict[str, Any]) -> ImportReport:
         """Inverse of :meth:`as_dict`."""
         # Reports kept by versions before the dispatcher listed trigger states.
-        derived = ("outcome", "ignored_by_reason", "ignored", "failures", "series", "instances")
-        plain = {k: v for k, v in data.items() if k not in (*derived, "triggered", "pending")}
+        # Derived keys (outcome, counts, ...) and those of older versions (trigger states)
+        # are not fields; the lists of records are rebuilt below.
+        records = ("ignored", "failures", "series", "instances")
+        known = {f.name for f in fields(cls)} - set(records)
+        plain = {k: v for k, v in data.items() if k in known}
         return cls(
             **plain,
             ignored=[

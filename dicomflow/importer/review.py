@@ -370,6 +370,55 @@ class Review:
         data["default_selection"] = sorted(self.default_selection())
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Review:
+        """Inverse of :meth:`as_dict` (a review kept for the page's import)."""
+        patients = [
+            ReviewedPatient(
+                p["patient_id"],
+                p.get("patient_name", ""),
+                p.get("sex", ""),
+                p.get("birth_date", ""),
+                [
+                    ReviewedStudy(
+                        st["study_uid"],
+                        st.get("study_date", ""),
+                        st.get("description", ""),
+                        st.get("accession_number", ""),
+                        [ReviewedSeries(**s) for s in st.get("series", [])],
+                    )
+                    for st in p.get("studies", [])
+                ],
+            )
+            for p in data.get("patients", [])
+        ]
+        expected = data.get("expected")
+        return cls(
+            inputs=list(data.get("inputs", [])),
+            analysed=int(data.get("analysed", 0)),
+            ignored=[
+                IgnoredFile(i["name"], IgnoreReason(i["reason"]), i.get("detail", ""))
+                for i in data.get("ignored", [])
+            ],
+            failures=[
+                FailedInput(f["name"], FailureKind(f["kind"]), f["detail"])
+                for f in data.get("failures", [])
+            ],
+            patients=patients,
+            flags=[
+                Flag(
+                    FlagKind(f["kind"]),
+                    f["series_uid"],
+                    f["field"],
+                    f["expected"],
+                    f["found"],
+                    f["message"],
+                )
+                for f in data.get("flags", [])
+            ],
+            expected=ExpectedSubject(**expected) if expected else None,
+        )
+
     def lines(self, *, selected: Iterable[str] | None = None) -> list[str]:
         """The tree as text lines, ``[x]`` before each selected series."""
         chosen = set(self.default_selection() if selected is None else selected)
