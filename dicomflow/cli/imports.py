@@ -257,7 +257,8 @@ def _review(
 ) -> Any:
     """Review PATHS against the expected subject and what the project's index holds."""
     from dicomflow.importer import ImportRefusedError, normalize_extension
-    from dicomflow.importer.review import ExpectedSubject, review_paths
+    from dicomflow.importer.review import ExpectedSubject
+    from dicomflow.importer.review_files import review_paths
     from dicomflow.index import SeriesQuery, open_index
 
     patient_id, sex, birth_date, known_patient = expect

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dicomflow.config import Settings
-from dicomflow.importer.review import ExpectedSubject, Review, review_paths
+from dicomflow.importer.review import ExpectedSubject, Review
+from dicomflow.importer.review_files import review_paths
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
 from dicomflow.uploads.area import UploadArea
 

@@ -17,7 +17,8 @@ from pydicom.uid import generate_uid
 
 from dicomflow.config import Settings
 from dicomflow.importer.report import IgnoreReason
-from dicomflow.importer.review import ExpectedSubject, FlagKind, SubjectMismatchError, review_paths
+from dicomflow.importer.review import ExpectedSubject, FlagKind, SubjectMismatchError
+from dicomflow.importer.review_files import review_paths
 from dicomflow.importer.selection import (
     SelectionError,
     read_selection,
