@@ -87,14 +87,15 @@ def test_the_local_executor_reads_the_spool_and_copies_nothing(
         store.ensure_bucket(HANDOVER_PROJECT)
         assert not store.list_keys(HANDOVER_PROJECT, f"batches/{batch_id}/")
     # A host whose spool lacks the batch says so, naming the batch and the setting.
-    with Platform(settings.model_copy(update={"data_dir": tmp_path / "other"})) as other:
-        with pytest.raises(HandoverError, match=rf"{batch_id}.*executor"):
-            run_spool(other, batch_id)
+    other_host = settings.model_copy(update={"data_dir": tmp_path / "other"})
+    with Platform(other_host) as other, pytest.raises(HandoverError, match=rf"{batch_id}.*executor"):
+        run_spool(other, batch_id)
 
 
 def test_a_batch_that_was_never_handed_over_is_an_error_naming_it(
     postgres: Settings, s3: Settings, tmp_path: Path
 ) -> None:
-    with Platform(_worker_settings(postgres, tmp_path / "worker")) as worker:
-        with pytest.raises(HandoverError, match="20990101T000000000-abcdef.*not handed over"):
-            run_spool(worker, "20990101T000000000-abcdef")
+    worker_host = _worker_settings(postgres, tmp_path / "worker")
+    never = "20990101T000000000-abcdef"
+    with Platform(worker_host) as worker, pytest.raises(HandoverError, match=rf"{never}.*handed"):
+        run_spool(worker, never)
