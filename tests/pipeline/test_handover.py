@@ -88,7 +88,7 @@ def test_the_local_executor_reads_the_spool_and_copies_nothing(
         assert not store.list_keys(HANDOVER_PROJECT, f"batches/{batch_id}/")
     # A host whose spool lacks the batch says so, naming the batch and the setting.
     other_host = settings.model_copy(update={"data_dir": tmp_path / "other"})
-    with Platform(other_host) as other, pytest.raises(HandoverError, match=rf"{batch_id}.*executor"):
+    with Platform(other_host) as other, pytest.raises(HandoverError, match=rf"{batch_id}.*exec"):
         run_spool(other, batch_id)
 
 
