@@ -65,6 +65,7 @@ class PacsSettings(_Section):
     username: str
     password: str
     http_port: int = Port
+    remote_access: bool
     dicom_port: int = Field(ge=0, le=65535)
     stow_batch_size: int = Field(ge=1, le=10000)
     stow_concurrency: int = Field(ge=1, le=64)

