@@ -13,23 +13,25 @@ the ``finish`` step may run where the spool is not, the dispatcher settles the b
 spool from Airflow's record of the runs (:class:`Settlement`), and removes the object-store
 copy last.
 
-Layout: bucket ``<bucket_prefix>spool.handover`` (a name no project can have), objects
-``batches/<batch id>/<file>``, and ``batches/<batch id>/handover.json`` written last: the list
-of files and sizes. A batch without it was not handed over whole.
+Layout: bucket ``<bucket_prefix>spool.handover`` (a name no project can have), one object per
+batch, ``batches/<batch id>.tar``: its files (records, manifest, instances) in one
+uncompressed tar. An S3 object appears only whole, so a batch is handed over whole or not
+at all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from dicomflow.platform import Platform
 from dicomflow.spool import durable
@@ -52,20 +54,16 @@ log = logging.getLogger(__name__)
 
 #: The "project" whose bucket holds the hand-over (project names cannot contain a dot).
 HANDOVER_PROJECT = "spool.handover"
-#: The commit marker of a batch in the object store, written after every file.
-MARKER = "handover.json"
 #: In the spool's batch folder: the object store confirmed the batch's copy.
 UPLOADED_FILE = "handover.json"
-#: Parallel transfers of one batch (small instances: the round trip dominates).
-TRANSFERS = 8
 
 
 class HandoverError(RuntimeError):
     """A batch is neither in this host's spool nor handed over whole in the object store."""
 
 
-def _prefix(batch_id: str) -> str:
-    return f"batches/{batch_id}/"
+def _key(batch_id: str) -> str:
+    return f"batches/{batch_id}.tar"
 
 
 def _files(directory: Path) -> list[Path]:
@@ -77,38 +75,49 @@ def _files(directory: Path) -> list[Path]:
     )
 
 
+def _write_tar(files: list[Path], out: BinaryIO) -> None:
+    """Stream ``files`` as an uncompressed tar (DICOM pixel data hardly compresses)."""
+    try:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for path in files:
+                tar.add(path, arcname=path.name, recursive=False)
+    finally:
+        out.close()
+
+
 def upload_batch(store: ObjectStore, spool: Spool, batch_id: str) -> int:
     """Copy a closed batch to the object store, once; return the bytes sent (0: done before).
 
-    Each file is written, then the marker that lists them all; only then is the copy recorded
-    as confirmed in the spool (``handover.json`` in the batch's folder). A crash before that
-    uploads the batch again (same keys: nothing doubles).
+    The batch travels as one tar object, streamed (one request per batch instead of one per
+    instance, see docs/scaling.md); an object appears only whole. Once the store confirms it,
+    the copy is recorded in the spool (``handover.json`` in the batch's folder); a crash
+    before that uploads the batch again (same key: nothing doubles).
 
     Raises
     ------
     UnknownBatchError
         When the spool has no such batch.
+    HandoverError
+        When the store does not show the object after the upload.
     """
     directory = spool.batch_path(batch_id)
     if (directory / UPLOADED_FILE).exists():
         return 0
     store.ensure_bucket(HANDOVER_PROJECT)
     files = _files(directory)
-    prefix = _prefix(batch_id)
-
-    def put(path: Path) -> int:
-        store.put_file(HANDOVER_PROJECT, prefix + path.name, path)
-        return path.stat().st_size
-
-    with ThreadPoolExecutor(TRANSFERS) as pool:
-        sizes = list(pool.map(put, files))
-    listing = {p.name: size for p, size in zip(files, sizes, strict=True)}
-    marker = json.dumps({"batch_id": batch_id, "files": listing}).encode()
-    store.put_bytes(HANDOVER_PROJECT, prefix + MARKER, marker, "application/json")
-    if not store.exists(HANDOVER_PROJECT, prefix + MARKER):
+    read_fd, write_fd = os.pipe()
+    writer = threading.Thread(
+        target=_write_tar, args=(files, os.fdopen(write_fd, "wb")), daemon=True
+    )
+    writer.start()
+    with os.fdopen(read_fd, "rb") as reader:
+        store.put_stream(HANDOVER_PROJECT, _key(batch_id), reader, "application/x-tar")
+    writer.join()
+    if not store.exists(HANDOVER_PROJECT, _key(batch_id)):
         raise HandoverError(f"batch {batch_id}: the object store did not keep its hand-over")
-    durable.write_json(directory / UPLOADED_FILE, {"objects": len(listing) + 1})
-    return sum(sizes)
+    sent = sum(p.stat().st_size for p in files)
+    durable.write_json(directory / UPLOADED_FILE, {"key": _key(batch_id), "bytes": sent})
+    return sent
 
 
 def is_local(spool: Spool, batch_id: str) -> bool:
@@ -148,27 +157,21 @@ def fetch_batch(store: ObjectStore, cache: Spool, batch_id: str) -> bool:
     with _locked(cache.root / "locks" / batch_id):
         if is_local(cache, batch_id):
             return False
-        prefix = _prefix(batch_id)
+        staging = Path(tempfile.mkdtemp(prefix=f".{batch_id}-", dir=cache.batches_dir))
         try:
-            listing = json.loads(store.get_bytes(HANDOVER_PROJECT, prefix + MARKER))["files"]
+            with (
+                store.open_stream(HANDOVER_PROJECT, _key(batch_id)) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as tar,
+            ):
+                tar.extractall(staging, filter="data")
+            os.replace(staging, cache.batches_dir / batch_id)
         except ObjectNotFoundError:
+            shutil.rmtree(staging, ignore_errors=True)
             raise HandoverError(
                 f"batch {batch_id} is not in this host's spool and was not handed over "
                 "through the object store (is `airflow.executor: celery` set on the "
                 "receiver's host too?)"
             ) from None
-        staging = Path(tempfile.mkdtemp(prefix=f".{batch_id}-", dir=cache.batches_dir))
-        try:
-            with ThreadPoolExecutor(TRANSFERS) as pool:
-                list(
-                    pool.map(
-                        lambda name: store.download_file(
-                            HANDOVER_PROJECT, prefix + name, staging / name
-                        ),
-                        listing,
-                    )
-                )
-            os.replace(staging, cache.batches_dir / batch_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -212,7 +215,7 @@ def release_batch(store: ObjectStore, spool: Spool, batch_id: str) -> int:
         return 0
     if not (directory / UPLOADED_FILE).exists():
         return 0
-    removed = store.remove(HANDOVER_PROJECT, store.list_keys(HANDOVER_PROJECT, _prefix(batch_id)))
+    removed = store.remove(HANDOVER_PROJECT, [_key(batch_id)])
     durable.remove(directory / UPLOADED_FILE)
     return removed
 

@@ -655,6 +655,13 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             # Task states go to the metadata database every host already reaches.
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + settings.airflow_db_url,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(af.worker_concurrency),
+            # A worker host that dies takes the tasks it had taken from the broker but not yet
+            # started: they stay "queued" until this timeout (default 600 s) has the scheduler
+            # queue them again (measured in tests/multihost). Tasks wait in the broker only
+            # while every worker slot is busy, a few task lengths at most when parallelism is
+            # about the workers' slots (docs/scaling.md).
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "30",
         }
     return env
 

@@ -67,11 +67,11 @@ def test_a_worker_without_the_spool_processes_a_batch_handed_over_through_the_ob
     # The worker's finish cannot settle the receiver's spool: its copy stays until the
     # receiver's dispatcher sees the run succeed; so does the object store's.
     assert all(e.path.exists() for e in entries)
-    assert store.exists(HANDOVER_PROJECT, f"batches/{batch_id}/handover.json")
+    assert store.exists(HANDOVER_PROJECT, f"batches/{batch_id}.tar")
     # Released only once the spool's batch is done.
     receiver_spool.mark_done(batch_id)
     assert release_batch(store, receiver_spool, batch_id) > 0
-    assert not store.list_keys(HANDOVER_PROJECT, f"batches/{batch_id}/")
+    assert not store.list_keys(HANDOVER_PROJECT, f"batches/{batch_id}")
 
 
 def test_the_local_executor_reads_the_spool_and_copies_nothing(
@@ -85,7 +85,7 @@ def test_the_local_executor_reads_the_spool_and_copies_nothing(
         assert run_spool(platform, batch_id) is platform.spool
         store = ObjectStore.from_settings(settings)
         store.ensure_bucket(HANDOVER_PROJECT)
-        assert not store.list_keys(HANDOVER_PROJECT, f"batches/{batch_id}/")
+        assert not store.list_keys(HANDOVER_PROJECT, f"batches/{batch_id}")
     # A host whose spool lacks the batch says so, naming the batch and the setting.
     other_host = settings.model_copy(update={"data_dir": tmp_path / "other"})
     with Platform(other_host) as other, pytest.raises(HandoverError, match=rf"{batch_id}.*exec"):
