@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicomflow.pipeline.handover import UPLOADED_FILE
+from dicomflow.spool.records import BatchState
+from dicomflow.spool.store import Spool
 from dicomflow.stack.isolated import stack_data_dir
 from tests.faults.drill import Send
 
@@ -245,6 +248,23 @@ class Site:
             return set(), {uid: f"check failed: {done.stderr[-500:]}" for uid in expected}
         answer = json.loads(done.stdout.strip().splitlines()[-1])
         return set(answer["in_pacs"]), dict(answer["incomplete"])
+
+    def wait_settled(self, receiver: Host, timeout: float) -> list[str]:
+        """Wait until every batch of a receiver's spool is done, its instance files removed and
+        its object-store copy released; the batches that are not (empty: all settled)."""
+        spool = Spool(receiver.data_dir / "spool")
+        deadline = time.monotonic() + timeout
+        while True:
+            unsettled = [
+                b.id
+                for b in spool.batches()
+                if b.state is not BatchState.DONE
+                or (spool.batch_path(b.id) / UPLOADED_FILE).exists()
+                or any(e.path.exists() for e in spool.manifest(b.id))
+            ]
+            if not unsettled or time.monotonic() > deadline:
+                return unsettled
+            time.sleep(2)
 
     def wait_complete(
         self, expected: dict[str, set[str]], timeout: float
