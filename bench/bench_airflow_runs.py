@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dicomflow.airflow_api.client import AirflowClient
+from dicomflow.airflow_api.client import AirflowClient, AirflowUnavailableError
 from dicomflow.config import load_settings
 from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import Spool
@@ -68,14 +68,26 @@ def _measure(executor: str, runs: int, work: Path) -> tuple[float, int]:
         with AirflowClient.from_settings(settings) as client:
             start = time.monotonic()
             for batch_id in batch_ids:
-                client.trigger_dag_run(DAG_ID, f"bench-{batch_id}", {"batch_ids": [batch_id]})
+                # The API server's one process also serves the running tasks: a trigger can
+                # time out while runs start; asked again, an existing run answers 409 (fine).
+                for _ in range(10):
+                    try:
+                        client.trigger_dag_run(
+                            DAG_ID, f"bench-{batch_id}", {"batch_ids": [batch_id]}
+                        )
+                        break
+                    except AirflowUnavailableError:
+                        time.sleep(1)
             ended: dict[str, str] = {}
             deadline = start + 1800
             while len(ended) < runs and time.monotonic() < deadline:
                 for batch_id in batch_ids:
                     if batch_id in ended:
                         continue
-                    run = client.get_dag_run(DAG_ID, f"bench-{batch_id}")
+                    try:
+                        run = client.get_dag_run(DAG_ID, f"bench-{batch_id}")
+                    except AirflowUnavailableError:
+                        continue
                     if run and run["state"] in ("success", "failed"):
                         ended[batch_id] = run["state"]
                 time.sleep(0.5)

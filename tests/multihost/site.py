@@ -47,18 +47,28 @@ class Host:
 
     netns: str
     ip: str
+    #: The host's name, in a UTS namespace of its own: Airflow records it per task instance.
+    hostname: str
     env: dict[str, str] = field(default_factory=dict)
     data_dir: Path = field(default_factory=stack_data_dir)
 
-    def exec(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def _inside(self, command: list[str]) -> list[str]:
+        return [
+            "ip", "netns", "exec", self.netns, "unshare", "--uts",
+            "sh", "-c", 'hostname "$0" && exec "$@"', self.hostname, *command,
+        ]  # fmt: skip
+
+    def exec(
+        self, command: list[str], env_extra: dict[str, str] | None = None, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``command`` inside the host, with its settings."""
-        return run(["ip", "netns", "exec", self.netns, *command], env=self.environ(), **kwargs)
+        return run(self._inside(command), env={**self.environ(), **(env_extra or {})}, **kwargs)
 
     def popen(self, command: list[str], log: Path) -> subprocess.Popen[bytes]:
         """Start ``command`` inside the host, its output in ``log``."""
         with log.open("wb") as out:
             return subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, *command],
+                self._inside(command),
                 env=self.environ(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -107,12 +117,12 @@ class Site:
             "DICOMFLOW_S3__SECRET_KEY": secrets.token_urlsafe(20),
             "DICOMFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
         }
-        self.shared = Host(f"dfm-{tag}-shared", SHARED_IP)
-        self.receivers = [Host(f"dfm-{tag}-r{i}", f"{NETWORK}.{10 + i}") for i in (1, 2)]
+        self.shared = Host(f"dfm-{tag}-shared", SHARED_IP, "shared")
+        self.receivers = [Host(f"dfm-{tag}-r{i}", f"{NETWORK}.{10 + i}", f"r{i}") for i in (1, 2)]
         self.workers = [
-            Host(f"dfm-{tag}-w{i}", f"{NETWORK}.{20 + i}") for i in range(1, workers + 1)
+            Host(f"dfm-{tag}-w{i}", f"{NETWORK}.{20 + i}", f"w{i}") for i in range(1, workers + 1)
         ]
-        self.sender = Host(f"dfm-{tag}-sender", f"{NETWORK}.31")
+        self.sender = Host(f"dfm-{tag}-sender", f"{NETWORK}.31", "sender")
         self.hosts = [self.shared, *self.receivers, *self.workers, self.sender]
         self._configure()
 
@@ -150,12 +160,9 @@ class Site:
         }
         for host in self.receivers:
             host.env = {**remote, "DICOMFLOW_RECEIVER__HOST": host.ip}
-        for i, host in enumerate(self.workers, 1):
-            host.env = {
-                **remote,
-                "DICOMFLOW_AIRFLOW__WORKER_NAME": f"w{i}",
-                "DICOMFLOW_AIRFLOW__WORKER_CONCURRENCY": "2",
-            }
+        for host in self.workers:
+            # The Celery node takes the host's name (airflow.worker_name empty).
+            host.env = {**remote, "DICOMFLOW_AIRFLOW__WORKER_CONCURRENCY": "2"}
         self.sender.env = dict(remote)
 
     # -- network ------------------------------------------------------------------------------
@@ -248,6 +255,25 @@ class Site:
             return set(), {uid: f"check failed: {done.stderr[-500:]}" for uid in expected}
         answer = json.loads(done.stdout.strip().splitlines()[-1])
         return set(answer["in_pacs"]), dict(answer["incomplete"])
+
+    def tasks(self, where: str) -> list[tuple[str, str, str, int, str]]:
+        """Task instances of the site (run, task, state, try, host) matching an SQL condition,
+        read from Airflow's metadata database (from the shared host)."""
+        query = (
+            "SELECT run_id, task_id, coalesce(state, ''), try_number, coalesce(hostname, '') "
+            f"FROM task_instance WHERE {where}"
+        )
+        done = self.shared.exec(
+            ["psql", "-h", SHARED_IP, "-p", str(PORTS["postgres"]), "-U", "dicomflow",
+             "-d", "airflow", "-At", "-F", "\t", "-c", query],
+            timeout=60,
+            env_extra={"PGPASSWORD": self.passwords["DICOMFLOW_POSTGRES__PASSWORD"]},
+        )  # fmt: skip
+        rows = []
+        for line in done.stdout.splitlines():
+            run_id, task_id, state, tries, host = line.split("\t")
+            rows.append((run_id, task_id, state, int(tries), host))
+        return rows
 
     def wait_settled(self, receiver: Host, timeout: float) -> list[str]:
         """Wait until every batch of a receiver's spool is done, its instance files removed and

@@ -76,14 +76,14 @@ def test_two_senders_per_receiver_complete_and_a_dead_worker_host_loses_nothing(
             expected.update(series)
             sends.append(site.send(receiver, folder, f"r{r}-s{s}"))
     victim = site.workers[0]
-    idle = len(victim.pids())
-    # kill -9 every process of the first worker host as soon as it runs a task.
+    # kill -9 every process of the first worker host while it runs a task.
     deadline = time.monotonic() + 600
-    while len(victim.pids()) <= idle:
+    running: list[tuple[str, str, str, int, str]] = []
+    while not running:
         assert time.monotonic() < deadline, "no task ever ran on the first worker host"
-        time.sleep(0.1)
-    killed = victim.kill_everything()
-    assert killed > 0
+        running = site.tasks(f"state = 'running' AND hostname = '{victim.hostname}'")
+        time.sleep(0.2)
+    assert victim.kill_everything() > 0
     for send in sends:
         acked |= send.wait()
     sent = set().union(*expected.values())
@@ -93,6 +93,13 @@ def test_two_senders_per_receiver_complete_and_a_dead_worker_host_loses_nothing(
     assert acked <= in_pacs, f"{len(acked - in_pacs)} acknowledged instance(s) lost"
     assert incomplete == {}, incomplete
     assert victim.pids() == [], "the killed worker host stays down: the other did its tasks"
+    # The tasks it was running ran again, on the other worker host, and succeeded.
+    for run_id, task_id, _, tries, _ in running:
+        [(_, _, state, tries_now, host)] = site.tasks(
+            f"run_id = '{run_id}' AND task_id = '{task_id}'"
+        )
+        assert (state, host) == ("success", site.workers[1].hostname)
+        assert tries_now > tries
     # Each receiver settles its own batches from Airflow's record (their finish ran on a
     # worker): done, files gone, and the object store's copies released after that.
     for receiver in site.receivers:
