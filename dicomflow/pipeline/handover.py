@@ -75,14 +75,20 @@ def _files(directory: Path) -> list[Path]:
     )
 
 
-def _write_tar(files: list[Path], out: BinaryIO) -> None:
-    """Stream ``files`` as an uncompressed tar (DICOM pixel data hardly compresses)."""
+def _write_tar(files: list[Path], out: BinaryIO, failures: list[BaseException]) -> None:
+    """Stream ``files`` as an uncompressed tar (DICOM pixel data hardly compresses).
+
+    What goes wrong is kept in ``failures``: the reader sees only an early end of the stream.
+    """
     try:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for path in files:
                 tar.add(path, arcname=path.name, recursive=False)
+    except BaseException as exc:
+        failures.append(exc)
     finally:
-        out.close()
+        with contextlib.suppress(OSError):
+            out.close()
 
 
 def upload_batch(store: ObjectStore, spool: Spool, batch_id: str) -> int:
@@ -106,13 +112,18 @@ def upload_batch(store: ObjectStore, spool: Spool, batch_id: str) -> int:
     store.ensure_bucket(HANDOVER_PROJECT)
     files = _files(directory)
     read_fd, write_fd = os.pipe()
+    failures: list[BaseException] = []
     writer = threading.Thread(
-        target=_write_tar, args=(files, os.fdopen(write_fd, "wb")), daemon=True
+        target=_write_tar, args=(files, os.fdopen(write_fd, "wb"), failures), daemon=True
     )
     writer.start()
     with os.fdopen(read_fd, "rb") as reader:
         store.put_stream(HANDOVER_PROJECT, _key(batch_id), reader, "application/x-tar")
     writer.join()
+    if failures:
+        # The stream ended early: the object holds part of the batch and must not stay.
+        store.remove(HANDOVER_PROJECT, [_key(batch_id)])
+        raise HandoverError(f"batch {batch_id}: not handed over: {failures[0]}")
     if not store.exists(HANDOVER_PROJECT, _key(batch_id)):
         raise HandoverError(f"batch {batch_id}: the object store did not keep its hand-over")
     sent = sum(p.stat().st_size for p in files)
