@@ -65,6 +65,7 @@ class PacsSettings(_Section):
     username: str
     password: str
     http_port: int = Port
+    remote_access: bool
     dicom_port: int = Field(ge=0, le=65535)
     stow_batch_size: int = Field(ge=1, le=10000)
     stow_concurrency: int = Field(ge=1, le=64)
@@ -146,11 +147,36 @@ class AirflowSettings(_Section):
     url: str
     username: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
     password: str
+    executor: Literal["local", "celery"]
+    broker_url: str = Field(pattern=r"^(|redis://.+|rediss://.+)$")
+    broker_port: int = Port
+    broker_password: str
+    worker: bool
+    worker_concurrency: int = Field(ge=1, le=256)
+    worker_name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{0,64}$")
 
     @property
     def base_url(self) -> str:
         """Root URL of Airflow's API server."""
         return self.url or f"http://{self.host}:{self.port}"
+
+    @property
+    def celery(self) -> bool:
+        """Whether tasks run on Celery workers (any host) rather than beside the scheduler."""
+        return self.executor == "celery"
+
+    @property
+    def runs_local_broker(self) -> bool:
+        """Whether this stack starts its own Redis (celery, Airflow managed, no broker URL)."""
+        return self.celery and self.managed and not self.broker_url
+
+    @property
+    def broker(self) -> str:
+        """The Celery broker's URL: the configured one, else the stack's own Redis."""
+        if self.broker_url:
+            return self.broker_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"redis://:{self.broker_password}@{host}:{self.broker_port}/0"
 
 
 class ReceiverSettings(_Section):
@@ -281,6 +307,7 @@ _SECRETS: tuple[tuple[str | None, str, int], ...] = (
     ("postgres", "password", 24),
     ("pacs", "password", 24),
     ("airflow", "password", 24),
+    ("airflow", "broker_password", 24),
     ("s3", "access_key", 12),
     ("s3", "secret_key", 30),
 )

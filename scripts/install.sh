@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras=""
-apt_packages=(python3-venv postgresql orthanc orthanc-dicomweb dcmtk dicom3tools dcm2niix gcc libc6-dev)
+extras="[celery]"
+apt_packages=(python3-venv postgresql orthanc orthanc-dicomweb dcmtk dicom3tools dcm2niix gcc libc6-dev redis-server)
 if [[ "${1:-}" == "--test" ]]; then
   extras="[test]"
   # The Data Upload page's tests drive Debian's Chromium with Playwright (no browser download).
@@ -38,6 +38,11 @@ if ((apt_installed)); then
   if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then
     echo "==> stopping and disabling the system Orthanc service (dicomflow runs its own)"
     "${sudo_cmd[@]}" systemctl disable --now orthanc || true
+  fi
+  # Likewise Debian's Redis (port 6379): the stack runs its own broker when it needs one.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+    echo "==> stopping and disabling the system Redis service (dicomflow runs its own)"
+    "${sudo_cmd[@]}" systemctl disable --now redis-server || true
   fi
 fi
 

@@ -91,6 +91,44 @@ def _print_addresses(settings: Settings, first_admin: bool = True) -> None:
         click.echo("  sign in                 with your account (`dicomflow user list`)")
 
 
+def _up_role(ctx: click.Context, role: str) -> None:
+    from dicomflow.stack.components import StackError
+    from dicomflow.stack.roles import role_settings
+
+    try:
+        settings = role_settings(settings_of(ctx), role)  # type: ignore[arg-type]
+        click.echo(f"dicomflow: starting the {role} of this host in {settings.data_dir}")
+        started = _stack(settings).up(report=click.echo, supervise=True)
+    except StackError as exc:
+        raise CliError(str(exc)) from None
+    if not started:
+        click.echo("dicomflow is already running; nothing changed.")
+    click.echo("stop it with `dicomflow down`; see it with `dicomflow status`.")
+
+
+@click.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run only an Airflow Celery worker here, for the site's shared Airflow (supervised).
+
+    Needs `airflow.executor: celery` and the shared services' addresses in the settings
+    (`airflow.url`, `airflow.broker_url`, `postgres.host`, `pacs.dicomweb_url`, `s3.endpoint`);
+    see docs/scaling.md.
+    """
+    _up_role(ctx, "worker")
+
+
+@click.command()
+@click.pass_context
+def receiver(ctx: click.Context) -> None:
+    """Run only the DICOM receiver and its dispatcher here (supervised), for a shared site.
+
+    Its batches go to the shared Airflow (`airflow.url`); with `airflow.executor: celery`
+    they are handed over through the shared object store; see docs/scaling.md.
+    """
+    _up_role(ctx, "receiver")
+
+
 @click.command()
 @click.pass_context
 def down(ctx: click.Context) -> None:
@@ -175,4 +213,4 @@ def logs(ctx: click.Context, component: str, follow: bool, lines: int) -> None:
         subprocess.run(cmd, check=False)
 
 
-COMMANDS = [up, down, status, logs]
+COMMANDS = [up, down, status, logs, worker, receiver]

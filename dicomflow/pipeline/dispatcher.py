@@ -126,6 +126,14 @@ class Dispatcher:
         what it raises is logged.
     watch_interval
         Seconds between calls of ``watch``.
+    before_run
+        Called with each batch id before the run that holds it is created (with the Celery
+        executor, the platform uploads the batch to the object store there, so a worker on any
+        host can read it); what it raises leaves the batch waiting, tried again with backoff.
+    settle
+        Called before each look at the outbox (with the Celery executor, the platform marks
+        done the batches whose runs Airflow records as succeeded, since their ``finish`` step
+        may have run where this spool is not).
     """
 
     def __init__(
@@ -145,6 +153,8 @@ class Dispatcher:
         recovery_interval: float = RECOVERY_INTERVAL,
         watch: Callable[[], object] | None = None,
         watch_interval: float = WATCH_INTERVAL,
+        before_run: Callable[[str], object] | None = None,
+        settle: Callable[[], object] | None = None,
     ) -> None:
         self.spool = spool
         self.client = client
@@ -160,6 +170,8 @@ class Dispatcher:
         self.recovery_interval = recovery_interval
         self.watch = watch
         self.watch_interval = watch_interval
+        self.before_run = before_run
+        self.settle = settle
         self.handed_over = 0
         self.runs_made = 0
         self.failed_attempts = 0
@@ -267,6 +279,8 @@ class Dispatcher:
             When Airflow could not be asked (the batches wait for the retry).
         """
         self._look_again = None
+        if self.settle is not None:
+            self.settle()
         pending = self.spool.pending()
         for batch in pending:
             self._arrive(batch.id)
@@ -335,6 +349,10 @@ class Dispatcher:
         for batch_id in run.batch_ids:
             with contextlib.suppress(UnknownBatchError):
                 batches.append(self.spool.batch(batch_id))
+        if self.before_run is not None:
+            for batch in batches:
+                if batch.state is BatchState.PENDING:
+                    self.before_run(batch.id)
         try:
             result = self.client.trigger_dag_run(run.dag_id, run.run_id, dag_conf(batches))
         except AirflowRequestError as exc:
@@ -401,6 +419,7 @@ def main() -> int:
 
     from dicomflow.config import ConfigError, load_settings
     from dicomflow.pipeline.failures import FailureWatch
+    from dicomflow.pipeline.handover import Settlement, upload_batch
     from dicomflow.pipeline.steps import announce_batch
     from dicomflow.platform import Platform
 
@@ -417,16 +436,25 @@ def main() -> int:
         def arrive(batch_id: str) -> None:
             announce_batch(platform, batch_id)
 
+        def upload(batch_id: str) -> None:
+            sent = upload_batch(platform.objects, platform.spool, batch_id)
+            if sent:
+                LOGGER.info("batch %s handed over to the object store (%d bytes)", batch_id, sent)
+
         ds = settings.dispatcher
+        validation_dag = VALIDATION_DAG_ID if settings.validation.background else None
+        celery = settings.airflow.celery
         dispatcher = Dispatcher(
             platform.spool,
             platform.airflow,
             on_arrival=arrive if settings.index.on_arrival else None,
-            validation_dag_id=VALIDATION_DAG_ID if settings.validation.background else None,
+            validation_dag_id=validation_dag,
             max_runs=ds.max_runs,
             gather_seconds=ds.gather_seconds,
             max_run_instances=ds.max_run_instances,
             watch=FailureWatch(platform, INCOMING_DAG_ID).check,
+            before_run=upload if celery else None,
+            settle=Settlement(platform, INCOMING_DAG_ID, validation_dag).settle if celery else None,
         )
 
         def stop(signum: int, frame: FrameType | None) -> None:

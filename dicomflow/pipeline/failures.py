@@ -25,6 +25,7 @@ from dicomflow.pipeline.batch import SpooledBatch
 from dicomflow.pipeline.documents import DocumentWriter
 from dicomflow.platform import Platform
 from dicomflow.spool.records import BatchRecord, BatchState
+from dicomflow.spool.store import UnknownBatchError
 
 __all__ = [
     "FailureWatch",
@@ -95,7 +96,12 @@ def fail_batch(platform: Platform, batch_id: str, step: str, reason: str) -> Non
     still says why, and the documents follow when the batch is retried.
     """
     reason = " ".join(reason.split())[:1000]
-    platform.spool.mark_failed(batch_id, step, reason)
+    try:
+        platform.spool.mark_failed(batch_id, step, reason)
+    except UnknownBatchError:
+        # A worker on another host than the batch's spool (airflow.executor celery): the
+        # dispatcher there marks it failed from Airflow's record of the run (FailureWatch).
+        log.info("batch %s: not in this host's spool; its dispatcher records the failure", batch_id)
     log.error("batch %s failed in %s: %s", batch_id, step, reason)
     try:
         _show_failure(platform, batch_id, f"{step}: {reason}")

