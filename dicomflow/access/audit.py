@@ -39,6 +39,11 @@ class AuditAction(StrEnum):
     UPLOAD_DELETE = "upload-delete"
     STOW = "stow"
     IMPORT = "import"
+    SERIES_DELETE = "series-delete"
+    STUDY_DELETE = "study-delete"
+    DATASET_DELETE = "dataset-delete"
+    PROBLEM_RETRY = "problem-retry"
+    PROBLEM_DELETE = "problem-delete"
 
 
 class Audit:

@@ -15,6 +15,7 @@ from dicomflow.cli import (
     audit,
     batches,
     config,
+    curation,
     imports,
     index,
     projects,
@@ -45,6 +46,18 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
         load_context_settings(ctx)
 
 
-for _module in (stack, users, projects, tokens, audit, batches, series, index, imports, config):
+for _module in (
+    stack,
+    users,
+    projects,
+    tokens,
+    audit,
+    batches,
+    series,
+    curation,
+    index,
+    imports,
+    config,
+):
     for _command in _module.COMMANDS:
         main.add_command(_command)
