@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from dicomflow.cli import (
+    activity,
     audit,
     batches,
     config,
@@ -54,6 +55,7 @@ for _module in (
     tokens,
     audit,
     batches,
+    activity,
     problems,
     series,
     curation,

@@ -28,6 +28,7 @@ PAGES = [
     ("/series", "series"),
     ("/series/1.2.3?project=admin", "series"),
     ("/uploads", "uploads"),
+    ("/activity", "activity"),
     ("/projects", "projects"),
     ("/users", "users"),
     ("/audit", "audit"),
@@ -78,6 +79,7 @@ def test_every_page_has_the_same_navigation_with_its_page_marked(
     expected = [
         ["Series", "/series"],
         ["Data Upload", "/uploads"],
+        ["Activity", "/activity"],
         ["Projects", "/projects"],
         ["Users", "/users"],
         ["Audit", "/audit"],
