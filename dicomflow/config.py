@@ -242,6 +242,29 @@ class AuthSettings(_Section):
     argon2_parallelism: int = Field(ge=1, le=64)
 
 
+class WatchedFolder(_Section):
+    """A folder whose files are imported unattended (``watch.folders``)."""
+
+    path: Path
+    project: str = Field(min_length=1, max_length=16)
+    dataset: str = Field(min_length=1, max_length=16)
+    extension: str = ".dcm"
+    on_done: Literal["move", "delete"] = "move"
+
+
+class WatchSettings(_Section):
+    folders: list[WatchedFolder]
+    interval_seconds: float = Field(gt=0, le=3600)
+    done_dir: str
+
+    @model_validator(mode="after")
+    def _distinct(self) -> WatchSettings:
+        paths = [str(f.path) for f in self.folders]
+        if len(set(paths)) != len(paths):
+            raise ValueError("folders: a folder is listed twice (each path once)")
+        return self
+
+
 class Settings(_Section):
     """Everything the platform needs to know, validated."""
 
@@ -257,6 +280,7 @@ class Settings(_Section):
     validation: ValidationSettings
     web: WebSettings
     auth: AuthSettings
+    watch: WatchSettings
     admin_user: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     admin_password: str
 
@@ -279,6 +303,16 @@ class Settings(_Section):
     def imports_dir(self) -> Path:
         """Scratch space of imports (downloaded uploads, unpacked archives), beside the spool."""
         return self.data_dir / "imports"
+
+    @property
+    def watch_dir(self) -> Path:
+        """The watched folders' pass records (and, by default, the files they imported)."""
+        return self.data_dir / "watch"
+
+    @property
+    def watch_done_dir(self) -> Path:
+        """Where a watched folder with ``on_done: move`` puts the files it imported."""
+        return Path(self.watch.done_dir) if self.watch.done_dir else self.watch_dir / "done"
 
     @property
     def spool_dir(self) -> Path:

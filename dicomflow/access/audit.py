@@ -41,6 +41,11 @@ class AuditAction(StrEnum):
     IMPORT = "import"
     #: An import of series flagged against the expected subject, overridden on purpose.
     IMPORT_OVERRIDE = "import-override"
+    SERIES_DELETE = "series-delete"
+    STUDY_DELETE = "study-delete"
+    DATASET_DELETE = "dataset-delete"
+    PROBLEM_RETRY = "problem-retry"
+    PROBLEM_DELETE = "problem-delete"
 
 
 class Audit:

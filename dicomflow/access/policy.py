@@ -9,7 +9,8 @@ Roles
 -----
 * platform administrator: everything, on every project (``admin``, which holds every series,
   is theirs only), users, projects, the audit trail and Airflow;
-* ``owner`` of a project: what an uploader may, plus its members and its deletion;
+* ``owner`` of a project: what an uploader may, plus its members, deleting its series,
+  studies and datasets, and its deletion;
 * ``uploader``: read, upload through the page or STOW-RS, start imports;
 * ``viewer``: read (search, series, thumbnails, reports, import reports).
 """
@@ -58,6 +59,8 @@ class Action(StrEnum):
     IMPORT = "import"
     MANAGE_MEMBERS = "manage-members"
     DELETE_PROJECT = "delete-project"
+    #: Delete series, studies and datasets of the project.
+    DELETE_DATA = "delete-data"
     # -- on the platform
     CREATE_PROJECT = "create-project"
     MANAGE_USERS = "manage-users"
@@ -71,7 +74,14 @@ class Action(StrEnum):
 
 
 _PROJECT_ACTIONS = frozenset(
-    {Action.READ, Action.UPLOAD, Action.IMPORT, Action.MANAGE_MEMBERS, Action.DELETE_PROJECT}
+    {
+        Action.READ,
+        Action.UPLOAD,
+        Action.IMPORT,
+        Action.MANAGE_MEMBERS,
+        Action.DELETE_PROJECT,
+        Action.DELETE_DATA,
+    }
 )
 #: What each role allows, each a superset of the one below it.
 GRANTS: Mapping[Role, frozenset[Action]] = {

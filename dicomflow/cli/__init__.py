@@ -12,11 +12,14 @@ from pathlib import Path
 import click
 
 from dicomflow.cli import (
+    activity,
     audit,
     batches,
     config,
+    curation,
     imports,
     index,
+    problems,
     projects,
     series,
     stack,
@@ -45,6 +48,20 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
         load_context_settings(ctx)
 
 
-for _module in (stack, users, projects, tokens, audit, batches, series, index, imports, config):
+for _module in (
+    stack,
+    users,
+    projects,
+    tokens,
+    audit,
+    batches,
+    activity,
+    problems,
+    series,
+    curation,
+    index,
+    imports,
+    config,
+):
     for _command in _module.COMMANDS:
         main.add_command(_command)

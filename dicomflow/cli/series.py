@@ -251,4 +251,12 @@ def export(ctx: click.Context, series_uid: str, out: str, project: str) -> None:
     click.echo(f"wrote {len(files)} instance(s) to {out}")
 
 
+def _add_delete() -> None:
+    from dicomflow.cli.curation import delete_command
+
+    series_group.add_command(delete_command("series", "SERIES_UID"))
+
+
+_add_delete()
+
 COMMANDS = [series_group]

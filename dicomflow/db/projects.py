@@ -178,6 +178,81 @@ class ProjectStore:
             stmt = select(SeriesProject.series_uid).where(SeriesProject.project == project)
             return sorted(session.scalars(stmt))
 
+    def series_datasets(self, project: str, series_uid: str) -> list[str]:
+        """Datasets of ``project`` the series is a member of, sorted."""
+        with Session(self._engine) as session:
+            stmt = (
+                select(Dataset.name)
+                .join(DatasetSeries, DatasetSeries.dataset_id == Dataset.id)
+                .where(Dataset.project == project, DatasetSeries.series_uid == series_uid)
+                .order_by(Dataset.name)
+            )
+            return list(session.scalars(stmt))
+
+    def series_of_study(self, project: str, study_uid: str) -> list[str]:
+        """Series of a study mapped to ``project`` (to any project when it is ``admin``)."""
+        with Session(self._engine) as session:
+            stmt = select(SeriesProject.series_uid).where(SeriesProject.study_uid == study_uid)
+            if project != ADMIN_PROJECT:
+                stmt = stmt.where(SeriesProject.project == project)
+            return sorted(set(session.scalars(stmt)))
+
+    def series_of_dataset(self, project: str, dataset: str) -> list[str]:
+        """Series that are members of a dataset of ``project``."""
+        with Session(self._engine) as session:
+            stmt = (
+                select(DatasetSeries.series_uid)
+                .join(Dataset, DatasetSeries.dataset_id == Dataset.id)
+                .where(Dataset.project == project, Dataset.name == dataset)
+            )
+            return sorted(session.scalars(stmt))
+
+    def dataset_exists(self, project: str, dataset: str) -> bool:
+        """Whether ``project`` has a dataset named ``dataset``."""
+        with Session(self._engine) as session:
+            stmt = select(Dataset.id).where(Dataset.project == project, Dataset.name == dataset)
+            return session.scalars(stmt).first() is not None
+
+    def unmap_series(self, project: str, series_uid: str, datasets: Sequence[str] | None) -> bool:
+        """Take a series out of datasets of ``project`` (all of them: ``None``).
+
+        The series leaves the project when no dataset of it holds the series any more.
+
+        Returns
+        -------
+        bool
+            Whether the series is still mapped to the project.
+        """
+        with Session(self._engine) as session, session.begin():
+            ids = select(Dataset.id).where(Dataset.project == project)
+            if datasets is not None:
+                ids = ids.where(Dataset.name.in_(list(datasets)))
+            session.execute(
+                delete(DatasetSeries).where(
+                    DatasetSeries.series_uid == series_uid, DatasetSeries.dataset_id.in_(ids)
+                )
+            )
+            left = session.scalars(
+                select(DatasetSeries.series_uid)
+                .join(Dataset, DatasetSeries.dataset_id == Dataset.id)
+                .where(Dataset.project == project, DatasetSeries.series_uid == series_uid)
+            ).first()
+            if left is None:
+                session.execute(
+                    delete(SeriesProject).where(
+                        SeriesProject.series_uid == series_uid, SeriesProject.project == project
+                    )
+                )
+            return left is not None
+
+    def delete_dataset(self, project: str, dataset: str) -> bool:
+        """Remove a dataset record (its series are taken out of it first by the caller)."""
+        with Session(self._engine) as session, session.begin():
+            result = session.execute(
+                delete(Dataset).where(Dataset.project == project, Dataset.name == dataset)
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     def delete_project(self, name: str) -> bool:
         """Delete a project with its datasets, series mappings, members and sender rules.
 

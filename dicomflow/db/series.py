@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
@@ -138,6 +138,25 @@ class SeriesRecords:
                 .returning(SeriesBatch.series_uid)
             ).scalars()
             return sorted(set(rows))
+
+    def forget_project(self, series_uid: str, project: str, datasets: Sequence[str] | None) -> None:
+        """Forget the batches that brought a series to ``project`` (only into ``datasets``).
+
+        Its documents then no longer name that project (or those datasets).
+        """
+        stmt = delete(SeriesBatch).where(
+            SeriesBatch.series_uid == series_uid, SeriesBatch.project == project
+        )
+        if datasets is not None:
+            stmt = stmt.where(SeriesBatch.dataset.in_(list(datasets)))
+        with self._engine.begin() as conn:
+            conn.execute(stmt)
+
+    def forget(self, series_uid: str) -> None:
+        """Forget everything recorded of a series: a resend then counts as a first arrival."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(SeriesInstance).where(SeriesInstance.series_uid == series_uid))
+            conn.execute(delete(SeriesBatch).where(SeriesBatch.series_uid == series_uid))
 
     def known(self, series_uid: str) -> bool:
         """Whether anything of the series was recorded."""

@@ -340,3 +340,42 @@ def orthanc_series_id(settings: Settings, series_uid: str, *, timeout: float = 1
         if isinstance(item, dict) and item.get("Type") == "Series" and item.get("ID"):
             return str(item["ID"])
     return None
+
+
+def delete_series(
+    settings: Settings, study_uid: str, series_uid: str, *, timeout: float = 60.0
+) -> int:
+    """Remove a series from the PACS; return how many instances it held (0: it held none).
+
+    The managed Orthanc is asked through its REST API (``DELETE /series/{id}``): its DICOMweb
+    plugin has no delete. Any other PACS is sent a DICOMweb ``DELETE`` of the series resource,
+    which PACS that allow deletion over DICOMweb accept.
+
+    Raises
+    ------
+    PacsUnavailableError
+        When the PACS cannot be reached.
+    PacsError
+        When it refuses (the message says what to do).
+    """
+    pacs = settings.pacs
+    auth = (pacs.username, pacs.password) if pacs.username else None
+    with DicomWebClient.from_settings(settings, attempts=1) as client:
+        held = len(client.series_instances(study_uid, series_uid))
+    if pacs.managed:
+        orthanc_id = orthanc_series_id(settings, series_uid, timeout=timeout)
+        if orthanc_id is None:
+            return 0
+        url = f"{pacs.orthanc_url}/series/{orthanc_id}"
+    else:
+        url = f"{pacs.base_url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
+    try:
+        response = httpx.delete(url, auth=auth, timeout=timeout)
+    except httpx.TransportError as exc:
+        raise PacsUnavailableError(f"the PACS at {url} did not answer DELETE: {exc}") from exc
+    if response.status_code in (200, 202, 204, 404):
+        return held
+    raise PacsError(
+        f"the PACS refused to delete series {series_uid} (HTTP {response.status_code} from "
+        f"{url}: {response.text[:200]}); remove it in the PACS by hand, then delete it again"
+    )

@@ -49,6 +49,8 @@ class Door(StrEnum):
     IMPORT = "import"
     #: The Data Upload page, imported by the DAG import-dicoms-from-data-upload.
     UPLOAD = "upload"
+    #: A watched folder (``watch.folders``), imported by the stack's watcher.
+    WATCH = "watch"
 
 
 @dataclass(frozen=True, slots=True)

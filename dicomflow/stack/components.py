@@ -987,6 +987,30 @@ class Dispatcher(Component):
         return f"spool outbox {self.settings.spool_dir / 'outbox'}"
 
 
+class Watcher(Component):
+    """Imports the files of the watched folders (``watch.folders``) once they stop changing."""
+
+    name = "watcher"
+    after = ("postgres",)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "dicomflow.importer.watch"]
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        return env
+
+    def healthy(self) -> bool:
+        # Written once its folders are being polled (it has no port).
+        return (self.settings.run_dir / "watcher.ready").is_file()
+
+    def address(self) -> str:
+        return ", ".join(str(f.path) for f in self.settings.watch.folders)
+
+
 class Web(Component):
     """The platform's web pages and REST API (FastAPI under uvicorn)."""
 
@@ -1045,6 +1069,8 @@ def all_components(settings: Settings) -> list[Component]:
         chosen.append(Receiver(settings))
     if settings.receiver.managed or settings.web.managed:
         chosen.append(Dispatcher(settings))
+    if settings.watch.folders:
+        chosen.append(Watcher(settings))
     if settings.web.managed:
         chosen.append(Web(settings))
     return chosen

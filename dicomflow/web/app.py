@@ -81,6 +81,8 @@ def _routers(
     from dicomflow.index import open_index
     from dicomflow.intake.admission import KNOWN_PROJECTS_FILE, Admission
     from dicomflow.spool.store import Spool
+    from dicomflow.web.activity import make_activity_router
+    from dicomflow.web.curation import make_curation_router
     from dicomflow.web.home import make_home_router
     from dicomflow.web.people import make_people_router
     from dicomflow.web.review import make_review_router
@@ -103,5 +105,7 @@ def _routers(
         make_series_files_router(settings, projects),
         make_series_page_router(settings, index, projects),
         make_people_router(settings, engine, index),
+        make_curation_router(settings, projects),
+        make_activity_router(settings, engine, projects),
     ]
     return routers

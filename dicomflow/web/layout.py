@@ -30,7 +30,7 @@ __all__ = ["ACCOUNT", "HOME", "NAVIGATION", "NavEntry", "PageRenderer", "make_la
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static" / "layout"
-_STATIC = {"app.css": "text/css"}
+_STATIC = {"app.css": "text/css", "activity-badge.js": "text/javascript"}
 #: The ``current`` of the home page, which the brand link stands for (no navigation entry).
 HOME = "home"
 #: The ``current`` of the user's own page (the user menu, no navigation entry).
@@ -85,6 +85,13 @@ NAVIGATION: tuple[NavEntry, ...] = (
         "Data Upload",
         "/uploads",
         "Upload files and folders from the browser (resumable) and import them into a project.",
+    ),
+    NavEntry(
+        "activity",
+        "Activity",
+        "/activity",
+        "Every batch, upload, import and watched-folder pass of your projects, newest first: "
+        "state, counts, rates, failures with their step, links to the series and the run.",
     ),
     NavEntry(
         "projects",

@@ -67,7 +67,7 @@ def test_a_member_of_two_projects_switches_between_them_and_signs_out(
     expect(page.locator("#results")).not_to_contain_text("ds-b")
     # The administrators' areas are not in his navigation.
     nav = page.locator("header nav a").evaluate_all("as => as.map(a => a.dataset.nav)")
-    assert nav == ["series", "uploads", "projects", "api"]
+    assert nav == ["series", "uploads", "activity", "projects", "api"]
     # Uploads: into B (uploader), not into A (viewer).
     page.goto("/uploads")
     expect(page.locator("#dashboard")).to_be_visible()

@@ -28,6 +28,7 @@ PAGES = [
     ("/series", "series"),
     ("/series/1.2.3?project=admin", "series"),
     ("/uploads", "uploads"),
+    ("/activity", "activity"),
     ("/projects", "projects"),
     ("/users", "users"),
     ("/audit", "audit"),
@@ -78,6 +79,7 @@ def test_every_page_has_the_same_navigation_with_its_page_marked(
     expected = [
         ["Series", "/series"],
         ["Data Upload", "/uploads"],
+        ["Activity", "/activity"],
         ["Projects", "/projects"],
         ["Users", "/users"],
         ["Audit", "/audit"],
@@ -125,7 +127,17 @@ def test_home_page_lists_projects_and_areas(page: Any, postgres: Settings) -> No
     # Each area of the navigation, with what is found there; the PACS when it is ours.
     areas = page.locator("#areas a").evaluate_all("links => links.map(a => a.dataset.area)")
     pacs = ["pacs"] if postgres.pacs.managed else []
-    assert areas == ["series", "uploads", "projects", "users", "audit", "airflow", "api", *pacs]
+    assert areas == [
+        "series",
+        "uploads",
+        "activity",
+        "projects",
+        "users",
+        "audit",
+        "airflow",
+        "api",
+        *pacs,
+    ]
     expect(page.locator("#areas li").first).to_contain_text("Search every received series")
 
 

@@ -79,8 +79,28 @@
 
     $("#platform tbody").replaceChildren(
       ...Object.entries(data.platform).map(([name, value]) => row(name, text(value))));
+    $("#delete-series").onclick = () => deleteSeries(uid, project);
     $("#detail").hidden = false;
     status("");
+  }
+
+  // DELETE /api/series/{uid}: the server checks the role and refuses (409) while a run or
+  // an import still works on the series; its message is shown as it is.
+  async function deleteSeries(uid, project) {
+    const question = "Delete series " + uid + " from project " + project + "?\n" +
+      "When no other project holds it, it is removed from the PACS as well. This cannot be undone.";
+    if (!window.confirm(question)) return;
+    const csrf = document.querySelector("meta[name=csrf-token]").content;
+    const response = await fetch("/api/series/" + encodeURIComponent(uid) + "?project=" +
+      encodeURIComponent(project), { method: "DELETE", headers: { "X-CSRF-Token": csrf, Accept: "application/json" } });
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      status("not deleted: " + (data && data.detail ? String(data.detail) : response.statusText), true);
+      return;
+    }
+    const outcome = data.series.map((s) => s.outcome + (s.kept_in.length ? " (still in " + s.kept_in.join(", ") + ")" : "")).join("; ");
+    $("#detail").hidden = true;
+    status("series " + uid + " " + outcome + ".");
   }
 
   async function start() {

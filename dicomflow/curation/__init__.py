@@ -1,0 +1,1 @@
+"""Taking data out again: deleting series, studies and datasets, and the activity of imports."""
