@@ -64,7 +64,7 @@ postgres: [managed, host, port, user, password, airflow_database, platform_datab
 pacs: [managed, dicomweb_url, username, password]
 s3: [managed, endpoint, access_key, secret_key, secure, region, bucket_prefix]
 index: [backend, opensearch_url, opensearch_username, opensearch_password, opensearch_verify_certs, opensearch_ca_file, opensearch_managed]
-airflow: [managed, url]
+airflow: [managed, url, username, password]
 receiver: [managed, host, port, ae_title]
 web: [managed, host, port]
 {{- end -}}
@@ -98,6 +98,7 @@ index:
 airflow:
   managed: false
   url: {{ required "airflow.url: the address of Airflow's API server" .Values.airflow.url | toJson }}
+  username: {{ .Values.airflow.username | toJson }}
 receiver:
   managed: false
   host: "0.0.0.0"
@@ -136,7 +137,7 @@ web:
 
 {{/*
 Environment of a dicomflow container: the settings file, the data directory and the credentials
-it needs, by secretKeyRef. (list $ "postgres" "pacs" "s3" "admin" "opensearch")
+it needs, by secretKeyRef. (list $ "postgres" "pacs" "s3" "admin" "opensearch" "airflow")
 */}}
 {{- define "dicomflow.env" -}}
 {{- $ := index . 0 -}}
@@ -169,6 +170,11 @@ it needs, by secretKeyRef. (list $ "postgres" "pacs" "s3" "admin" "opensearch")
 - name: DICOMFLOW_ADMIN_PASSWORD
   valueFrom:
     secretKeyRef: {name: {{ $secret | quote }}, key: {{ $keys.adminPassword | quote }}}
+{{- end }}
+{{- if has "airflow" $needs }}
+- name: DICOMFLOW_AIRFLOW__PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $secret | quote }}, key: {{ $keys.airflowPassword | quote }}}
 {{- end }}
 {{- if and (has "opensearch" $needs) (eq $.Values.index.backend "opensearch") $.Values.index.opensearch.username }}
 - name: DICOMFLOW_INDEX__OPENSEARCH_PASSWORD
