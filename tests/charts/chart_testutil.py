@@ -89,6 +89,7 @@ def container_environment(
     mounts: dict[str, Path] = {}
     by_name = {v["name"]: v for v in volumes}
     for mount in container.get("volumeMounts", []):
+        assert mount["name"] in by_name, f"{mount['name']} is mounted but no volume of the pod"
         volume = by_name[mount["name"]]
         if "configMap" in volume:
             name = volume["configMap"]["name"]
