@@ -1,0 +1,116 @@
+"""The container image: what container/Containerfile installs, checked without building it, and
+(opt-in, ``pytest -m container``) the real build with buildah and its smoke test.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from importlib.metadata import distribution
+
+import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.charts.chart_testutil import REPO
+
+CONTAINERFILE = REPO / "container" / "Containerfile"
+LOCK = REPO / "container" / "requirements.lock"
+
+
+def locked() -> dict[str, str]:
+    """Name -> version of container/requirements.lock."""
+    pins: dict[str, str] = {}
+    for line in LOCK.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"{LOCK.name}: {line!r} is not pinned with =="
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def _applies(marker: Marker | None, extras: set[str]) -> bool:
+    return marker is None or any(marker.evaluate({"extra": e}) for e in extras | {""})
+
+
+def runtime_closure() -> dict[str, str]:
+    """Every distribution dicomflow needs at run time (no test extras), as installed in .venv."""
+    seen: dict[str, set[str]] = {}
+    todo: list[tuple[str, set[str]]] = [("dicomflow", set())]
+    while todo:
+        name, extras = todo.pop()
+        for text in distribution(name).requires or []:
+            req = Requirement(text)
+            if not _applies(req.marker, extras):
+                continue
+            key = canonicalize_name(req.name)
+            wanted = set(req.extras)
+            if key in seen and wanted <= seen[key]:
+                continue
+            seen.setdefault(key, set()).update(wanted)
+            todo.append((req.name, seen[key]))
+    return {name: distribution(name).version for name in seen}
+
+
+def test_the_lock_is_exactly_what_the_project_runs_on() -> None:
+    """The image installs the lock with --no-deps for the project: a dependency of
+    pyproject.toml missing from it, or at another version than tested, is a broken image."""
+    pins, needed = locked(), runtime_closure()
+    assert sorted(set(needed) - set(pins)) == [], "missing from the lock: run container/lock.sh"
+    assert sorted(set(pins) - set(needed)) == [], "locked but not needed: run container/lock.sh"
+    differ = {n: (pins[n], v) for n, v in needed.items() if pins[n] != v}
+    assert differ == {}, "lock vs .venv (lock, tested): run container/lock.sh"
+
+
+def test_every_copied_path_is_in_the_build_context() -> None:
+    """build.sh's context is what git tracks; a COPY of anything else fails the build."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    sources = []
+    for line in CONTAINERFILE.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    assert "dicomflow" in sources and "container/requirements.lock" in sources
+    for source in sources:
+        assert any(p == source or p.startswith(source + "/") for p in tracked), source
+    # The package's own files the settings and Airflow read at run time.
+    for needed in ("config", "dags", "plugins", "receiver", "operators"):
+        assert needed in sources, f"the image lacks {needed}/"
+
+
+@pytest.mark.skipif(shutil.which("apt-cache") is None, reason="not a Debian machine")
+def test_debian_pins_are_installable_from_debian_12() -> None:
+    """Debian's mirror keeps only the newest point release: a superseded pin cannot install."""
+    text = CONTAINERFILE.read_text()
+    for package, arg in (("dcmtk", "DCMTK_VERSION"), ("dicom3tools", "DICOM3TOOLS_VERSION")):
+        match = re.search(rf"^ARG {arg}=(\S+)$", text, re.MULTILINE)
+        assert match, f"{arg} is not pinned in the Containerfile"
+        madison = subprocess.run(
+            ["apt-cache", "madison", package], capture_output=True, text=True, check=True
+        ).stdout
+        available = {line.split("|")[1].strip() for line in madison.splitlines() if "|" in line}
+        assert match.group(1) in available, f"{package}={match.group(1)}; Debian has {available}"
+
+
+@pytest.mark.container
+def test_the_image_builds_and_runs(request: pytest.FixtureRequest) -> None:
+    """container/build.sh: a Debian 12 base from debootstrap, the image, its smoke test.
+
+    Minutes of work (the first time ~20 min and ~7 GB in .cache/container with buildah's vfs
+    driver): it runs only when asked for, ``pytest -m container``.
+    """
+    if "container" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the image build runs with -m container")
+    result = subprocess.run(
+        ["bash", "container/build.sh"], cwd=REPO, capture_output=True, text=True, timeout=3600
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "==> smoke test passed" in result.stdout
