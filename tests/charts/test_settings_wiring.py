@@ -192,15 +192,14 @@ def test_airflow_values_give_airflow_the_platform_settings(
     env = container_environment(container, values["volumes"], config_maps(defaults), tmp_path)
     assert all(read_by_settings(v) for v in env), env
     settings = load(env)
-    assert settings.airflow.username == values["config"]["core"]["simple_auth_manager_users"].split(
-        ":"
-    )[0]
+    assert (
+        settings.airflow.username
+        == values["config"]["core"]["simple_auth_manager_users"].split(":")[0]
+    )
 
     # Every credential comes from the same Secret key as the dicomflow chart's containers use.
     web, _ = containers(defaults)["web"]
-    chart_refs = {
-        e["name"]: e["valueFrom"]["secretKeyRef"] for e in web["env"] if "valueFrom" in e
-    }
+    chart_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in web["env"] if "valueFrom" in e}
     for secret in values["secret"]:
         assert chart_refs[secret["envName"]] == {
             "name": secret["secretName"],
@@ -211,7 +210,8 @@ def test_airflow_values_give_airflow_the_platform_settings(
 
     # The scheduler runs the tasks: it mounts the receiver's spool claim where settings read it.
     receiver = one(defaults, "StatefulSet", "dicomflow-receiver")
-    claim = f"{receiver['spec']['volumeClaimTemplates'][0]['metadata']['name']}-dicomflow-receiver-0"
+    template = receiver["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    claim = f"{template}-dicomflow-receiver-0"
     scheduler = values["scheduler"]
     assert scheduler["extraVolumes"][0]["persistentVolumeClaim"]["claimName"] == claim
     assert scheduler["extraVolumeMounts"][0]["mountPath"] == str(settings.spool_dir)
