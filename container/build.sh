@@ -121,7 +121,10 @@ volumes=(--volume "$storage/pip:/root/.cache/pip:rw")
 if [[ -f $ca_bundle ]]; then
   volumes+=(--volume "$ca_bundle:/run/build-ca.crt:ro" --build-arg BUILD_CA_BUNDLE=/run/build-ca.crt)
 fi
-"${bh[@]}" bud --isolation chroot --layers "${pull[@]}" "${volumes[@]}" \
+# No --layers: with the vfs driver every cached layer is a full copy of the file system (a
+# build kept ~40 GB of them); pip's cache volume keeps a rebuild's downloads away instead.
+previous=$("${bh[@]}" images --no-trunc --format '{{.ID}}' "$tag" 2>/dev/null | head -1 || true)
+"${bh[@]}" bud --isolation chroot "${pull[@]}" "${volumes[@]}" \
   --build-arg BASE="$base" --build-arg VERSION="$version" --build-arg REVISION="$revision" \
   -f "$context/container/Containerfile" -t "$tag" "$context"
 rm -rf "$context"
@@ -130,6 +133,10 @@ build_seconds=$((SECONDS - step))
 size=$("${bh[@]}" images --format '{{.Size}}' "$tag" | head -1)
 image_id=$("${bh[@]}" images --no-trunc --format '{{.ID}}' "$tag" | head -1)
 echo "==> built $tag ($image_id, $size) in ${build_seconds} s"
+if [[ -n $previous && $previous != "$image_id" ]]; then
+  # The image this one replaces, now untagged: a full copy on disk with vfs.
+  "${bh[@]}" rmi "$previous" >/dev/null 2>&1 || true
+fi
 
 # ---- smoke test ---------------------------------------------------------------------------------
 if ((smoke)); then

@@ -7,14 +7,17 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from importlib.metadata import distribution
+from pathlib import Path
 
 import pytest
+import yaml
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.charts.chart_testutil import REPO
+from tests.charts.chart_testutil import PRODUCTION_VALUES, REPO, one, render, secret_value
 
 CONTAINERFILE = REPO / "container" / "Containerfile"
 LOCK = REPO / "container" / "requirements.lock"
@@ -100,12 +103,13 @@ def test_debian_pins_are_installable_from_debian_12() -> None:
         assert match.group(1) in available, f"{package}={match.group(1)}; Debian has {available}"
 
 
-@pytest.mark.container
-def test_the_image_builds_and_runs(request: pytest.FixtureRequest) -> None:
-    """container/build.sh: a Debian 12 base from debootstrap, the image, its smoke test.
+@pytest.fixture(scope="module")
+def image(request: pytest.FixtureRequest) -> Iterator[tuple[list[str], str]]:
+    """container/build.sh run once (base, image, smoke test); a working container of the image.
 
-    Minutes of work (the first time ~20 min and ~7 GB in .cache/container with buildah's vfs
-    driver): it runs only when asked for, ``pytest -m container``.
+    Yields the ``buildah run`` command prefix and the name of that container. Minutes of work
+    (the first time ~20 min and ~7 GB in .cache/container with buildah's vfs driver): it runs
+    only when asked for, ``pytest -m container``.
     """
     if "container" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the image build runs with -m container")
@@ -114,3 +118,73 @@ def test_the_image_builds_and_runs(request: pytest.FixtureRequest) -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "==> smoke test passed" in result.stdout
+    tag = re.findall(r"^==> done in \d+ s: (\S+)$", result.stdout, re.MULTILINE)[-1]
+    storage = REPO / ".cache" / "container"
+    buildah = [
+        "buildah",
+        "--root",
+        str(storage / "storage"),
+        "--runroot",
+        str(storage / "run"),
+        "--storage-driver",
+        "vfs",
+    ]
+    name = subprocess.run(
+        [*buildah, "from", "--pull=never", tag], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        yield [*buildah, "run", "--isolation", "chroot"], name
+    finally:
+        subprocess.run([*buildah, "rm", name], capture_output=True, check=False)
+
+
+def run_in(
+    image: tuple[list[str], str], env: dict[str, str], mounts: dict[Path, str], *command: str
+) -> list[str]:
+    """The ``buildah run`` command of ``command`` in the image's container."""
+    prefix, name = image
+    args = [*prefix]
+    for key, value in env.items():
+        args += ["--env", f"{key}={value}"]
+    for host, target in mounts.items():
+        args += ["--volume", f"{host}:{target}"]
+    return [*args, name, "--", *command]
+
+
+@pytest.mark.container
+def test_the_image_builds_and_passes_its_smoke_test(image: tuple[list[str], str]) -> None:
+    imports = "import dicomflow, receiver, operators, airflow, dicomflow_auth"
+    env = {"PYTHONPATH": "/opt/dicomflow/plugins"}
+    out = subprocess.run(run_in(image, env, {}, "python", "-c", imports), capture_output=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.container
+def test_the_image_reads_the_settings_the_chart_gives_it(
+    image: tuple[list[str], str], tmp_path: Path
+) -> None:
+    """The web container's environment and ConfigMap, from the production example, in the image."""
+    manifests = render(tmp_path / "helm", PRODUCTION_VALUES)
+    web = one(manifests, "Deployment", "dicomflow-web")["spec"]["template"]["spec"]
+    config = tmp_path / "config"
+    config.mkdir()
+    settings_text = next(m for m in manifests if m["kind"] == "ConfigMap")["data"]
+    (config / "dicomflow.yaml").write_text(settings_text["dicomflow.yaml"])
+    config.chmod(0o755)
+    env: dict[str, str] = {}
+    for entry in web["containers"][0]["env"]:
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = secret_value(ref["name"], ref["key"])
+    command = run_in(image, env, {config: "/etc/dicomflow:ro"}, "dicomflow", "config", "show")
+    out = subprocess.run(command, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    shown = yaml.safe_load(out.stdout)
+    assert shown["postgres"]["host"] == "imaging-db.postgres.svc.cluster.local"
+    assert shown["index"]["opensearch_url"] == "https://opensearch.search.svc.cluster.local:9200"
+    assert shown["receiver"]["max_associations"] == 64
+    assert shown["data_dir"] == "/var/lib/dicomflow"
+    # The packaged defaults were read too (a key the chart does not set).
+    assert shown["validation"]["niceness"] == 10
