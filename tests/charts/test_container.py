@@ -151,7 +151,9 @@ def run_in(
     return [*args, name, "--", *command]
 
 
+# The build counts towards the first test's time (pytest-timeout's default is 600 s).
 @pytest.mark.container
+@pytest.mark.timeout(3600)
 def test_the_image_builds_and_passes_its_smoke_test(image: tuple[list[str], str]) -> None:
     imports = "import dicomflow, receiver, operators, airflow, dicomflow_auth"
     env = {"PYTHONPATH": "/opt/dicomflow/plugins"}
@@ -160,6 +162,7 @@ def test_the_image_builds_and_passes_its_smoke_test(image: tuple[list[str], str]
 
 
 @pytest.mark.container
+@pytest.mark.timeout(600)
 def test_the_image_reads_the_settings_the_chart_gives_it(
     image: tuple[list[str], str], tmp_path: Path
 ) -> None:
