@@ -14,6 +14,7 @@
 #   --ca-bundle FILE CA certificates pip trusts during the build (default: $PIP_CERT, else this
 #                    machine's /etc/ssl/certs/ca-certificates.crt); mounted, never in the image
 #   --no-smoke       skip the smoke test
+#   --smoke-only     only smoke-test the image already built under --tag
 #
 # Needs root (buildah with chroot isolation and debootstrap mount and chroot), buildah and
 # debootstrap (Debian: apt-get install buildah debootstrap), and the network to reach the Debian
@@ -28,6 +29,7 @@ tag=""
 archive=""
 storage="$repo/.cache/container"
 smoke=1
+build=1
 ca_bundle=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 while (($#)); do
@@ -38,6 +40,7 @@ while (($#)); do
     --archive) archive=$(realpath -m "$2"); shift 2 ;;
     --storage) storage=$(realpath -m "$2"); shift 2 ;;
     --no-smoke) smoke=0; shift ;;
+    --smoke-only) build=0; shift ;;
     --ca-bundle) ca_bundle=$(realpath -m "$2"); shift 2 ;;
     -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -57,6 +60,7 @@ bh=(buildah --root "$storage/storage" --runroot "$storage/run" --storage-driver 
 export BUILDAH_ISOLATION=chroot
 started=$SECONDS
 
+if ((build)); then
 # ---- the base: a Debian 12 root file system ---------------------------------------------------
 pull=(--pull=missing)
 if [[ -z $base ]]; then
@@ -138,6 +142,8 @@ if [[ -n $previous && $previous != "$image_id" ]]; then
   "${bh[@]}" rmi "$previous" >/dev/null 2>&1 || true
 fi
 
+fi
+
 # ---- smoke test ---------------------------------------------------------------------------------
 if ((smoke)); then
   echo "==> smoke test"
@@ -147,9 +153,26 @@ if ((smoke)); then
   run dicomflow --help >/dev/null
   run python -c 'import dicomflow, receiver, operators, airflow; print("imports: ok, airflow", airflow.__version__)'
   # dciodvfy on a CT from pydicom's own test files: it must name the IOD.
-  run sh -c 'dciodvfy "$(python -c "from pydicom.data import get_testdata_file; print(get_testdata_file(\"CT_small.dcm\"))")" 2>&1 | head -1' \
-    | tee /dev/stderr | grep -q "CTImage" || fail "dciodvfy did not validate a CT image in the image"
-  run echoscu --version | head -1
+  # (Not `tee /dev/stderr`: it truncates a log file the output is redirected to.)
+  verdict=$(run sh -c 'dciodvfy "$(python -c "from pydicom.data import get_testdata_file; print(get_testdata_file(\"CT_small.dcm\"))")" 2>&1 | head -1')
+  echo "dciodvfy: $verdict"
+  [[ $verdict == *CTImage* ]] || fail "dciodvfy did not validate a CT image in the image"
+  # The readiness probe's tool doing a real C-ECHO, to a Verification SCP in the same container.
+  # (Started from Python: buildah 1.28's chroot runtime took `echoscu --version` for an option
+  # of its own and ran echoscu without arguments.)
+  run python -c '
+import subprocess, sys
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+ae = AE(ae_title="ADMIN")
+ae.add_supported_context(Verification)
+server = ae.start_server(("127.0.0.1", 0), block=False)
+port = server.server_address[1]
+probe = ["echoscu", "-q", "-aet", "K8S-PROBE", "-aec", "ADMIN", "127.0.0.1", str(port)]
+code = subprocess.run(probe).returncode
+server.shutdown()
+print("echoscu C-ECHO:", "ok" if code == 0 else f"exit {code}")
+sys.exit(code)' || fail "echoscu could not do a C-ECHO in the image"
   run sh -c 'ls /var/lib/dicomflow/cache/dciodvfy-forkserver-*.so >/dev/null' \
     || fail "the dciodvfy fork-server library is missing from the image"
   "${bh[@]}" rm "$ctr" >/dev/null

@@ -107,9 +107,10 @@ def test_debian_pins_are_installable_from_debian_12() -> None:
 def image(request: pytest.FixtureRequest) -> Iterator[tuple[list[str], str]]:
     """container/build.sh run once (base, image, smoke test); a working container of the image.
 
-    Yields the ``buildah run`` command prefix and the name of that container. Minutes of work
-    (the first time ~20 min and ~7 GB in .cache/container with buildah's vfs driver): it runs
-    only when asked for, ``pytest -m container``.
+    Yields the ``buildah run`` command prefix and the name of that container. Many minutes of
+    work (the build alone took 783 s on a busy 2-core machine with pip's cache warm; buildah's
+    vfs driver copies the whole file system per container): it runs only when asked for,
+    ``pytest -m container``.
     """
     if "container" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("the image build runs with -m container")
