@@ -34,20 +34,37 @@ from dicomflow.stack.supervisor import Stack
 GOAL_S = 0.3
 
 
-def timed(command: list[str], env: dict[str, str], repeat: int) -> float:
-    """Median wall seconds of ``command`` run ``repeat`` times (after one unmeasured run)."""
+def timed(command: list[str], env: dict[str, str], repeat: int, answers: set[int]) -> float:
+    """Median wall seconds of ``command`` run ``repeat`` times (after one unmeasured run).
+
+    ``answers`` are the exit codes that are answers, not failures: ``status`` exits 1 when a
+    component is busy past its probe's timeout, which on a loaded machine happens now and then
+    and still costs the user the time measured.
+    """
     times: list[float] = []
     for i in range(repeat + 1):
         start = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
-        if done.returncode != 0:
+        if done.returncode not in answers:
             raise SystemExit(
                 f"{' '.join(command)} failed ({done.returncode}): {done.stdout}{done.stderr}"
             )
         if i:
             times.append(elapsed)
     return statistics.median(times)
+
+
+def wait_until_healthy(cli: list[str], env: dict[str, str], seconds: float) -> None:
+    """Wait until ``status`` says every component answers (Airflow takes a while after up)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the stack was not healthy within {seconds:.0f} s:\n{done.stdout}")
+        time.sleep(2)
 
 
 def main() -> None:
@@ -78,14 +95,15 @@ def main() -> None:
                 time.sleep(0.2)
         finally:
             index.close()
-        floor = timed([python, "-c", "pass"], env, args.repeat)
+        wait_until_healthy(cli, env, 300)
+        floor = timed([python, "-c", "pass"], env, args.repeat, {0})
         rows = [
-            ("dicomflow --help", [*cli, "--help"]),
-            ("dicomflow status", [*cli, "status"]),
-            ("dicomflow series list", [*cli, "series", "list"]),
-            ("dicomflow series show UID", [*cli, "series", "show", series_uid]),
+            ("dicomflow --help", [*cli, "--help"], {0}),
+            ("dicomflow status", [*cli, "status"], {0, 1}),
+            ("dicomflow series list", [*cli, "series", "list"], {0}),
+            ("dicomflow series show UID", [*cli, "series", "show", series_uid], {0}),
         ]
-        measured = [(name, timed(command, env, args.repeat)) for name, command in rows]
+        measured = [(name, timed(cmd, env, args.repeat, ok)) for name, cmd, ok in rows]
     finally:
         stack.down(report=lambda _m: None)
         shutil.rmtree(work, ignore_errors=True)

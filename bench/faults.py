@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=900.0, help="seconds to wait per row")
     parser.add_argument("--only", default="", help="comma-separated row names (default: all)")
     args = parser.parse_args()
+    # A stop (timeout, kill) unwinds like Ctrl-C, so the drill's stack and tmpfs go with it.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     table = rows(args.series, args.per_series, args.wait)
     chosen = [n.strip() for n in args.only.split(",") if n.strip()] or list(table)
     unknown = [n for n in chosen if n not in table]

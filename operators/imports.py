@@ -77,6 +77,9 @@ class ImportUploadsOperator(BaseOperator):
                 [str(name) for name in params["uploads"] or []],
                 extension=params.get("extension") or "",
                 run_id=str(context["run_id"]),
+                # A reviewed import: only the selection (the page checked its flags).
+                series=[str(uid) for uid in params["series"]] if params.get("series") else None,
+                overrides=[str(flag) for flag in params.get("overrides") or []],
             )
         except (ImportRefusedError, UnknownUploadError) as exc:
             # A wrong project or upload name will not get better by retrying.
@@ -95,6 +98,44 @@ class ImportUploadsOperator(BaseOperator):
             "series": len(report.series),
             "batches": report.batches,
         }
+
+
+class VerifyImportOperator(BaseOperator):
+    """Wait for the import's batches, confirm each instance in the PACS, store the outcome.
+
+    Fails (without retry) when instances are missing or different once every batch finished,
+    or when the batches are still being processed after ``verify_wait`` seconds.
+    """
+
+    ui_color = "#e8e0f5"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from dicomflow.importer.uploads import read_report, store_report
+        from dicomflow.importer.verify import VerifyState, counts, verify_import
+        from dicomflow.pacs.client import DicomWebClient
+        from dicomflow.spool.store import Spool
+        from dicomflow.storage.client import ObjectStore
+
+        params = context["params"]
+        settings = load_settings(create_secrets=False)
+        project, run_id = str(params["project"]).strip(), str(context["run_id"])
+        store = ObjectStore.from_settings(settings)
+        report = read_report(store, project, run_id)
+        if report is None:
+            raise AirflowFailException("the import's report is missing: nothing to verify")
+        with DicomWebClient.from_settings(settings) as pacs:
+            outcome = verify_import(
+                report,
+                Spool.from_settings(settings),
+                pacs,
+                wait=float(params.get("verify_wait") or 0),
+            )
+        store_report(store, project, run_id, report)
+        for line in outcome.lines():
+            self.log.info("%s", line)
+        if outcome.state is not VerifyState.VERIFIED:
+            raise AirflowFailException(outcome.lines()[0])
+        return {"state": outcome.state.value, **counts(report)}
 
 
 class _DeleteAfterImportOperator(BaseOperator):

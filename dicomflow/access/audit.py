@@ -39,6 +39,8 @@ class AuditAction(StrEnum):
     UPLOAD_DELETE = "upload-delete"
     STOW = "stow"
     IMPORT = "import"
+    #: An import of series flagged against the expected subject, overridden on purpose.
+    IMPORT_OVERRIDE = "import-override"
 
 
 class Audit:

@@ -7,14 +7,28 @@ and the pipeline groups the batch's records into series without reading a header
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Instance", "Orientation", "Position"]
+__all__ = ["Instance", "Orientation", "Position", "dataset_digest"]
 
 Position = tuple[float, float, float]
 Orientation = tuple[float, float, float, float, float, float]
+
+
+def dataset_digest(data: bytes) -> str:
+    """SHA-256 of the dataset after the file meta, which PACSs may legitimately rewrite.
+
+    The PACS keeps the dataset of an instance byte for byte as it was sent (measured on
+    Orthanc with every transfer syntax), but writes its own file meta; so an instance in the
+    PACS is the file given when this digest of both agrees.
+    """
+    if data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00":
+        meta_length = int.from_bytes(data[140:144], "little")
+        data = data[144 + meta_length :]
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,20 +11,21 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import pydicom
 
 from dicomflow.config import Settings
-from dicomflow.dicom.instance import Instance
+from dicomflow.dicom.instance import Instance, dataset_digest
 from dicomflow.importer.archives import ArchiveError, UnpackBudget, is_zip, unpack_zip
 from dicomflow.importer.report import (
     FailedInput,
     FailureKind,
     IgnoredFile,
     IgnoreReason,
+    ImportedInstance,
     ImportReport,
     SeriesSummary,
 )
@@ -134,6 +135,8 @@ class Importer:
         Only names ending with it are candidates; empty: every file, DICOM by content.
     progress
         Progress receiver.
+    series
+        Only instances of these Series Instance UIDs (a reviewed selection); ``None``: all.
 
     Raises
     ------
@@ -152,6 +155,7 @@ class Importer:
         peer: str = "",
         extension: str | None = ".dcm",
         progress: ImportProgress | None = None,
+        series: Collection[str] | None = None,
     ) -> None:
         self.spool = Spool.from_settings(settings)
         admission = Admission(projects, self.spool.root / KNOWN_PROJECTS_FILE)
@@ -173,6 +177,9 @@ class Importer:
         self.scratch.mkdir(parents=True, exist_ok=False)
         self._series: dict[str, SeriesSummary] = {}
         self._uploads = settings.uploads
+        self._selection = frozenset(series) if series is not None else None
+        if self._selection is not None:
+            self.report.selection = sorted(self._selection)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -283,6 +290,13 @@ class Importer:
                 name, IgnoreReason.NOT_DICOM, "no DICM prefix at byte 128 (not DICOM Part 10)"
             )
             return
+        if self._selection is not None:
+            series_uid = _series_uid(path)
+            if series_uid not in self._selection:
+                self._ignore(
+                    name, IgnoreReason.NOT_SELECTED, f"series {series_uid or '?'} not selected"
+                )
+                return
         try:
             entry = self.intake.store(path, move=owned)
         except InstanceRejectedError as exc:
@@ -300,6 +314,23 @@ class Importer:
         self.report.imported += 1
         self.report.imported_bytes += entry.size
         self._count_series(entry)
+        self._remember(entry)
+
+    def _remember(self, entry: Instance) -> None:
+        """Keep the instance's identity and digest for the verification in the PACS."""
+        try:
+            digest = dataset_digest(entry.path.read_bytes())
+        except OSError as exc:  # durable in the spool, so readable; verification will say
+            LOGGER.warning("no digest of %s: %s", entry.path, exc)
+            digest = ""
+        self.report.instances.append(
+            ImportedInstance(
+                entry.sop_instance_uid,
+                entry.series_instance_uid,
+                entry.study_instance_uid,
+                digest,
+            )
+        )
 
     def _ignore(self, name: str, reason: IgnoreReason, detail: str) -> None:
         self.report.ignored.append(IgnoredFile(name, reason, detail))
@@ -345,6 +376,15 @@ def _is_dicomdir(path: Path, owned: bool) -> bool:
     return str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_CLASS
 
 
+def _series_uid(path: Path) -> str:
+    """The Series Instance UID of a DICOM file, or empty when it cannot be read."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception:  # intake judges unreadable files; here it is just not selected
+        return ""
+    return str(ds.get("SeriesInstanceUID", "") or "").strip()
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -364,6 +404,7 @@ def import_paths(
     door: Door = Door.IMPORT,
     peer: str = "",
     on_report: Callable[[ImportReport], None] | None = None,
+    series: Collection[str] | None = None,
 ) -> ImportReport:
     """Import files, folders (recursively) and zip archives into ``project``/``dataset``.
 
@@ -388,6 +429,8 @@ def import_paths(
         Recorded as the batches' origin.
     on_report
         Called with the finished report (e.g. to store it) before it is returned.
+    series
+        Only these Series Instance UIDs (a reviewed selection); ``None``: everything found.
 
     Returns
     -------
@@ -408,6 +451,7 @@ def import_paths(
         peer=peer,
         extension=extension,
         progress=progress,
+        series=series,
     )
     try:
         importer.add_paths([Path(p) for p in paths])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -22,6 +22,8 @@ class IgnoreReason(StrEnum):
     DICOMDIR = "DICOMDIR"
     #: An archive nested deeper than ``uploads.nested_zip_depth``: not unpacked.
     NESTED_TOO_DEEP = "nested archive too deep"
+    #: Its series was not in the selection of a reviewed import.
+    NOT_SELECTED = "not selected"
 
 
 class FailureKind(StrEnum):
@@ -73,6 +75,19 @@ class SeriesSummary:
     instances: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ImportedInstance:
+    """An instance the import made durable, as verification checks it in the PACS.
+
+    ``digest`` is :func:`~dicomflow.dicom.instance.dataset_digest` of the file given.
+    """
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    digest: str
+
+
 @dataclass
 class ImportReport:
     """What an import did, for the run's log, the Data Upload page and ``dicomflow import``.
@@ -98,6 +113,16 @@ class ImportReport:
         dispatcher gives it to Airflow; ``dicomflow batches`` shows where it is).
     warnings
         Anything else worth reading.
+    uploaded
+        Files read from the uploads area (imports of uploads only).
+    selection
+        The Series Instance UIDs asked for (a reviewed import); empty: everything found.
+    overrides
+        Flags of the selected series that were overridden (subject mismatches).
+    instances
+        Each imported instance with the digest verification compares with the PACS.
+    verification
+        The verification's outcome (see :mod:`dicomflow.importer.verify`), once it ran.
     """
 
     project: str
@@ -113,6 +138,11 @@ class ImportReport:
     series: list[SeriesSummary] = field(default_factory=list)
     batches: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    uploaded: int = 0
+    selection: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    instances: list[ImportedInstance] = field(default_factory=list)
+    verification: dict[str, Any] | None = None
 
     @property
     def outcome(self) -> ImportOutcome:
@@ -141,8 +171,11 @@ class ImportReport:
     def from_dict(cls, data: dict[str, Any]) -> ImportReport:
         """Inverse of :meth:`as_dict`."""
         # Reports kept by versions before the dispatcher listed trigger states.
-        derived = ("outcome", "ignored_by_reason", "ignored", "failures", "series")
-        plain = {k: v for k, v in data.items() if k not in (*derived, "triggered", "pending")}
+        # Derived keys (outcome, counts, ...) and those of older versions (trigger states)
+        # are not fields; the lists of records are rebuilt below.
+        records = ("ignored", "failures", "series", "instances")
+        known = {f.name for f in fields(cls)} - set(records)
+        plain = {k: v for k, v in data.items() if k in known}
         return cls(
             **plain,
             ignored=[
@@ -154,6 +187,7 @@ class ImportReport:
                 for f in data.get("failures", [])
             ],
             series=[SeriesSummary(**s) for s in data.get("series", [])],
+            instances=[ImportedInstance(**i) for i in data.get("instances", [])],
         )
 
     def lines(self, *, max_ignored: int = 200) -> list[str]:
@@ -166,6 +200,20 @@ class ImportReport:
             f"({self.imported_bytes} bytes), ignored: {len(self.ignored)}, "
             f"failed inputs: {len(self.failures)}",
         ]
+        verified = self.verification.get("verified") if self.verification else None
+        out.append(
+            f"  Analysed {self.found} / Uploaded {self.uploaded if self.uploaded else '-'} / "
+            f"Imported {self.imported} / Verified {'-' if verified is None else verified}"
+        )
+        if self.verification:
+            out.append(
+                f"  verification: {self.verification.get('state')}, "
+                f"{len(self.verification.get('missing') or [])} missing, "
+                f"{len(self.verification.get('different') or [])} different in the PACS"
+            )
+        if self.selection:
+            out.append(f"  selection: {len(self.selection)} series asked for")
+        out.extend(f"  OVERRIDDEN: {flag}" for flag in self.overrides)
         for failure in self.failures:
             out.append(f"  FAILED {failure.name}: {failure.kind.value}: {failure.detail}")
         if self.outcome is ImportOutcome.NO_DICOM:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from dicomflow.config import Settings
@@ -69,6 +69,7 @@ def upload_importer(
     extension: str | None,
     projects: ProjectNames | None = None,
     progress: ImportProgress | None = None,
+    series: Collection[str] | None = None,
 ) -> Importer:
     """The importer of an import from the uploads area (DICOM or NIfTI).
 
@@ -77,7 +78,7 @@ def upload_importer(
 
     Parameters
     ----------
-    settings, project, dataset, run_id, extension, projects, progress
+    settings, project, dataset, run_id, extension, projects, progress, series
         As for :func:`import_uploads`.
 
     Returns
@@ -99,6 +100,7 @@ def upload_importer(
         peer=f"upload:{run_id or 'direct'}",
         extension=extension,
         progress=progress,
+        series=series,
     )
 
 
@@ -141,6 +143,8 @@ def import_uploads(
     projects: ProjectNames | None = None,
     progress: ImportProgress | None = None,
     store: ObjectStore | None = None,
+    series: Collection[str] | None = None,
+    overrides: Sequence[str] = (),
 ) -> ImportReport:
     """Import uploaded files of ``project`` into ``dataset``; store and return the report.
 
@@ -158,6 +162,10 @@ def import_uploads(
         The DAG run; names the stored report (none stored when empty).
     projects, progress, store
         Collaborators; defaults come from ``settings``.
+    series
+        Only these Series Instance UIDs (the selection of a review); ``None``: everything.
+    overrides
+        The flags the user overrode for this selection (kept in the report).
 
     Raises
     ------
@@ -176,9 +184,12 @@ def import_uploads(
         extension=extension,
         projects=projects,
         progress=progress,
+        series=series,
     )
+    importer.report.overrides = list(overrides)
     try:
         entries = area.select(project, names)
+        importer.report.uploaded = len(entries)
         importer.start(sum(e.size for e in entries))
         downloads = importer.scratch / "downloads"
         for entry in entries:

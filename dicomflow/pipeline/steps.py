@@ -28,7 +28,7 @@ import pydicom
 
 from dicomflow.db.session import advisory_lock
 from dicomflow.dicom.headers import SeriesGroup
-from dicomflow.dicom.instance import Instance
+from dicomflow.dicom.instance import Instance, dataset_digest
 from dicomflow.pacs.client import DicomWebClient
 from dicomflow.pipeline.batch import RunBatches, SpooledBatch
 from dicomflow.pipeline.documents import DocumentWriter
@@ -122,14 +122,6 @@ class FinishSummary(TypedDict):
     kept_for_validation: int
 
 
-def _dataset_digest(data: bytes) -> str:
-    """SHA-256 of the dataset after the file meta, which PACSs may legitimately rewrite."""
-    if data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00":
-        meta_length = int.from_bytes(data[140:144], "little")
-        data = data[144 + meta_length :]
-    return hashlib.sha256(data).hexdigest()
-
-
 def _uid_digest(uid: str) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
@@ -194,7 +186,7 @@ def store_to_pacs(platform: Platform, batch_ids: Batches) -> StoreSummary:
             theirs = pacs.retrieve_instance(
                 group.study_instance_uid, group.series_instance_uid, inst.sop_instance_uid
             )
-            if _dataset_digest(theirs) == _dataset_digest(inst.path.read_bytes()):
+            if dataset_digest(theirs) == dataset_digest(inst.path.read_bytes()):
                 skipped += 1
                 continue
             conflicts.append(_keep_conflict(run.batch_of(inst), group, inst))

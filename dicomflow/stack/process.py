@@ -329,9 +329,13 @@ def _gone(proc: psutil.Process) -> bool:
         proc.wait(timeout=0)  # reaps it, if it is our child
         return True
     except psutil.TimeoutExpired:
+        pass
+    except psutil.Error:
+        return True
+    try:
         # Someone else's zombie has ended all the same (psutil would wait on it).
         return proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
+    except psutil.Error:  # it ended between the two questions
         return True
 
 

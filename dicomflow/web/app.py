@@ -83,6 +83,7 @@ def _routers(
     from dicomflow.spool.store import Spool
     from dicomflow.web.home import make_home_router
     from dicomflow.web.people import make_people_router
+    from dicomflow.web.review import make_review_router
     from dicomflow.web.search import make_search_router
     from dicomflow.web.series_files import make_series_files_router
     from dicomflow.web.series_page import make_series_page_router
@@ -97,6 +98,7 @@ def _routers(
         make_home_router(settings, index, projects),
         make_stow_router(spool, admission, audit),
         make_uploads_router(settings, projects, audit=audit),
+        make_review_router(settings, projects, index, audit=audit),
         make_search_router(index, projects),
         make_series_files_router(settings, projects),
         make_series_page_router(settings, index, projects),

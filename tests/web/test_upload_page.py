@@ -24,8 +24,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def page_url(
-    postgres: Settings, orthanc: Settings, s3: Settings, airflow: Any, platform_engine: Engine
+    postgres: Settings,
+    orthanc: Settings,
+    s3: Settings,
+    airflow: Any,
+    dispatcher: Any,
+    platform_engine: Engine,
 ) -> Any:
+    # The dispatcher: an import's run ends once its batches are processed and verified.
     ProjectStore(platform_engine).create_project(PROJECT, "page tests")
     with running_web(postgres) as url:
         yield url
