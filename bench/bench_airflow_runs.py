@@ -105,14 +105,24 @@ def main() -> None:
     args = parse_args(parser, {"runs": 2, "executors": "celery"})
     work = Path(tempfile.mkdtemp(prefix="dicomflow-bench-runs-"))
     try:
-        print("| executor | runs | succeeded | seconds | runs/s | task instances/s |")
-        print("|---|---|---|---|---|---|")
-        for executor in args.executors.split(","):
-            seconds, ok = _measure(executor, args.runs, work)
+        measured = {e: _measure(e, args.runs, work) for e in args.executors.split(",")}
+        local = measured.get("local")
+        print(f"{'measure':44} | {'ours':>30} | {'reference':>16} | {'ratio':>6} | goal")
+        for executor, (seconds, ok) in measured.items():
+            rate = args.runs / seconds
+            ours = f"{rate:.2f} runs/s ({ok}/{args.runs} ok)"
+            tasks = f"{args.runs * TASKS_PER_RUN / seconds:.1f} tasks/s"
+            reference, ratio = "-", "-"
+            if local is not None and executor != "local":
+                reference, ratio = (
+                    f"local {args.runs / local[0]:.2f}/s",
+                    f"{local[0] / seconds:.2f}",
+                )
             print(
-                f"| {executor} | {args.runs} | {ok} | {seconds:.1f} | {args.runs / seconds:.2f} "
-                f"| {args.runs * TASKS_PER_RUN / seconds:.1f} |"
+                f"{executor + ': ' + str(args.runs) + ' runs at once':44} | {ours:>30} | "
+                f"{reference:>16} | {ratio:>6} | -"
             )
+            print(f"{executor + ': task instances':44} | {tasks:>30} | {'-':>16} | {'-':>6} | -")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

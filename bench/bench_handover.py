@@ -101,11 +101,7 @@ def main() -> None:
                 work / "large", range(1, args.large + 1), edit=_large
             ),
         }
-        print(
-            "| batch | local read s | upload s | download s | read s | celery/local "
-            "| upload inst/s | MB |"
-        )
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"{'measure':44} | {'ours':>22} | {'reference':>22} | {'ratio':>6} | goal")
         for name, files in shapes.items():
             batch_id = _batch(spool, files)
             megabytes = _read_all(spool, batch_id) / 1e6
@@ -123,10 +119,16 @@ def main() -> None:
             down = _median(download, args.repeat)
             read = _median(lambda b=batch_id: _read_all(cache, b), args.repeat)
             count = len(files)
-            print(
-                f"| {name} | {local:.3f} | {up:.3f} | {down:.3f} | {read:.3f} | "
-                f"{(up + down + read) / local:.0f} | {count / up:.0f} | {megabytes:.1f} |"
-            )
+            total = up + down + read
+            local_cell = f"spool read {local:.3f} s"
+            rows = [
+                (f"{name}: hand-over in all", f"{total:.3f} s", local_cell, f"{total / local:.0f}"),
+                (f"{name}: upload (one tar)", f"{up:.3f} s, {count / up:.0f}/s", "-", "-"),
+                (f"{name}: download", f"{down:.3f} s, {megabytes / down:.1f} MB/s", "-", "-"),
+                (f"{name}: read the copy", f"{read:.3f} s", local_cell, f"{read / local:.1f}"),
+            ]
+            for measure, ours, reference, ratio in rows:
+                print(f"{measure:44} | {ours:>22} | {reference:>22} | {ratio:>6} | -")
             release_batch(store, spool, batch_id)
         assert not store.list_keys(HANDOVER_PROJECT, "batches/")
     finally:
