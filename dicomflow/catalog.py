@@ -7,7 +7,7 @@ from typing import Any
 
 from dicomflow.config import Settings
 from dicomflow.index import open_index
-from dicomflow.index.base import STUDY_UID
+from dicomflow.index.base import STUDY_UID, SeriesIndex
 from dicomflow.pacs.client import DicomWebClient, PacsError
 from dicomflow.storage.client import ObjectNotFoundError, ObjectStore, ObjectStoreError
 from dicomflow.storage.keys import report_key, thumbnail_key
@@ -98,3 +98,21 @@ def export_series(settings: Settings, series_uid: str, project: str, out_dir: Pa
             f"the PACS at {settings.pacs.base_url} holds no instance of series {series_uid}"
         )
     return written
+
+
+def remove_project_data(
+    index: SeriesIndex, store: ObjectStore, project: str, series_uids: list[str]
+) -> tuple[int, int]:
+    """Remove a project's copy of its series from the index, and its bucket's objects.
+
+    What a project deletion removes outside the platform database: the instances stay in the
+    PACS, and a series also in other projects stays in theirs (and in ``admin``).
+
+    Returns
+    -------
+    tuple
+        ``(series removed from the index, objects removed from the bucket)``.
+    """
+    removed = sum(1 for uid in series_uids if index.delete_series(project, uid))
+    keys = [o.key for o in store.list_objects(project)]  # none when it has no bucket
+    return removed, store.remove(project, keys)

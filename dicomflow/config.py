@@ -39,6 +39,7 @@ NOT_SETTINGS = frozenset(
         "DICOMFLOW_OPENSEARCH_URL",
         "DICOMFLOW_DASHBOARDS_URL",
         "DICOMFLOW_STACK_DIR",
+        "DICOMFLOW_STACK_COMPONENT",
     }
 )
 
@@ -168,6 +169,8 @@ class AirflowSettings(_Section):
     parallelism: int = Field(ge=1, le=512)
     scheduler_idle_sleep: float = Field(ge=0.0, le=60.0)
     url: str
+    username: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    password: str
 
     @property
     def base_url(self) -> str:
@@ -223,6 +226,21 @@ class WebSettings(_Section):
         return f"http://{host}:{self.port}"
 
 
+class AuthSettings(_Section):
+    session_hours: float = Field(gt=0, le=24 * 90)
+    idle_minutes: float = Field(gt=0, le=60 * 24 * 90)
+    secure_cookies: Literal["auto", "always", "never"]
+    basic: bool
+    account_failures: int = Field(ge=1, le=1000)
+    address_failures: int = Field(ge=1, le=100000)
+    failure_window_seconds: float = Field(gt=0, le=7 * 86400)
+    lockout_seconds: float = Field(gt=0, le=86400)
+    max_lockout_seconds: float = Field(gt=0, le=30 * 86400)
+    argon2_time_cost: int = Field(ge=1, le=100)
+    argon2_memory_kib: int = Field(ge=8192, le=4 * 1024 * 1024)
+    argon2_parallelism: int = Field(ge=1, le=64)
+
+
 class Settings(_Section):
     """Everything the platform needs to know, validated."""
 
@@ -237,6 +255,7 @@ class Settings(_Section):
     uploads: UploadSettings
     validation: ValidationSettings
     web: WebSettings
+    auth: AuthSettings
     admin_user: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     admin_password: str
 
@@ -286,6 +305,7 @@ _SECRETS: tuple[tuple[str | None, str, int], ...] = (
     (None, "admin_password", 18),
     ("postgres", "password", 24),
     ("pacs", "password", 24),
+    ("airflow", "password", 24),
     ("s3", "access_key", 12),
     ("s3", "secret_key", 30),
 )

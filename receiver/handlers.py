@@ -56,6 +56,7 @@ class RejectReason:
     """A-ASSOCIATE-RJ Reason/Diag. values for source "DICOM UL service-user"."""
 
     NO_REASON = 0x01
+    CALLING_AE_NOT_RECOGNISED = 0x03
     CALLED_AE_NOT_RECOGNISED = 0x07
 
 
@@ -130,9 +131,19 @@ class ReceiverHandlers:
         state.called_ae = str(request.called_ae_title).strip()
         dataset = normalize_ae_name(state.calling_ae) or "unknown"
         try:
-            destination = self.admission.destination(state.called_ae, dataset)
+            destination = self.admission.destination(
+                state.called_ae,
+                dataset,
+                calling_ae=state.calling_ae,
+                peer_host=assoc.requestor.address,
+            )
         except AdmissionRefusedError as exc:
-            if exc.unknown_project:
+            if exc.sender_refused:
+                # The project lists the senders it accepts, and this is none of them.
+                state.outcome = "rejected: sender not accepted"
+                LOGGER.warning("rejecting association from %s: %s", state.peer, exc)
+                self._reject(assoc, RejectResult.PERMANENT, RejectReason.CALLING_AE_NOT_RECOGNISED)
+            elif exc.unknown_project:
                 state.outcome = "rejected: called AE title not recognised"
                 LOGGER.warning(
                     "rejecting association from %s: called AE title %r (project %r) not "

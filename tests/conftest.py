@@ -166,7 +166,7 @@ def airflow(session_stack: _SessionStack, settings: Settings) -> AirflowServer:
         AirflowTriggerer(settings),
     )
     return AirflowServer(
-        settings.airflow.base_url, settings.admin_user, settings.admin_password, settings
+        settings.airflow.base_url, settings.airflow.username, settings.airflow.password, settings
     )
 
 

@@ -87,8 +87,8 @@ class AirflowClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AirflowClient:
-        """A client for the platform's Airflow, logging in as the admin user."""
-        return cls(settings.airflow.base_url, settings.admin_user, settings.admin_password)
+        """A client for the platform's Airflow, with the platform's own login to it."""
+        return cls(settings.airflow.base_url, settings.airflow.username, settings.airflow.password)
 
     def close(self) -> None:
         """Close the HTTP connections."""

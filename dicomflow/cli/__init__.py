@@ -11,7 +11,18 @@ from pathlib import Path
 
 import click
 
-from dicomflow.cli import batches, config, imports, index, projects, series, stack
+from dicomflow.cli import (
+    audit,
+    batches,
+    config,
+    imports,
+    index,
+    projects,
+    series,
+    stack,
+    tokens,
+    users,
+)
 from dicomflow.cli.options import load_context_settings
 
 __all__ = ["main"]
@@ -34,6 +45,6 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
         load_context_settings(ctx)
 
 
-for _module in (stack, projects, batches, series, index, imports, config):
+for _module in (stack, users, projects, tokens, audit, batches, series, index, imports, config):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -14,6 +14,7 @@ _SECRET_KEYS = (
     ("postgres", "password"),
     ("pacs", "password"),
     ("s3", "secret_key"),
+    ("airflow", "password"),
     ("index", "opensearch_password"),
 )
 

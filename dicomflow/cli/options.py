@@ -22,8 +22,11 @@ __all__ = [
     "json_option",
     "load_context_settings",
     "no_progress_option",
+    "password_options",
     "project_option",
+    "read_password",
     "settings_of",
+    "shell_actor",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,6 +76,55 @@ def project_option(default: str | None = "admin", help_text: str = "Project.") -
     return click.option(
         "--project", default=default, show_default=default is not None, help=help_text
     )
+
+
+def shell_actor() -> str:
+    """Who a change made from the shell is recorded as in the audit trail."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def password_options() -> Callable[[F], F]:
+    """``--password-stdin`` and ``--generate``, passed as ``password_stdin`` and ``generate``."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--generate", is_flag=True, help="Generate a password and print it once."
+        )(func)
+        return click.option(
+            "--password-stdin",
+            is_flag=True,
+            help="Read the password from the first line of stdin (scripts); default: ask.",
+        )(func)
+
+    return decorate
+
+
+def read_password(password_stdin: bool, generate: bool) -> tuple[str, bool]:
+    """The password the options ask for: ``(password, generated)``.
+
+    Raises
+    ------
+    CliError
+        When both options are given or stdin holds no line.
+    """
+    if password_stdin and generate:
+        raise CliError("give --password-stdin or --generate, not both")
+    if generate:
+        import secrets
+
+        return secrets.token_urlsafe(15), True
+    if password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise CliError("--password-stdin: stdin holds no password line")
+        return line, False
+    value: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return value, False
 
 
 @contextlib.contextmanager

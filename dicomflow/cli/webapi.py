@@ -4,11 +4,18 @@
 service, which holds its connections warm, they need only the standard library here: no
 database driver, index, PACS or object-store client is loaded by the command. When the web
 service does not answer, the commands do the work themselves (slower, same answer).
+
+The command authenticates with the API token of the platform's CLI account
+(``dicomflow-cli``, an administrator without a password): the stack generates it into
+``<data_dir>/secrets.json`` (``web.cli_token``), where the command reads it, and the web
+service registers its hash at its first start. Whoever runs the command on this host can read
+that file, and with it the database's own credentials, so the token adds no power: it only lets
+the quick path work whatever password the administrators choose. Without the token, or when
+the service refuses it (revoked, account disabled), the command does the work itself.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import urllib.error
 import urllib.parse
@@ -22,6 +29,9 @@ __all__ = ["WebApiError", "WebServiceAway", "get_json"]
 
 #: Seconds to wait for the web service before doing the work locally.
 TIMEOUT = 10.0
+#: Where the CLI's token is kept in secrets.json (see dicomflow.access.bootstrap).
+_TOKEN_SECRET = "web.cli_token"
+_TOKEN_PREFIX = "dft_"
 
 
 class WebServiceAway(Exception):
@@ -45,8 +55,18 @@ class WebApiError(Exception):
         self.parameter = parameter
 
 
+def _token(settings: Settings) -> str | None:
+    """The CLI account's token from secrets.json, or ``None``."""
+    try:
+        stored = json.loads(settings.secrets_file.read_text())
+    except (OSError, ValueError):
+        return None
+    secret = stored.get(_TOKEN_SECRET) if isinstance(stored, dict) else None
+    return _TOKEN_PREFIX + secret if isinstance(secret, str) and secret else None
+
+
 def get_json(settings: Settings, path: str, params: dict[str, Any] | None = None) -> Any:
-    """``GET`` a JSON answer of the platform's REST API, logged in as the admin user.
+    """``GET`` a JSON answer of the platform's REST API, as the CLI's service account.
 
     Parameters
     ----------
@@ -60,19 +80,18 @@ def get_json(settings: Settings, path: str, params: dict[str, Any] | None = None
     Raises
     ------
     WebServiceAway
-        When nothing answers (the caller then does the work itself).
+        When nothing answers, or the service does not accept the CLI's token (the caller
+        then does the work itself).
     WebApiError
         When the service answers with an error.
     """
+    token = _token(settings)
+    if token is None:
+        raise WebServiceAway(f"no CLI token in {settings.secrets_file}")
     query = urllib.parse.urlencode(params or {}, doseq=True)
     url = settings.web.base_url + path + (f"?{query}" if query else "")
-    login = f"{settings.admin_user}:{settings.admin_password}".encode()
     request = urllib.request.Request(
-        url,
-        headers={
-            "Accept": "application/json",
-            "Authorization": "Basic " + base64.b64encode(login).decode(),
-        },
+        url, headers={"Accept": "application/json", "Authorization": f"Bearer {token}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
@@ -84,6 +103,10 @@ def get_json(settings: Settings, path: str, params: dict[str, Any] | None = None
             body = {}
         detail = body.get("detail", exc.reason) if isinstance(body, dict) else exc.reason
         parameter = body.get("parameter") if isinstance(body, dict) else None
+        if exc.code in (401, 429):
+            raise WebServiceAway(
+                f"{settings.web.base_url} refused the CLI's token: {detail}"
+            ) from None
         raise WebApiError(exc.code, str(detail), parameter) from None
     except (urllib.error.URLError, OSError) as exc:
         raise WebServiceAway(f"{settings.web.base_url}: {exc}") from None

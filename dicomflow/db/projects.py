@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from dicomflow.db.models import Dataset, DatasetSeries, Project, SeriesProject
+from dicomflow.db.models import Dataset, DatasetSeries, Project, ProjectSender, SeriesProject
 
 ADMIN_PROJECT = "admin"
 KAAPANA_PREFIX = "kp-"
@@ -30,6 +30,10 @@ class InvalidNameError(ValueError):
 
 class UnknownProjectError(LookupError):
     """A project that does not exist."""
+
+
+#: Kinds of sender rule: a calling AE title, or a source address or network.
+SENDER_KINDS = ("ae", "network")
 
 
 @dataclass(frozen=True)
@@ -167,3 +171,65 @@ class ProjectStore:
         with Session(self._engine) as session:
             stmt = select(SeriesProject.project).where(SeriesProject.series_uid == series_uid)
             return sorted(session.scalars(stmt))
+
+    def series_of(self, project: str) -> list[str]:
+        """Series Instance UIDs mapped to a project."""
+        with Session(self._engine) as session:
+            stmt = select(SeriesProject.series_uid).where(SeriesProject.project == project)
+            return sorted(session.scalars(stmt))
+
+    def delete_project(self, name: str) -> bool:
+        """Delete a project with its datasets, series mappings, members and sender rules.
+
+        The caller removes what lives outside this database first (index copy, bucket).
+        Returns ``False`` when there was no such project.
+        """
+        if name == ADMIN_PROJECT:
+            raise InvalidNameError("the admin project holds every series and cannot be deleted")
+        with Session(self._engine) as session, session.begin():
+            result = session.execute(delete(Project).where(Project.name == name))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- the senders a project accepts (DIMSE) ------------------------------------------------
+
+    def add_sender(self, project: str, kind: str, value: str) -> bool:
+        """Accept a calling AE title or a network for ``project``; ``False`` if it was there.
+
+        Raises
+        ------
+        UnknownProjectError
+            When the project does not exist.
+        """
+        if kind not in SENDER_KINDS:
+            raise ValueError(f"sender kind {kind!r}: expected one of {', '.join(SENDER_KINDS)}")
+        if not self.exists(project):
+            raise UnknownProjectError(f"project {project!r} does not exist")
+        stmt = insert(ProjectSender).values(project=project, kind=kind, value=value)
+        with Session(self._engine) as session, session.begin():
+            result = session.execute(stmt.on_conflict_do_nothing())
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def remove_sender(self, project: str, kind: str, value: str) -> bool:
+        """Stop accepting a sender rule; ``False`` when there was no such rule."""
+        with Session(self._engine) as session, session.begin():
+            result = session.execute(
+                delete(ProjectSender).where(
+                    ProjectSender.project == project,
+                    ProjectSender.kind == kind,
+                    ProjectSender.value == value,
+                )
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def senders(self) -> dict[str, list[tuple[str, str]]]:
+        """The sender rules: ``{project: [(kind, value), ...]}`` (projects that have some)."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        with Session(self._engine) as session:
+            rows = session.execute(
+                select(ProjectSender.project, ProjectSender.kind, ProjectSender.value).order_by(
+                    ProjectSender.project, ProjectSender.kind, ProjectSender.value
+                )
+            )
+            for project, kind, value in rows:
+                out.setdefault(project, []).append((kind, value))
+        return out

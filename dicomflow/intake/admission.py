@@ -5,10 +5,17 @@ database and keeps the last list it read in the spool, so that while the databas
 doors go on taking data for every project they knew: only a project that was never known is
 refused (a scanner should not get errors because a database restarts; the spool holds the
 data, and the pipeline catches up when the database returns).
+
+A project may also list the DICOM senders it accepts (calling AE titles, source networks;
+``dicomflow project sender add``). A door that knows its sender (the DIMSE receiver) passes
+the calling AE title and the peer's address, and a project with a list accepts only a sender
+that matches an entry; a project without one accepts every sender, as Kaapana does. The list
+is read and kept with the project list.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -47,6 +54,46 @@ class ProjectNames(Protocol):
 
     def names(self) -> list[str]: ...
 
+    def senders(self) -> dict[str, list[tuple[str, str]]]: ...
+
+
+@dataclass(frozen=True)
+class SenderRules:
+    """The senders one project accepts (an entry of either kind is enough)."""
+
+    ae_titles: frozenset[str]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def parse(cls, rules: list[tuple[str, str]] | list[list[str]]) -> SenderRules:
+        """From ``(kind, value)`` pairs as the project store lists them."""
+        titles = frozenset(v.strip().upper() for k, v in rules if k == "ae")
+        networks = []
+        for kind, value in rules:
+            if kind == "network":
+                try:
+                    networks.append(ipaddress.ip_network(value, strict=False))
+                except ValueError:
+                    LOGGER.warning("ignoring sender rule %r: not an address or network", value)
+        return cls(titles, tuple(networks))
+
+    def accepts(self, calling_ae: str | None, peer_host: str | None) -> bool:
+        """Whether a sender with this calling AE title and address matches an entry."""
+        if calling_ae is not None and calling_ae.strip().upper() in self.ae_titles:
+            return True
+        if peer_host:
+            try:
+                address = ipaddress.ip_address(peer_host)
+            except ValueError:
+                return False
+            return any(address in network for network in self.networks)
+        return False
+
+    def describe(self) -> str:
+        """The entries, for a refusal's log line."""
+        parts = [f"AE {t}" for t in sorted(self.ae_titles)] + [str(n) for n in self.networks]
+        return ", ".join(parts)
+
 
 class ProjectLookupError(RuntimeError):
     """The project list cannot be read and no earlier list is known."""
@@ -59,11 +106,16 @@ class AdmissionRefusedError(ValueError):
     ----------
     unknown_project
         The refusal is for a project that does not exist (as opposed to a bad name).
+    sender_refused
+        The project exists but does not list this sender (calling AE title, address).
     """
 
-    def __init__(self, message: str, *, unknown_project: bool = False) -> None:
+    def __init__(
+        self, message: str, *, unknown_project: bool = False, sender_refused: bool = False
+    ) -> None:
         super().__init__(message)
         self.unknown_project = unknown_project
+        self.sender_refused = sender_refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +167,7 @@ class Admission:
         self._clock = clock
         self._lock = threading.Lock()
         self._names: frozenset[str] | None = None
+        self._senders: dict[str, SenderRules] = {}
         self._read_at = float("-inf")
         self._database_away = False
 
@@ -136,19 +189,23 @@ class Admission:
                 return self._names
             try:
                 names = frozenset(self._projects.names())
+                raw_senders = self._projects.senders()
             except Exception as exc:  # any failure of the database: fall back to what we knew
                 return self._last_known(exc)
             if self._database_away:
                 LOGGER.info("project list readable again: %d projects", len(names))
                 self._database_away = False
-            if names != self._names:
-                self._keep(names)
-            self._names, self._read_at = names, self._clock()
+            senders = {p: SenderRules.parse(r) for p, r in raw_senders.items() if r}
+            if names != self._names or senders != self._senders:
+                self._keep(names, raw_senders)
+            self._names, self._senders, self._read_at = names, senders, self._clock()
             return names
 
     def _last_known(self, exc: Exception) -> frozenset[str]:
         if self._names is None:
-            self._names = self._read_kept()
+            kept = self._read_kept()
+            if kept is not None:
+                self._names, self._senders = kept
         if self._names is None:
             raise ProjectLookupError(
                 f"the platform database cannot be reached and no project list was kept: {exc}"
@@ -164,18 +221,28 @@ class Admission:
         self._read_at = self._clock()
         return self._names
 
-    def _keep(self, names: frozenset[str]) -> None:
+    def _keep(self, names: frozenset[str], senders: dict[str, list[tuple[str, str]]]) -> None:
+        kept = {"projects": sorted(names), "senders": {p: r for p, r in senders.items() if r}}
         try:
-            durable.write_json(self._known_file, sorted(names))
+            durable.write_json(self._known_file, kept)
         except OSError as exc:
             LOGGER.warning("cannot keep the project list in %s: %s", self._known_file, exc)
 
-    def _read_kept(self) -> frozenset[str] | None:
+    def _read_kept(self) -> tuple[frozenset[str], dict[str, SenderRules]] | None:
         try:
             data = json.loads(self._known_file.read_text())
         except (OSError, ValueError):
             return None
-        return frozenset(str(n) for n in data) if isinstance(data, list) else None
+        if isinstance(data, list):  # kept by a version without sender rules
+            return frozenset(str(n) for n in data), {}
+        if not isinstance(data, dict) or not isinstance(data.get("projects"), list):
+            return None
+        raw = data.get("senders")
+        senders: dict[str, object] = raw if isinstance(raw, dict) else {}
+        return (
+            frozenset(str(n) for n in data["projects"]),
+            {str(p): SenderRules.parse(r) for p, r in senders.items() if isinstance(r, list)},
+        )
 
     def project_exists(self, name: str) -> bool:
         """Whether a project is known (a just-created one too: an unknown name reads again)."""
@@ -183,8 +250,15 @@ class Admission:
             return True
         return name in self.known_projects(fresh=True)
 
-    def destination(self, project: str, dataset: str) -> Destination:
-        """Check a sender's project and dataset names.
+    def destination(
+        self,
+        project: str,
+        dataset: str,
+        *,
+        calling_ae: str | None = None,
+        peer_host: str | None = None,
+    ) -> Destination:
+        """Check a sender's project and dataset names (and the sender, when the door knows it).
 
         Parameters
         ----------
@@ -194,11 +268,15 @@ class Admission:
         dataset
             The dataset as the sender named it; for DIMSE the calling AE title (normalised
             like the project, ``unknown`` when empty).
+        calling_ae, peer_host
+            The sender's calling AE title and address (DIMSE): checked against the project's
+            sender list when it has one.
 
         Raises
         ------
         AdmissionRefusedError
-            For an unknown project (unless routed to ``admin``) or an invalid dataset name.
+            For an unknown project (unless routed to ``admin``), an invalid dataset name, or a
+            sender the project does not list (``sender_refused``).
         ProjectLookupError
             When no project list can be had at all.
         """
@@ -208,6 +286,7 @@ class Admission:
         except InvalidNameError as exc:
             raise AdmissionRefusedError(str(exc)) from None
         if self.project_exists(name):
+            self._check_sender(name, calling_ae, peer_host)
             return Destination(name, dataset)
         if self.route_unknown_projects_to_admin:
             return Destination(ADMIN_PROJECT, dataset, routed_to_admin=True)
@@ -216,4 +295,17 @@ class Admission:
             f"project {name!r} does not exist (existing projects: {known}); "
             "create it with `dicomflow project create`",
             unknown_project=True,
+        )
+
+    def _check_sender(self, project: str, calling_ae: str | None, peer_host: str | None) -> None:
+        if calling_ae is None and peer_host is None:
+            return  # a door without DICOM senders (STOW-RS, imports): users are checked there
+        with self._lock:
+            rules = self._senders.get(project)
+        if rules is None or rules.accepts(calling_ae, peer_host):
+            return
+        raise AdmissionRefusedError(
+            f"project {project!r} does not accept sender {calling_ae!r} from {peer_host}: it "
+            f"accepts {rules.describe()} (`dicomflow project sender add {project} --ae ...`)",
+            sender_refused=True,
         )

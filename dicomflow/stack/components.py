@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -13,12 +15,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from dicomflow.config import REPO_ROOT, Settings, stored_secret, write_effective_config
-from dicomflow.stack.process import MARKER_VARIABLE, wait_until
+from dicomflow.stack.probe import answers_ok, get_json
+from dicomflow.stack.process import COMPONENT_VARIABLE, MARKER_VARIABLE, wait_until
 
 ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+#: Where PostgreSQL's files go when its user cannot reach the data directory: root running a
+#: checkout in a private home (``/root`` is mode 0700). See docs/operations.md.
+RELOCATED_POSTGRES_ROOT = Path("/var/lib/dicomflow")
 
 
 class StackError(RuntimeError):
@@ -53,6 +57,17 @@ def _tcp_open(host: str, port: int) -> bool:
         return False
 
 
+def stack_env(settings: Settings, name: str) -> dict[str, str]:
+    """The environment of a process the stack starts for ``name``: ours plus the markers."""
+    # Children load exactly these settings, whatever overrides made them (a user file,
+    # the caller's environment, or a test's own values).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    env[MARKER_VARIABLE] = str(settings.data_dir)
+    env[COMPONENT_VARIABLE] = name
+    env["DICOMFLOW_CONFIG"] = str(write_effective_config(settings))
+    return env
+
+
 def _venv_bin(name: str) -> str:
     """A console script of the running interpreter's environment."""
     candidate = Path(sys.executable).parent / name
@@ -74,6 +89,9 @@ class Component(ABC):
     start_timeout: float = 60.0
     #: Seconds between SIGTERM and SIGKILL on ``down``.
     stop_grace: float = 15.0
+    #: Seconds between SIGTERM and SIGKILL for what is left of a previous run before a start
+    #: (short: those processes lost their parent, and some ignore SIGTERM).
+    sweep_grace: float = 3.0
     #: Components that must be healthy first.
     after: tuple[str, ...] = ()
 
@@ -101,18 +119,21 @@ class Component(ABC):
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """One-time set-up before each start (config files, directories, migrations)."""
 
+    def prepare_restart(self) -> None:
+        """Set-up before the supervisor starts the component again after it died.
+
+        The same as :meth:`prepare` unless a component can skip slow work there (nothing was
+        upgraded between its crash and its restart).
+        """
+        self.prepare()
+
     @abstractmethod
     def command(self) -> list[str]:
         """The command line of the process."""
 
     def env(self) -> dict[str, str]:
-        """The process environment: ours plus the stack marker."""
-        # Children load exactly these settings, whatever overrides made them (a user file,
-        # the caller's environment, or a test's own values).
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
-        env[MARKER_VARIABLE] = str(self.settings.data_dir)
-        env["DICOMFLOW_CONFIG"] = str(write_effective_config(self.settings))
-        return env
+        """The process environment: ours plus the stack's and the component's markers."""
+        return stack_env(self.settings, self.name)
 
     def user(self) -> str | None:
         """The user to run as (``None``: the current one)."""
@@ -131,14 +152,33 @@ class Component(ABC):
 
 
 class Postgres(Component):
-    """PostgreSQL 15 as a local process, with the Airflow and platform databases."""
+    """PostgreSQL 15 as a local process, with the Airflow and platform databases.
+
+    Its data is ``<data_dir>/postgres``. PostgreSQL refuses to run as root, so as root it runs as
+    the ``postgres`` user, who may not be able to reach the data directory (a checkout in root's
+    private home). Then the data goes to a folder of its own under ``relocated_root`` and
+    ``<data_dir>/postgres`` becomes a link to it: the link records the place for every later
+    start, stop and backup. The socket directory lies beside the data in both layouts.
+    """
 
     name = "postgres"
     start_timeout = 60.0
+    relocated_root: Path = RELOCATED_POSTGRES_ROOT
+
+    @property
+    def link(self) -> Path:
+        """``<data_dir>/postgres``: the data directory, or a link to where it is."""
+        return self.settings.data_dir / "postgres"
 
     @property
     def data(self) -> Path:
-        return self.settings.data_dir / "postgres"
+        """The data directory itself (PGDATA)."""
+        return self.link.resolve()
+
+    @property
+    def socket_dir(self) -> Path:
+        """Where the server puts its socket: ``run/postgres`` beside the data."""
+        return self.data.parent / "run" / "postgres"
 
     def requirements(self) -> list[tuple[Path | str, str]]:
         return [(self.settings.postgres.bin_dir / "postgres", "postgresql-15")]
@@ -151,28 +191,61 @@ class Postgres(Component):
         # PostgreSQL refuses to run as root.
         return "postgres" if os.geteuid() == 0 else None
 
+    def _reachable(self, folder: Path) -> bool:
+        """Whether the user PostgreSQL runs as can reach ``folder`` (search every folder above)."""
+        user = self.user()
+        if user is None:
+            return True
+        return subprocess.run(["test", "-x", str(folder)], user=user).returncode == 0
+
+    def _own(self, path: Path) -> None:
+        user = self.user()
+        if user is not None:
+            shutil.chown(path, user, user)
+
+    def _place_data(self) -> None:
+        """Make ``<data_dir>/postgres`` at first start: a folder, or a link to one it can reach."""
+        if self.link.is_symlink():
+            raise StackError(
+                f"{self.link} links to {os.readlink(self.link)}, which does not exist: "
+                "PostgreSQL's data is missing there. Restore it, or remove the link to start "
+                "with empty databases."
+            )
+        if self._reachable(self.settings.data_dir):
+            self.link.mkdir(parents=True, exist_ok=True)
+            return
+        root = self.relocated_root
+        root.mkdir(parents=True, exist_ok=True)
+        # One folder per data directory, named after its last parts (short: the socket's path
+        # must stay under 108 bytes); the random part keeps a new stack in the same place from
+        # picking up the databases of one whose data directory was removed.
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(self.settings.data_dir.parts[-2:]))
+        home = root / f"{stem[-24:].strip('-.') or 'data'}-{secrets.token_hex(4)}"
+        home.mkdir(mode=0o755)
+        if not self._reachable(home):
+            raise StackError(
+                f"the postgres user can reach neither {self.settings.data_dir} nor {home}: "
+                "choose a `data_dir` outside private folders (for example under /srv)"
+            )
+        (home / "postgres").mkdir()
+        self.link.symlink_to(home / "postgres", target_is_directory=True)
+
     def prepare(self) -> None:
         pg = self.settings.postgres
-        socket_dir = self.settings.run_dir / "postgres"
-        socket_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(socket_dir, "postgres", "postgres")
+        if not self.link.exists():
+            self._place_data()
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self._own(self.socket_dir)
         if (self.data / "PG_VERSION").exists():
             return
-        self.data.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            reach = subprocess.run(["test", "-x", str(self.data.parent)], user="postgres")
-            if reach.returncode != 0:
-                raise StackError(
-                    f"the postgres user cannot reach {self.data.parent}: make the folders "
-                    "above it traversable (chmod o+x) or choose another `data_dir`"
-                )
-        pwfile = self.settings.run_dir / "pg-pwfile"
-        pwfile.write_text(pg.password + "\n")
-        if os.geteuid() == 0:
-            shutil.chown(self.data, "postgres", "postgres")
-            shutil.chown(pwfile, "postgres", "postgres")
+        self._own(self.data)
         os.chmod(self.data, 0o700)
+        # The password file lies where PostgreSQL's user can read it, for initdb alone.
+        pwfile = self.socket_dir / "pg-pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(pg.password + "\n")
+        self._own(pwfile)
         try:
             subprocess.run(
                 [
@@ -192,6 +265,7 @@ class Postgres(Component):
                 capture_output=True,
                 text=True,
                 user=self.user(),
+                cwd=self.data,
             )
         except subprocess.CalledProcessError as exc:
             raise StackError(f"initdb failed for {self.data}:\n{exc.stderr}") from exc
@@ -209,7 +283,7 @@ class Postgres(Component):
             "-p",
             str(pg.port),
             "-k",
-            str(self.settings.run_dir / "postgres"),
+            str(self.socket_dir),
             "-c",
             "max_connections=200",
             "-c",
@@ -346,13 +420,7 @@ class Orthanc(Component):
 
     def healthy(self) -> bool:
         pacs = self.settings.pacs
-        try:
-            response = httpx.get(
-                f"{pacs.orthanc_url}/system", auth=(pacs.username, pacs.password), timeout=2
-            )
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return answers_ok(f"{pacs.orthanc_url}/system", auth=(pacs.username, pacs.password))
 
     def address(self) -> str:
         return self.settings.pacs.orthanc_url
@@ -537,15 +605,9 @@ class OpenSearchNode(Component):
         return env
 
     def healthy(self) -> bool:
-        try:
-            response = httpx.get(f"{self.address()}/_cluster/health", timeout=2)
-        except httpx.HTTPError:
-            return False
+        health = get_json(f"{self.address()}/_cluster/health")
         # Yellow: an index someone made with replicas, which a single node cannot place.
-        return response.status_code == 200 and response.json().get("status") in (
-            "green",
-            "yellow",
-        )
+        return isinstance(health, dict) and health.get("status") in ("green", "yellow")
 
     def address(self) -> str:
         return f"http://127.0.0.1:{self.settings.index.opensearch_http_port}"
@@ -564,7 +626,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(af.parallelism),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{af.host}:{af.port}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.admin_user}:admin",
+        # Airflow's sign-in checks platform accounts (administrators only, see
+        # plugins/dicomflow_auth.py); the password file holds the platform's own login only.
+        "AIRFLOW__CORE__AUTH_MANAGER": "dicomflow_auth.PlatformAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow.username}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_db_url,
         "AIRFLOW__API__HOST": af.host,
@@ -575,6 +640,14 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": stored_secret(settings, "airflow.jwt_secret"),
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": str(af.scheduler_idle_sleep),
         "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+        # What a crash leaves behind is found within a minute (docs/operations.md, "Airflow
+        # settings"): a running task without heartbeat for 30 s (default 300) is failed and
+        # retried, looked for every 5 s (default 10); the tasks of a scheduler that died are
+        # looked for every 10 s (default 300) and reset once its heartbeat is older than
+        # scheduler_health_check_threshold (kept at its default, 30 s).
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(settings.log_dir / "airflow-tasks"),
         "AIRFLOW__WEBSERVER__EXPOSE_CONFIG": "False",
@@ -599,16 +672,10 @@ class AirflowPart(Component):
         return [(_venv_bin("airflow"), "apache-airflow (PyPI)")]
 
     def _health(self) -> dict[str, dict[str, str]] | None:
-        try:
-            response = httpx.get(
-                f"{self.settings.airflow.base_url}/api/v2/monitor/health", timeout=3
-            )
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        data: dict[str, dict[str, str]] = response.json()
-        return data
+        # Its one worker also serves the running tasks' calls and can take seconds to answer
+        # while runs start (5.7 s measured): a short timeout reported a busy Airflow as down.
+        data = get_json(f"{self.settings.airflow.base_url}/api/v2/monitor/health", timeout=10)
+        return data if isinstance(data, dict) else None
 
     def healthy(self) -> bool:
         health = self._health()
@@ -632,12 +699,7 @@ class AirflowApiServer(AirflowPart):
         return [PortClaim(af.host, af.port, "airflow.port")]
 
     def prepare(self) -> None:
-        home = self.settings.data_dir / "airflow"
-        home.mkdir(parents=True, exist_ok=True)
-        passwords = home / "passwords.json"
-        fd = os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({self.settings.admin_user: self.settings.admin_password}, fh)
+        self.prepare_restart()
         with open(self.log_file, "ab") as log:
             result = subprocess.run(
                 [_venv_bin("airflow"), "db", "migrate"],
@@ -647,6 +709,15 @@ class AirflowApiServer(AirflowPart):
             )
         if result.returncode != 0:
             raise StackError(f"`airflow db migrate` failed (exit {result.returncode})")
+
+    def prepare_restart(self) -> None:
+        """Write the login file; no migrations (``up`` ran them; about 10 s of a restart)."""
+        home = self.settings.data_dir / "airflow"
+        home.mkdir(parents=True, exist_ok=True)
+        passwords = home / "passwords.json"
+        fd = os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({self.settings.airflow.username: self.settings.airflow.password}, fh)
 
     def command(self) -> list[str]:
         return [_venv_bin("airflow"), "api-server"]
@@ -662,16 +733,55 @@ class AirflowScheduler(AirflowPart):
         return [_venv_bin("airflow"), "scheduler", "--skip-serve-logs"]
 
     def prepare(self) -> None:
-        """Build the dciodvfy fork-server library its task processes use, before any task.
+        """End the database record of a dead scheduler; build the dciodvfy fork-server library.
 
-        The first validate task would build it otherwise (and say so in its log if it cannot).
+        The library is built before any task: the first validate task would build it otherwise
+        (and say so in its log if it cannot).
         """
+        self._end_dead_scheduler_jobs()
         if not self.settings.validation.fork_server:
             return
         from dicomflow.validation.forkserver import PreloadUnavailableError, build_preload
 
         with contextlib.suppress(PreloadUnavailableError):
             build_preload(self.settings.data_dir / "cache")
+
+    def _end_dead_scheduler_jobs(self) -> int:
+        """Mark as failed the scheduler jobs that still claim to run; how many there were.
+
+        A scheduler starts only when none of this stack runs, its leftovers ended, so a job
+        still "running" is the record of a dead one. Marked failed, its queued and running task
+        instances are reset by the new scheduler as it starts, instead of once the dead one's
+        heartbeat is ``scheduler_health_check_threshold`` old. Only with the stack's own
+        PostgreSQL: a shared database may hold other hosts' live schedulers.
+        """
+        if not self.settings.postgres.managed:
+            return 0
+        import psycopg2
+
+        pg = self.settings.postgres
+        try:
+            conn = psycopg2.connect(
+                host=pg.host,
+                port=pg.port,
+                user=pg.user,
+                password=pg.password,
+                dbname=pg.airflow_database,
+                connect_timeout=5,
+            )
+        except psycopg2.Error:
+            return 0  # the scheduler will say what is wrong with the database
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE job SET state = 'failed', end_date = now() "
+                    "WHERE job_type = 'SchedulerJob' AND state = 'running'"
+                )
+                return int(cur.rowcount)
+        except psycopg2.Error:
+            return 0  # no job table yet: nothing ran before
+        finally:
+            conn.close()
 
 
 class AirflowDagProcessor(AirflowPart):
@@ -793,11 +903,7 @@ class Web(Component):
         ]
 
     def healthy(self) -> bool:
-        try:
-            response = httpx.get(f"{self.settings.web.base_url}/healthz", timeout=2)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return answers_ok(f"{self.settings.web.base_url}/healthz")
 
     def address(self) -> str:
         return self.settings.web.base_url

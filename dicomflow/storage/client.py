@@ -71,7 +71,8 @@ class ObjectStore:
         """
         try:
             self._client.list_buckets()
-        except (MinioException, OSError, ValueError):
+        except (MinioException, OSError, ValueError, urllib3.exceptions.HTTPError):
+            # urllib3's MaxRetryError (nothing listens) is none of the others.
             return False
         return True
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from dicomflow.access.policy import Action, Principal
 from dicomflow.catalog import (
     SeriesNotFoundError,
     describe_series,
@@ -18,14 +19,25 @@ from dicomflow.catalog import (
 from dicomflow.config import Settings
 from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.storage.client import ObjectNotFoundError
+from dicomflow.web.auth import principal_of
+from dicomflow.web.guard import require
 
 Fetch = Callable[[Settings, str, str], bytes]
+_user = Depends(principal_of)
 
 
-def make_series_files_router(settings: Settings) -> APIRouter:
+class ProjectLookup(Protocol):
+    """What the router needs of :class:`~dicomflow.db.projects.ProjectStore`."""
+
+    def exists(self, name: str) -> bool: ...
+
+
+def make_series_files_router(settings: Settings, projects: ProjectLookup) -> APIRouter:
     """A router with ``/api/series/{uid}/thumbnail`` and ``/validation-report``.
 
-    Mount it behind the platform's login; ``project`` scopes the lookup like the search API.
+    Mount it behind the platform's login; ``project`` scopes the lookup like the search API
+    (the user must be allowed to read it; one he may not read answers as one that does not
+    exist, and so does a series the project does not hold: nothing says it is elsewhere).
     """
     router = APIRouter()
 
@@ -38,12 +50,15 @@ def make_series_files_router(settings: Settings) -> APIRouter:
             raise HTTPException(status_code=404, detail=f"series {uid} has no {what}") from None
 
     @router.get("/api/series/{uid}/summary", summary="A series' document and where its parts are")
-    async def summary(uid: str, project: str = Query(ADMIN_PROJECT)) -> dict[str, Any]:
+    async def summary(
+        uid: str, project: str = Query(ADMIN_PROJECT), principal: Principal = _user
+    ) -> dict[str, Any]:
         """The document, the PACS's instance count, and the thumbnail's and report's places.
 
         What ``dicomflow series show`` prints: a PACS or object store that does not answer is
         said in the answer, not an error.
         """
+        await run_in_threadpool(require, principal, Action.READ, project, projects.exists)
         try:
             described: dict[str, Any] = await run_in_threadpool(
                 describe_series, settings, uid, project
@@ -53,12 +68,18 @@ def make_series_files_router(settings: Settings) -> APIRouter:
         return described
 
     @router.get("/api/series/{uid}/thumbnail", summary="Thumbnail (PNG) of a series")
-    async def thumbnail(uid: str, project: str = Query(ADMIN_PROJECT)) -> Response:
+    async def thumbnail(
+        uid: str, project: str = Query(ADMIN_PROJECT), principal: Principal = _user
+    ) -> Response:
+        await run_in_threadpool(require, principal, Action.READ, project, projects.exists)
         data = await fetch(thumbnail_png, uid, project, "thumbnail")
         return Response(data, media_type="image/png")
 
     @router.get("/api/series/{uid}/validation-report", summary="Validation report (HTML)")
-    async def report(uid: str, project: str = Query(ADMIN_PROJECT)) -> Response:
+    async def report(
+        uid: str, project: str = Query(ADMIN_PROJECT), principal: Principal = _user
+    ) -> Response:
+        await run_in_threadpool(require, principal, Action.READ, project, projects.exists)
         data = await fetch(validation_report, uid, project, "validation report")
         return Response(data, media_type="text/html; charset=utf-8")
 

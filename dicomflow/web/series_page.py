@@ -25,16 +25,20 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from dicomflow.access.policy import Action, Principal
 from dicomflow.config import Settings
 from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.dicom.document import is_dicom_field
 from dicomflow.dicom.fields import readable_tags
 from dicomflow.index.base import STUDY_UID, SeriesIndex
 from dicomflow.pacs.client import DicomWebClient, PacsError, orthanc_series_id
-from dicomflow.web.auth import require_login
+from dicomflow.web.auth import principal_of
+from dicomflow.web.guard import require
 from dicomflow.web.layout import PageRenderer
 
 __all__ = ["make_series_page_router", "pacs_links"]
+
+_user = Depends(principal_of)
 
 STATIC_DIR = Path(__file__).parent / "static" / "series"
 _STATIC = {
@@ -109,10 +113,9 @@ def make_series_page_router(
     """
     router = APIRouter()
     pages = PageRenderer(settings)
-    user_of = require_login(settings)
 
     @router.get("/series", response_class=HTMLResponse, include_in_schema=False)
-    def search_page(user: str = Depends(user_of)) -> HTMLResponse:
+    def search_page(user: Principal = _user) -> HTMLResponse:
         return pages.render("series/index.html", current="series", user=user)
 
     @router.get("/series/static/{name}", include_in_schema=False)
@@ -122,13 +125,12 @@ def make_series_page_router(
         return FileResponse(STATIC_DIR / name, media_type=_STATIC[name])
 
     @router.get("/series/{uid}", response_class=HTMLResponse, include_in_schema=False)
-    def detail_page(uid: str, user: str = Depends(user_of)) -> HTMLResponse:
+    def detail_page(uid: str, user: Principal = _user) -> HTMLResponse:
         # The page is the same for every series: its script reads the UID from the address.
         return pages.render("series/detail.html", current="series", user=user)
 
-    def details(uid: str, project: str) -> dict[str, Any]:
-        if project != ADMIN_PROJECT and not projects.exists(project):
-            raise HTTPException(404, f"project: {project!r} does not exist")
+    def details(uid: str, project: str, principal: Principal) -> dict[str, Any]:
+        require(principal, Action.READ, project, projects.exists)
         doc = index.get(project, uid)
         if doc is None:
             raise HTTPException(404, f"series {uid} is not in project {project!r}")
@@ -147,7 +149,9 @@ def make_series_page_router(
         }
 
     @router.get("/api/series/{uid}/details", summary="A series' tags (readable) and PACS links")
-    async def get_details(uid: str, project: str = Query(ADMIN_PROJECT)) -> dict[str, Any]:
-        return await run_in_threadpool(details, uid, project)
+    async def get_details(
+        uid: str, project: str = Query(ADMIN_PROJECT), user: Principal = _user
+    ) -> dict[str, Any]:
+        return await run_in_threadpool(details, uid, project, user)
 
     return router

@@ -5,6 +5,10 @@ the spool's ``incoming`` area, each part is cut out into its own file and goes t
 platform's intake (:mod:`dicomflow.intake`), as a DIMSE C-STORE does. One request is one
 sender session: its instances land in one batch (more when the batch limits are reached),
 closed at the end, from where the dispatcher hands it to Airflow.
+
+Only an uploader (or owner) of the project, or an administrator, may store; for anybody else
+a project he may not read answers 404 as one that does not exist, and one he may only read
+403. Every request that stores is in the audit trail (user, project, counts, address).
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from dicomflow.access.audit import Audit, AuditAction
+from dicomflow.access.policy import Action, Principal
+from dicomflow.db.projects import normalize_ae_name
 from dicomflow.intake.admission import (
     Admission,
     AdmissionRefusedError,
@@ -32,6 +39,8 @@ from dicomflow.intake.checks import InstanceRejectedError, StoreStatus
 from dicomflow.intake.session import IntakeSession
 from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import Spool
+from dicomflow.web.auth import client_address, principal_of
+from dicomflow.web.guard import require
 
 __all__ = ["DICOM_JSON", "StowOutcome", "make_stow_router", "split_multipart"]
 
@@ -129,7 +138,7 @@ def stow_response(outcomes: list[StowOutcome]) -> dict[str, Any]:
     return body
 
 
-def make_stow_router(spool: Spool, admission: Admission) -> APIRouter:
+def make_stow_router(spool: Spool, admission: Admission, audit: Audit) -> APIRouter:
     """A router with the STOW-RS endpoint; mount it behind authentication.
 
     Parameters
@@ -138,6 +147,8 @@ def make_stow_router(spool: Spool, admission: Admission) -> APIRouter:
         Where instances go (the receiver's spool).
     admission
         Which projects exist and which dataset names are valid.
+    audit
+        The audit trail (written when the database is there; logged otherwise).
     """
     router = APIRouter()
 
@@ -147,7 +158,11 @@ def make_stow_router(spool: Spool, admission: Admission) -> APIRouter:
         request: Request,
         dataset: str | None = Query(default=None, description="dataset of the instances"),
         x_dicomflow_dataset: str | None = Header(default=None),
+        principal: Principal = Depends(principal_of),  # noqa: B008
     ) -> JSONResponse:
+        # Access first, on the name as admission reads it ("KP-Name" is project "name"): a
+        # project the user may not read answers like one that does not exist.
+        require(principal, Action.UPLOAD, normalize_ae_name(project))
         dataset_name = (dataset or x_dicomflow_dataset or "").strip()
         if not dataset_name:
             raise HTTPException(
@@ -159,6 +174,8 @@ def make_stow_router(spool: Spool, admission: Admission) -> APIRouter:
             raise HTTPException(404 if exc.unknown_project else 400, str(exc)) from None
         except ProjectLookupError as exc:
             raise HTTPException(503, str(exc)) from None
+        # Routed elsewhere (an unknown project sent to admin): the user must be allowed there.
+        require(principal, Action.UPLOAD, destination.project)
         content_type = request.headers.get("content-type", "")
         boundary = _BOUNDARY_RE.search(content_type)
         if not content_type.lower().startswith("multipart/related") or boundary is None:
@@ -189,6 +206,18 @@ def make_stow_router(spool: Spool, admission: Admission) -> APIRouter:
         failed = sum(1 for o in outcomes if o.failure is not None)
         if not outcomes:
             raise HTTPException(400, "the request holds no parts")
+        await run_in_threadpool(
+            lambda: audit.record(
+                principal.name,
+                AuditAction.STOW,
+                project=destination.project,
+                target=destination.dataset,
+                detail=f"{len(outcomes) - failed} stored, {failed} refused",
+                address=client_address(request),
+                outcome="ok" if failed < len(outcomes) else "failed",
+                required=False,
+            )
+        )
         status = 200 if failed == 0 else 202 if failed < len(outcomes) else 409
         return JSONResponse(stow_response(outcomes), status_code=status, media_type=DICOM_JSON)
 

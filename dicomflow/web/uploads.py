@@ -7,6 +7,12 @@ chunks land in ``<data_dir>/uploads`` and each completed file is moved to the pr
 uploads area in the object store. So the object store needs neither CORS nor exposure to
 browsers, and every limit is enforced here before a byte is accepted.
 
+Access: uploading (announcing, the tus requests, completing, listing and deleting uploads) and
+starting imports need the uploader role (or owner, or administrator) in the project; reading
+an import's state and report needs read access. A project the user may not read answers as
+one that does not exist. The user who started an import is in its run's conf and in the audit
+trail, with announced uploads and deleted ones.
+
 Routes (mounted behind the login)::
 
     GET    /uploads                                   the page
@@ -29,13 +35,15 @@ import logging
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, field_validator
 from tuspyserver import create_tus_router
 from tuspyserver.storage.local import LocalFileStorage
 
+from dicomflow.access.audit import Audit, AuditAction
+from dicomflow.access.policy import POLICY, Action, Principal
 from dicomflow.airflow_api.client import AirflowClient, AirflowError
 from dicomflow.config import Settings
 from dicomflow.db.projects import InvalidNameError, validate_dataset_name
@@ -52,7 +60,8 @@ from dicomflow.uploads.area import (
     safe_relative_path,
 )
 from dicomflow.uploads.limits import UploadLimitError, UploadLimits
-from dicomflow.web.auth import require_login
+from dicomflow.web.auth import client_address, principal_of
+from dicomflow.web.guard import require
 from dicomflow.web.layout import PageRenderer
 
 __all__ = ["TUS_PREFIX", "make_uploads_router"]
@@ -72,6 +81,7 @@ CHUNK_BYTES = 16 << 20
 _DICOM_RUN_PREFIX = "upload-import-"
 _NIFTI_RUN_PREFIX = "nifti-import-"
 MODALITY_SWITCH = next(s for s in SWITCHES if s.name == "modality")
+_user = Depends(principal_of)
 
 
 class ProjectDirectory(Protocol):
@@ -120,6 +130,7 @@ def make_uploads_router(
     *,
     store: ObjectStore | None = None,
     airflow: AirflowClient | None = None,
+    audit: Audit,
 ) -> APIRouter:
     """The Data Upload page and API; mount it behind the platform's login.
 
@@ -133,6 +144,8 @@ def make_uploads_router(
         The object store client; default from ``settings``.
     airflow
         The Airflow client that starts imports; default from ``settings``.
+    audit
+        The audit trail.
     """
     store = store or ObjectStore.from_settings(settings)
     limits = UploadLimits.from_settings(settings.uploads)
@@ -140,20 +153,40 @@ def make_uploads_router(
     airflow_client = airflow or AirflowClient.from_settings(settings)
     staging = settings.uploads_staging_dir
     staging.mkdir(parents=True, exist_ok=True)
-    user_of = require_login(settings)
     pages = PageRenderer(settings)
     router = APIRouter()
 
-    def known_project(project: str) -> str:
-        if not projects.exists(project):
-            raise HTTPException(404, f"project {project!r} does not exist")
+    def allowed(user: Principal, action: Action, project: str) -> str:
+        """``project`` if the user may take ``action`` there, else 404 (hidden) or 403."""
+        require(user, action, project, projects.exists)
         return project
+
+    def record_event(
+        user: Principal,
+        request: Request,
+        action: AuditAction,
+        project: str,
+        target: str,
+        detail: str = "",
+    ) -> None:
+        audit.record(
+            user.name,
+            action,
+            project=project,
+            target=target,
+            detail=detail,
+            address=client_address(request),
+        )
 
     # -- the page ---------------------------------------------------------------------------
 
     @router.get("/uploads", response_class=HTMLResponse, include_in_schema=False)
-    def page(user: str = Depends(user_of)) -> HTMLResponse:
-        return pages.render("uploads/index.html", current="uploads", user=user)
+    def page(user: Principal = _user) -> HTMLResponse:
+        # Controls only for a user who may upload somewhere (a viewer sees none).
+        targets = POLICY.allowed(user, Action.UPLOAD, projects.names())
+        return pages.render(
+            "uploads/index.html", current="uploads", user=user, can_upload=bool(targets)
+        )
 
     @router.get("/uploads/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
@@ -162,10 +195,11 @@ def make_uploads_router(
         return FileResponse(STATIC_DIR / name, media_type=_STATIC[name])
 
     @router.get("/api/uploads/config")
-    def config(user: str = Depends(user_of)) -> dict[str, Any]:
+    def config(user: Principal = _user) -> dict[str, Any]:
         return {
-            "user": user,
-            "projects": projects.names(),
+            "user": user.name,
+            # The projects this user may upload into and import into.
+            "projects": POLICY.allowed(user, Action.UPLOAD, projects.names()),
             "tus_endpoint": TUS_PREFIX + "/",
             "chunk_bytes": CHUNK_BYTES,
             "limits": {
@@ -196,24 +230,34 @@ def make_uploads_router(
     async def announce(
         project: str,
         body: UploadAnnouncement,
-        user: str = Depends(user_of),
+        request: Request,
+        user: Principal = _user,
     ) -> JSONResponse:
-        known_project(project)
+        await run_in_threadpool(allowed, user, Action.UPLOAD, project)
         files = [(f.path, f.size) for f in body.files]
         try:
-            record = await run_in_threadpool(area.create, project, user, files)
+            record = await run_in_threadpool(area.create, project, user.name, files)
         except UploadLimitError as exc:
             return JSONResponse(exc.as_dict(), status_code=413)
         except InvalidUploadPathError as exc:
             raise HTTPException(400, str(exc)) from None
+        await run_in_threadpool(
+            record_event,
+            user,
+            request,
+            AuditAction.UPLOAD,
+            project,
+            record.id,
+            f"{len(record.files)} file(s), {sum(record.files.values())} bytes announced",
+        )
         return JSONResponse(
             {"upload_id": record.id, "project": project, "files": len(record.files)},
             status_code=201,
         )
 
     @router.get("/api/uploads/{project}")
-    async def listing(project: str) -> dict[str, Any]:
-        known_project(project)
+    async def listing(project: str, user: Principal = _user) -> dict[str, Any]:
+        await run_in_threadpool(allowed, user, Action.UPLOAD, project)
         entries = await run_in_threadpool(area.entries, project)
         return {
             "project": project,
@@ -222,8 +266,8 @@ def make_uploads_router(
         }
 
     @router.post("/api/uploads/{project}/{upload_id}/complete")
-    async def complete(project: str, upload_id: str) -> dict[str, Any]:
-        known_project(project)
+    async def complete(project: str, upload_id: str, user: Principal = _user) -> dict[str, Any]:
+        await run_in_threadpool(allowed, user, Action.UPLOAD, project)
         try:
             record = await run_in_threadpool(area.record, project, upload_id)
         except UnknownUploadError as exc:
@@ -244,22 +288,34 @@ def make_uploads_router(
         return {"upload_id": upload_id, "complete": not missing, "missing": missing}
 
     @router.delete("/api/uploads/{project}/{name:path}")
-    async def delete(project: str, name: str) -> dict[str, Any]:
-        known_project(project)
+    async def delete(
+        project: str, name: str, request: Request, user: Principal = _user
+    ) -> dict[str, Any]:
+        await run_in_threadpool(allowed, user, Action.UPLOAD, project)
         try:
             deleted = await run_in_threadpool(area.delete, project, [name])
         except UnknownUploadError as exc:
             raise HTTPException(404, str(exc)) from None
+        await run_in_threadpool(
+            record_event,
+            user,
+            request,
+            AuditAction.UPLOAD_DELETE,
+            project,
+            name,
+            f"{len(deleted)} object(s)",
+        )
         return {"deleted": deleted}
 
     # -- the tus server ---------------------------------------------------------------------
 
-    async def pre_create(metadata: dict[str, str], info: dict[str, Any]) -> None:
+    async def pre_create(user: Principal, metadata: dict[str, str], info: dict[str, Any]) -> None:
         size = info.get("size")
         if size is None:
             # Deferred lengths and concatenation would bypass the limits.
             raise HTTPException(400, "Upload-Length is required")
         project = metadata.get("project", "")
+        await run_in_threadpool(allowed, user, Action.UPLOAD, project)
         upload_id = metadata.get("upload_id", "")
         try:
             path = safe_relative_path(metadata.get("path") or metadata.get("filename") or "")
@@ -288,14 +344,35 @@ def make_uploads_router(
     async def on_complete(file_path: str, metadata: dict[str, str]) -> None:
         await _move_to_store(Path(file_path).name, metadata)
 
+    async def pre_create_dep(user: Principal = _user) -> Any:
+        """The creation hook, knowing the user (tus metadata names the project)."""
+
+        async def hook(metadata: dict[str, str], info: dict[str, Any]) -> None:
+            await pre_create(user, metadata, info)
+
+        return hook
+
+    async def tus_access(request: Request, user: Principal = _user) -> None:
+        """Every request on an existing tus upload: the user may upload into its project."""
+        uid = request.path_params.get("uuid")
+        if not uid:
+            return  # creation: checked by the hook, which sees the metadata
+        info_path = staging / f"{Path(uid).name}.info"
+        try:
+            meta = json.loads(info_path.read_text()).get("metadata") or {}
+        except (OSError, ValueError, AttributeError):
+            return  # tus answers 404 for an unknown upload
+        await run_in_threadpool(allowed, user, Action.UPLOAD, str(meta.get("project", "")))
+
     tus = create_tus_router(
         prefix=TUS_PREFIX,
         files_dir=str(staging),
         max_size=limits.max_file_bytes,
+        auth=tus_access,  # type: ignore[arg-type]
         days_to_keep=settings.uploads.resume_days,
         # tuspyserver awaits the hooks when they are coroutines; its type hints say plain.
         on_upload_complete=on_complete,  # type: ignore[arg-type]
-        pre_create_hook=pre_create,  # type: ignore[arg-type]
+        pre_create_dep=pre_create_dep,  # type: ignore[arg-type]
         storage=LocalFileStorage(str(staging)),
         tags=["uploads (tus)"],
     )
@@ -304,8 +381,10 @@ def make_uploads_router(
     # -- imports ----------------------------------------------------------------------------
 
     @router.post("/api/imports", status_code=201)
-    async def start_import(body: ImportRequest) -> dict[str, Any]:
-        known_project(body.project)
+    async def start_import(
+        body: ImportRequest, request: Request, user: Principal = _user
+    ) -> dict[str, Any]:
+        await run_in_threadpool(allowed, user, Action.IMPORT, body.project)
         try:
             validate_dataset_name(body.dataset)
             extension = normalize_extension(body.extension)
@@ -319,6 +398,8 @@ def make_uploads_router(
             "dataset": body.dataset,
             "uploads": body.uploads,
             "delete_upload": body.delete_upload,
+            # Who started it (the run's conf is shown in Airflow; the trail has it too).
+            "user": user.name,
         }
         if body.kind == "nifti":
             dag_id, run_id = NIFTI_UPLOAD_IMPORT_DAG_ID, f"{_NIFTI_RUN_PREFIX}{new_id()}"
@@ -330,11 +411,20 @@ def make_uploads_router(
             await run_in_threadpool(airflow_client.trigger_dag_run, dag_id, run_id, conf)
         except AirflowError as exc:
             raise HTTPException(503, f"the import could not be started: {exc}") from None
+        await run_in_threadpool(
+            record_event,
+            user,
+            request,
+            AuditAction.IMPORT,
+            body.project,
+            run_id,
+            f"{body.kind} {', '.join(body.uploads)} as dataset {body.dataset}",
+        )
         return {"run_id": run_id, "dag_id": dag_id, "conf": conf}
 
     @router.get("/api/imports/{project}/{run_id}")
-    async def import_state(project: str, run_id: str) -> dict[str, Any]:
-        known_project(project)
+    async def import_state(project: str, run_id: str, user: Principal = _user) -> dict[str, Any]:
+        await run_in_threadpool(allowed, user, Action.READ, project)
         # The run id says which import the page started (and so how its report reads).
         nifti = run_id.startswith(_NIFTI_RUN_PREFIX)
         dag_id = NIFTI_UPLOAD_IMPORT_DAG_ID if nifti else UPLOAD_IMPORT_DAG_ID
@@ -342,7 +432,8 @@ def make_uploads_router(
             run = await run_in_threadpool(airflow_client.get_dag_run, dag_id, run_id)
         except AirflowError as exc:
             raise HTTPException(503, f"Airflow cannot be asked: {exc}") from None
-        if run is None:
+        # A run of another project is answered as one that does not exist.
+        if run is None or (run.get("conf") or {}).get("project") != project:
             raise HTTPException(404, f"no import run {run_id!r}")
         reader = read_nifti_report if nifti else read_report
         report = await run_in_threadpool(reader, store, project, run_id)

@@ -8,8 +8,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from dicomflow.access.policy import Principal
 from dicomflow.db.projects import ProjectStore
 from dicomflow.index.base import SeriesIndex
+from dicomflow.web.auth import principal_of
 from dicomflow.web.search import make_search_router
 from tests.index.samples import series, store, uid
 
@@ -26,6 +28,8 @@ def client(postgres_index: SeriesIndex, project_store: ProjectStore) -> Iterator
     )
     app = FastAPI()
     app.include_router(make_search_router(postgres_index, project_store))
+    # The API's own behaviour, as an administrator sees it (access: tests/access).
+    app.dependency_overrides[principal_of] = lambda: Principal("rest-tests", is_admin=True)
     with TestClient(app) as test_client:
         yield test_client
 

@@ -8,10 +8,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
+from dicomflow.access.audit import Audit
+from dicomflow.access.policy import Principal
+from dicomflow.db.audit import AuditStore
 from dicomflow.db.projects import ProjectStore
 from dicomflow.spool.records import BatchState
 from dicomflow.spool.store import Spool
+from dicomflow.web.auth import principal_of
 from dicomflow.web.stow import make_stow_router
 from tests.intake_testutil import admission_for
 from tests.receiver.receiver_helpers import bad_datasets, good_dataset
@@ -34,11 +39,14 @@ def _multipart(parts: list[bytes]) -> tuple[bytes, str]:
 
 
 def test_stow_stores_good_instances_and_reports_failures(
-    projects: ProjectStore, tmp_path: Path
+    projects: ProjectStore, platform_engine: Engine, tmp_path: Path
 ) -> None:
     spool = Spool(tmp_path / "spool")
     app = FastAPI()
-    app.include_router(make_stow_router(spool, admission_for(spool, projects)))
+    audit = Audit(AuditStore(platform_engine))
+    app.include_router(make_stow_router(spool, admission_for(spool, projects), audit))
+    # The door's own behaviour, as an administrator sees it (access: tests/access).
+    app.dependency_overrides[principal_of] = lambda: Principal("stow-tests", is_admin=True)
     client = TestClient(app)
     good = [good_dataset() for _ in range(2)]
     bad, words = bad_datasets()["missing series"]

@@ -7,16 +7,18 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from dicomflow.stack.isolated import stack_data_dir, stack_environment
-from dicomflow.stack.process import marked_processes
+from dicomflow.stack.isolated import stack_environment
+from dicomflow.stack.process import marked_processes, wait_until
 
 DICOMFLOW = [sys.executable, "-m", "dicomflow.cli"]
 
@@ -29,23 +31,31 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Com
 
 @pytest.fixture
 def own_stack() -> Iterator[dict[str, str]]:
-    data_dir = stack_data_dir()
+    # A private folder (0700), as root's home is: a first run as root must work there too.
+    home = Path(tempfile.mkdtemp(prefix="dicomflow-home-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
-    env.update(stack_environment(data_dir / "var"))
+    env.update(stack_environment(home / "var"))
     yield env
-    shutil.rmtree(data_dir, ignore_errors=True)
+    pg_data = home / "var" / "postgres"
+    if pg_data.is_symlink():  # PostgreSQL's data, where its user can reach it
+        shutil.rmtree(pg_data.resolve().parent, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_up_status_down_leave_no_process_behind(own_stack: dict[str, str]) -> None:
     data_dir = Path(own_stack["DICOMFLOW_DATA_DIR"])
+    assert stat.S_IMODE(data_dir.parent.stat().st_mode) == 0o700
     try:
         up = run(own_stack, "up")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "login                   admin / " in up.stdout
+        assert "first administrator     admin / " in up.stdout
+        assert "supervisor             started" in up.stdout
 
         status = run(own_stack, "status", "--json")
         assert status.returncode == 0, status.stdout
-        components = {c["name"]: c for c in json.loads(status.stdout)["components"]}
+        report = json.loads(status.stdout)
+        assert report["supervisor"]["state"] == "running" and report["supervisor"]["pid"]
+        components = {c["name"]: c for c in report["components"]}
         assert set(components) >= {
             "postgres",
             "orthanc",
@@ -59,27 +69,29 @@ def test_up_status_down_leave_no_process_behind(own_stack: dict[str, str]) -> No
         }
         for comp in components.values():
             assert comp["state"] == "healthy" and comp["pid"] and comp["address"]
+            assert comp["uptime_seconds"] is not None and comp["restarts"] == 0
         assert oct((data_dir / "secrets.json").stat().st_mode)[-3:] == "600"
+        assert stat.S_IMODE(data_dir.parent.stat().st_mode) == 0o700  # left as it was
 
         again = run(own_stack, "up")
         assert again.returncode == 0
         assert "already running; nothing changed" in again.stdout
         assert not [line for line in again.stdout.splitlines() if line.endswith("starting")]
 
-        # A component that dies is shown, and `up` restarts it alone.
+        # A component that dies is started again by the supervisor, with no command typed.
         os.kill(components["orthanc"]["pid"], signal.SIGKILL)
-        psutil.wait_procs([psutil.Process(components["orthanc"]["pid"])], timeout=10)
-        broken = run(own_stack, "status")
-        assert broken.returncode == 1
-        assert [
-            line.split()[1] for line in broken.stdout.splitlines() if line.startswith("orthanc")
-        ] == ["stopped"]
-        repaired = run(own_stack, "up")
-        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-        started = [
-            line.split()[0] for line in repaired.stdout.splitlines() if line.endswith("starting")
-        ]
-        assert started == ["orthanc"]
+
+        def restarted() -> bool:
+            rows = json.loads(run(own_stack, "status", "--json").stdout)["components"]
+            orthanc = next(r for r in rows if r["name"] == "orthanc")
+            return orthanc["state"] == "healthy" and orthanc["restarts"] == 1
+
+        assert wait_until(restarted, 60, interval=1)
+        shown = run(own_stack, "status")
+        assert shown.returncode == 0, shown.stdout
+        assert "last exit: killed by signal 9 (SIGKILL)" in shown.stdout
+        said = run(own_stack, "logs", "supervisor", "-n", "20")
+        assert "orthanc died: killed by signal 9 (SIGKILL)" in said.stdout
 
         logs = run(own_stack, "logs", "postgres", "-n", "5")
         assert logs.returncode == 0 and logs.stdout.strip()
@@ -90,11 +102,14 @@ def test_up_status_down_leave_no_process_behind(own_stack: dict[str, str]) -> No
     finally:
         down = run(own_stack, "down")
     assert down.returncode == 0, down.stdout + down.stderr
+    assert down.stdout.splitlines()[0].split() == ["supervisor", "stopped"]
     assert marked_processes(data_dir.resolve()) == []
-    assert [p.pid for p in started if p.is_running()] == []
+    assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
     final = run(own_stack, "status", "--json")
     assert final.returncode == 1
-    assert {c["state"] for c in json.loads(final.stdout)["components"]} == {"stopped"}
+    report = json.loads(final.stdout)
+    assert report["supervisor"]["state"] == "stopped"
+    assert {c["state"] for c in report["components"]} == {"stopped"}
 
 
 def test_port_in_use_names_port_component_and_key(own_stack: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import uvicorn
@@ -38,3 +39,16 @@ def running_web(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def sign_in(page: Any, base_url: str, user: str, password: str) -> Any:
+    """Sign a Playwright ``page`` in through the sign-in form (as a person would); return it."""
+    page.goto(f"{base_url}/signin")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    with page.expect_navigation():
+        page.click("#signin-button")
+    if "/signin" in page.url:
+        error = page.locator("#signin-error")
+        raise AssertionError(f"sign-in of {user} failed: {error.inner_text()}")
+    return page

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from dicomflow.config import Settings
 from dicomflow.db.projects import ProjectStore
-from tests.uploads.web_server import running_web
+from tests.uploads.web_server import running_web, sign_in
 
 CHROMIUM = "/usr/bin/chromium"
 PROJECT = "navpages"
@@ -28,6 +28,9 @@ PAGES = [
     ("/series", "series"),
     ("/series/1.2.3?project=admin", "series"),
     ("/uploads", "uploads"),
+    ("/projects", "projects"),
+    ("/users", "users"),
+    ("/audit", "audit"),
 ]
 _HEADER_JS = """() => {
   const header = document.querySelector("header.app-header");
@@ -62,14 +65,8 @@ def page(web_url: str, postgres: Settings) -> Iterator[Any]:
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-sync"],
         )
-        context = browser.new_context(
-            base_url=web_url,
-            http_credentials={
-                "username": postgres.admin_user,
-                "password": postgres.admin_password,
-            },
-        )
-        yield context.new_page()
+        context = browser.new_context(base_url=web_url)
+        yield sign_in(context.new_page(), "", postgres.admin_user, postgres.admin_password)
         browser.close()
 
 
@@ -81,6 +78,9 @@ def test_every_page_has_the_same_navigation_with_its_page_marked(
     expected = [
         ["Series", "/series"],
         ["Data Upload", "/uploads"],
+        ["Projects", "/projects"],
+        ["Users", "/users"],
+        ["Audit", "/audit"],
         ["Airflow", postgres.airflow.base_url],
         ["API", "/docs"],
     ]
@@ -125,7 +125,7 @@ def test_home_page_lists_projects_and_areas(page: Any, postgres: Settings) -> No
     # Each area of the navigation, with what is found there; the PACS when it is ours.
     areas = page.locator("#areas a").evaluate_all("links => links.map(a => a.dataset.area)")
     pacs = ["pacs"] if postgres.pacs.managed else []
-    assert areas == ["series", "uploads", "airflow", "api", *pacs]
+    assert areas == ["series", "uploads", "projects", "users", "audit", "airflow", "api", *pacs]
     expect(page.locator("#areas li").first).to_contain_text("Search every received series")
 
 

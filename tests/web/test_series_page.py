@@ -23,7 +23,7 @@ from dicomflow.storage.client import ObjectStore
 from dicomflow.storage.keys import thumbnail_key
 from tests.dicomfiles import fresh_copy, write_ct_series
 from tests.pipeline.conftest import failed_logs, run_dag, spool_batch
-from tests.uploads.web_server import running_web
+from tests.uploads.web_server import running_web, sign_in
 
 CHROMIUM = "/usr/bin/chromium"
 # Markup in a DICOM header must be shown as text, never run or rendered.
@@ -95,14 +95,8 @@ def page(web_url: str, postgres: Settings) -> Iterator[Any]:
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-sync"],
         )
-        context = browser.new_context(
-            base_url=web_url,
-            http_credentials={
-                "username": postgres.admin_user,
-                "password": postgres.admin_password,
-            },
-        )
-        yield context.new_page()
+        context = browser.new_context(base_url=web_url)
+        yield sign_in(context.new_page(), "", postgres.admin_user, postgres.admin_password)
         browser.close()
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from dicomflow.config import Settings
 from dicomflow.db.projects import ProjectStore
 from tests.importer.importer_testutil import make_zip, new_series
-from tests.uploads.web_server import running_web
+from tests.uploads.web_server import running_web, sign_in
 
 CHROMIUM = "/usr/bin/chromium"
 PROJECT = "webpage"
@@ -52,13 +52,7 @@ def test_pick_files_upload_with_progress_import_and_read_the_report(
                 "--disable-sync",
             ],
         )
-        context = browser.new_context(
-            http_credentials={
-                "username": postgres.admin_user,
-                "password": postgres.admin_password,
-            }
-        )
-        page = context.new_page()
+        page = sign_in(browser.new_page(), page_url, postgres.admin_user, postgres.admin_password)
         page.goto(f"{page_url}/uploads")
         page.select_option("#project", PROJECT)
         expect(page.locator(".project-name").first).to_have_text(PROJECT)
@@ -110,10 +104,7 @@ def test_limits_are_shown_and_refused_in_the_unit_of_the_setting(
         browser = pw.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
         )
-        context = browser.new_context(
-            http_credentials={"username": small.admin_user, "password": small.admin_password}
-        )
-        page = context.new_page()
+        page = sign_in(browser.new_page(), url, small.admin_user, small.admin_password)
         page.goto(f"{url}/uploads")
         expect(page.locator("#limits")).to_have_text(
             "limits: 3 MiB per file, 5 MiB per upload, 10 files"

@@ -184,12 +184,14 @@
     const initial = new URLSearchParams(location.search);
     const size = Number(initial.get("size"));
     if (Number.isInteger(size) && size >= 1 && size <= 1000) state.size = size;
+    // The projects this user may read (admin, which holds every series, for administrators).
     const projects = await api("/api/projects");
     const names = projects.map((p) => p.name);
-    if (!names.includes("admin")) names.unshift("admin");
+    if (!names.length) throw new Error("you are a member of no project yet: ask a project's owner or an administrator");
     const select = $("#project");
     for (const name of names) select.append(el("option", { value: name }, name));
-    state.project = names.includes(initial.get("project")) ? initial.get("project") : "admin";
+    const fallback = names.includes("admin") ? "admin" : names[0];
+    state.project = names.includes(initial.get("project")) ? initial.get("project") : fallback;
     select.value = state.project;
     // The address keeps the filters (back from a series comes back to the same search).
     for (const name of FILTERS) {

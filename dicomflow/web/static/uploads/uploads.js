@@ -15,10 +15,14 @@
     return (i ? n.toFixed(1) : n) + " " + units[i];
   }
 
+  // The session's CSRF token: every state-changing request of the page carries it.
+  const CSRF = { "X-CSRF-Token": document.querySelector("meta[name=csrf-token]").content };
+
   async function api(method, url, body) {
+    const headers = { ...(method === "GET" ? {} : CSRF), ...(body ? { "Content-Type": "application/json" } : {}) };
     const response = await fetch(url, {
       method,
-      headers: body ? { "Content-Type": "application/json" } : {},
+      headers,
       body: body ? JSON.stringify(body) : undefined,
     });
     let data = null;
@@ -108,6 +112,7 @@
       chunkSize: state.config.chunk_bytes,
       retryDelays: [0, 1000, 3000, 5000, 10000],
       allowedMetaFields: ["upload_id", "project", "path", "name", "type"],
+      headers: CSRF,
       limit: 4,
     });
     uppy.addPreProcessor(async (fileIDs) => {
