@@ -1,10 +1,9 @@
-"""Storing by C-STORE (``pacs.protocol: dimse``) into a real Orthanc, configured as the stack
-configures its PACS, with its DICOM port open."""
+"""Storing by C-STORE (``pacs.protocol: dimse``) into the session's real Orthanc, configured as
+the stack configures its PACS, with its DICOM port open to the platform's AE title."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -21,16 +20,11 @@ from dicomflow.pacs.dimse import DimseStoreClient
 from dicomflow.pacs.sending import store_instances
 from dicomflow.pipeline import steps
 from dicomflow.platform import Platform
-from dicomflow.stack.components import Orthanc
-from dicomflow.stack.isolated import free_port, stack_data_dir, stack_environment
-from dicomflow.stack.supervisor import Stack
+from dicomflow.stack.isolated import free_port, stack_environment
 from tests.dicomfiles import fresh_copy, pydicom_file
 from tests.pipeline.conftest import spool_batch
 from tests.receiver.compressed_files import compressed_files
 from tests.receiver.receiver_helpers import dataset_bytes
-
-# This module starts an Orthanc of its own (the session's keeps its DICOM port closed).
-pytestmark = pytest.mark.stack
 
 
 def _environment(data_dir: Path, **settings: str) -> dict[str, str]:
@@ -40,20 +34,15 @@ def _environment(data_dir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def dimse_pacs() -> Iterator[Settings]:
-    """Settings whose store goes by C-STORE to an Orthanc of this module."""
-    data_dir = stack_data_dir()
-    settings = load_settings(
-        environ=_environment(data_dir, protocol="dimse", dicom_port=str(free_port()))
-    )
-    stack = Stack(settings, [Orthanc(settings)])
-    try:
-        stack.up(report=lambda _m: None)
-        yield settings
-    finally:
-        stack.down(report=lambda _m: None)
-        shutil.rmtree(data_dir, ignore_errors=True)
+def _with_pacs(settings: Settings, **pacs: object) -> Settings:
+    return settings.model_copy(update={"pacs": settings.pacs.model_copy(update=pacs)})
+
+
+@pytest.fixture
+def dimse_pacs(orthanc: Settings) -> Settings:
+    """The session's settings with the store going by C-STORE to the session's Orthanc."""
+    assert orthanc.pacs.dicom_port, "the session stack opens Orthanc's DICOM port"
+    return _with_pacs(orthanc, protocol="dimse")
 
 
 def _held(pacs: DicomWebClient, path: Path, into: Path) -> Path:
@@ -137,9 +126,7 @@ def test_every_transfer_syntax_reaches_the_pacs_untranscoded(
 
     with DicomWebClient.from_settings(dimse_pacs) as dicomweb:
         # Two associations share the files, as the store step sends them.
-        settings = dimse_pacs.model_copy(
-            update={"pacs": dimse_pacs.pacs.model_copy(update={"dimse_associations": 2})}
-        )
+        settings = _with_pacs(dimse_pacs, dimse_associations=2)
         result = store_instances(settings, dicomweb, list(files.values()))
 
         assert result.failed == {}
