@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pydicom
 import pytest
 from pydicom.uid import JPEGLossless
@@ -188,9 +189,29 @@ def test_the_store_step_by_c_store_skips_what_is_held_and_keeps_conflicts_aside(
         conflict = steps.store_to_pacs(platform, spool_batch(dimse_pacs, [other]))
 
     assert first == {"stored": 2, "already_stored": 0, "conflicts": []}
+    # Orthanc records how each instance came: by DICOM from our AE title, not by its REST API.
+    uids = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files]
+    assert [_arrival(dimse_pacs, uid) for uid in uids] == [
+        ("DicomProtocol", dimse_pacs.pacs.calling_ae_title)
+    ] * 2
     assert again == {"stored": 0, "already_stored": 2, "conflicts": []}
     assert conflict["stored"] == 0
     assert [c["sop_instance_uid"] for c in conflict["conflicts"]] == [str(ds.SOPInstanceUID)]
+
+
+def _arrival(settings: Settings, sop_instance_uid: str) -> tuple[str, str]:
+    """How the PACS received an instance: Orthanc's ``Origin`` and ``RemoteAET`` metadata."""
+    pacs = settings.pacs
+    with httpx.Client(base_url=pacs.orthanc_url, auth=(pacs.username, pacs.password)) as http:
+        found = http.post(
+            "/tools/lookup", content=sop_instance_uid, headers={"Content-Type": "text/plain"}
+        )
+        found.raise_for_status()
+        (instance,) = [f["ID"] for f in found.json() if f["Type"] == "Instance"]
+        meta = [
+            http.get(f"/instances/{instance}/metadata/{name}") for name in ("Origin", "RemoteAET")
+        ]
+    return (meta[0].text, meta[1].text)
 
 
 def test_c_store_without_a_dicom_port_is_refused_with_what_to_set(tmp_path: Path) -> None:
