@@ -28,6 +28,8 @@ ORDER = (
     "bench_thumbnails.py",
     "bench_receiver.py",
     "bench_pipeline.py",
+    "bench_pacs_store.py",
+    "bench_scenarios.py",
     "bench_index.py",
     "bench_memory.py",
 )
@@ -49,17 +51,21 @@ def rows(output: str) -> list[list[str]]:
     """The table rows a benchmark printed: five-cell rows after its header row.
 
     The header is a five-cell row whose first cell is ``measure``; it, and rules such as
-    ``|---|---|``, are left out. Rows before a header are not part of a table.
+    ``|---|---|``, are left out. Rows before a header are not part of a table. A benchmark of
+    several scenarios may print six cells under ``scenario | measure | ...``: the first two
+    become one, ``scenario: measure``.
     """
     found: list[list[str]] = []
-    header_seen = False
+    width = 0
     for line in output.splitlines():
         cells = _cells(line)
-        if len(cells) != 5:
-            continue
-        if cells[0].lower() == "measure":
-            header_seen = True
-        elif header_seen and not set(cells[0]) <= {"-"}:
+        if len(cells) == 5 and cells[0].lower() == "measure":
+            width = 5
+        elif len(cells) == 6 and [c.lower() for c in cells[:2]] == ["scenario", "measure"]:
+            width = 6
+        elif width and len(cells) == width and not set(cells[0]) <= {"-"}:
+            if width == 6:
+                cells = [f"{cells[0]}: {cells[1]}", *cells[2:]]
             found.append(cells)
     return found
 

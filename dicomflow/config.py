@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "DICOMFLOW_"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +77,23 @@ class PacsSettings(_Section):
     dicom_port: int = Field(ge=0, le=65535)
     stow_batch_size: int = Field(ge=1, le=10000)
     stow_concurrency: int = Field(ge=1, le=64)
+    protocol: Literal["dicomweb", "dimse"]
+    dimse_host: str = Field(min_length=1)
+    ae_title: str = Field(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]+$")
+    calling_ae_title: str = Field(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]+$")
+    dimse_associations: int = Field(ge=1, le=32)
+
+    @field_validator("protocol")
+    @classmethod
+    def _dimse_needs_a_port(cls, protocol: str, info: ValidationInfo) -> str:
+        # A field check, not a model check: the error then shows this value alone, not the
+        # whole section with its password.
+        if protocol == "dimse" and not info.data.get("dicom_port"):
+            raise ValueError(
+                "C-STORE needs pacs.dicom_port, which is 0: set it to the PACS's DICOM port "
+                "(with managed: true, the port the local Orthanc opens), or use dicomweb"
+            )
+        return protocol
 
     @property
     def base_url(self) -> str:

@@ -33,7 +33,7 @@ from dicomflow.stack.components import (
     Receiver,
     SeaweedS3,
 )
-from dicomflow.stack.isolated import stack_data_dir, stack_environment
+from dicomflow.stack.isolated import free_port, stack_data_dir, stack_environment
 from dicomflow.stack.supervisor import Stack
 
 #: The fixtures that start real components; a test using one (even indirectly) is ``stack``.
@@ -66,6 +66,9 @@ def stack_env() -> Iterator[dict[str, str]]:
     data_dir = stack_data_dir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
     env.update(stack_environment(data_dir))
+    # Orthanc's DICOM port open (to the platform's AE title only): tests/pacs stores by
+    # C-STORE into the session's PACS as well as by STOW-RS.
+    env["DICOMFLOW_PACS__DICOM_PORT"] = str(free_port())
     yield env
     shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -388,7 +388,31 @@ class Orthanc(Component):
             "RegisteredUsers": {pacs.username: pacs.password},
             "DicomServerEnabled": pacs.dicom_port != 0,
             "DicomPort": pacs.dicom_port or 4242,
-            "DicomAet": "DICOMFLOW-PACS",
+            "DicomAet": pacs.ae_title,
+            # The DICOM port listens on every interface (no bind option): only the platform's
+            # own AE title, from this host, may store, and nobody may query or retrieve.
+            "DicomCheckCalledAet": True,
+            "DicomCheckModalityHost": True,
+            "DicomAlwaysAllowEcho": False,
+            "DicomAlwaysAllowStore": False,
+            "DicomAlwaysAllowFind": False,
+            "DicomAlwaysAllowGet": False,
+            "DicomAlwaysAllowMove": False,
+            "DicomModalities": {
+                "dicomflow": {
+                    "AET": pacs.calling_ae_title,
+                    "Host": "127.0.0.1",
+                    "Port": 104,
+                    "AllowEcho": True,
+                    "AllowStore": True,
+                    "AllowFind": False,
+                    "AllowMove": False,
+                    "AllowGet": False,
+                    "AllowStorageCommitment": False,
+                }
+            },
+            # STOW-RS stores any SOP class; C-STORE must not refuse what STOW-RS would keep.
+            "UnknownSopClassAccepted": True,
             "Plugins": [str(ORTHANC_DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
             "StorageCompression": False,
@@ -405,6 +429,11 @@ class Orthanc(Component):
 
     def command(self) -> list[str]:
         return [shutil.which("Orthanc") or "Orthanc", str(self.config_file)]
+
+    def env(self) -> dict[str, str]:
+        # Orthanc's DICOM server (dcmtk) sets TCP_NODELAY only when this variable is present:
+        # without it each C-STORE answer waits for a delayed ACK (~20 instances/s).
+        return {**super().env(), "TCP_NODELAY": "1"}
 
     def healthy(self) -> bool:
         pacs = self.settings.pacs

@@ -21,6 +21,11 @@ print("arguments | " + " ".join(sys.argv[1:]) + " | - | - | -")
 BROKEN = """
 raise TypeError("validate_series() got an unexpected keyword argument 'workers'")
 """
+SCENARIOS = """
+print("scenario | measure | ours | reference | ratio | goal")
+print("one association | rate | 10 | 20 | 0.50 | >= 0.6")
+print("20 senders | time (s) | 5 | 4 | 1.25 | <= 1.25")
+"""
 NO_TABLE = """
 print("measured nothing")
 """
@@ -93,3 +98,18 @@ def test_a_benchmark_that_does_not_exist_is_refused(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert f"no such benchmark: {tmp_path / 'bench_nothing.py'}" in result.stderr
+
+
+def test_a_table_of_scenarios_gives_rows_named_after_scenario_and_measure(
+    tmp_path: Path,
+) -> None:
+    scenarios = _bench(tmp_path, "bench_scenarios.py", SCENARIOS)
+
+    result = _run_all(scenarios)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]] == [
+        ["scenarios: one association: rate", "10", "20", "0.50", ">= 0.6"],
+        ["scenarios: 20 senders: time (s)", "5", "4", "1.25", "<= 1.25"],
+    ]
