@@ -62,6 +62,13 @@ POLL_INTERVAL = 2.0
 RECOVERY_INTERVAL = 5.0
 #: Seconds between looks at failed batches and runs.
 WATCH_INTERVAL = 10.0
+#: Seconds between questions to Airflow about a background validation run that still holds
+#: queued batches (whether it ended without taking them out of the queue).
+LANE_CHECK_INTERVAL = 10.0
+#: The longest pause before a new lane run after lane runs ended with batches still queued.
+LANE_MAX_PAUSE = 600.0
+#: Airflow's states of a DAG run that has ended.
+ENDED_RUN_STATES = frozenset({"success", "failed"})
 
 
 class DagTrigger(Protocol):
@@ -70,6 +77,8 @@ class DagTrigger(Protocol):
     def trigger_dag_run(
         self, dag_id: str, run_id: str, conf: dict[str, object]
     ) -> TriggerResult: ...
+
+    def get_dag_run(self, dag_id: str, run_id: str) -> dict[str, object] | None: ...
 
 
 def run_id_for(batch_ids: str | Sequence[str], prefix: str = "batch") -> str:
@@ -177,6 +186,9 @@ class Dispatcher:
         self.failed_attempts = 0
         self._announced: set[str] = set()
         self._look_again: float | None = None
+        self._lane_checked = 0.0
+        self._lane_not_before = 0.0
+        self._lane_failures = 0
         self._stopping = threading.Event()
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
@@ -382,20 +394,55 @@ class Dispatcher:
             return
         queued = set(self.spool.validation_queue())
         lane = [r for r in runs if r.dag_id == self.validation_dag_id]
-        busy = False
+        holding = []
         for run in lane:
             if queued & set(run.batch_ids):
-                busy = True
-            else:
+                holding.append(run)
+            else:  # it took its batches out of the queue: the lane works
                 self.spool.forget_run(run.run_id)
-        if busy or not queued:
+                self._lane_failures = 0
+        if holding:
+            self._look_after_lane(holding)
+            return
+        if not queued or time.monotonic() < self._lane_not_before:
             return
         batch_ids = sorted(queued)
-        run = self.spool.record_run(
-            run_id_for(batch_ids, prefix="validate"), self.validation_dag_id, batch_ids
-        )
+        # A fresh id each time: the batches of a lane run that ended without them come back
+        # here, and Airflow would answer the old id with the old, ended run.
+        run_id = f"{run_id_for(batch_ids, prefix='validate')}-{time.time_ns() // 1_000_000}"
+        run = self.spool.record_run(run_id, self.validation_dag_id, batch_ids)
         self.client.trigger_dag_run(run.dag_id, run.run_id, {"batch_ids": batch_ids})
         LOGGER.info("%d batch(es) handed to the background validation lane", len(batch_ids))
+
+    def _look_after_lane(self, holding: list[RunRecord]) -> None:
+        """Make lane runs that were recorded but never made; forget those that have ended.
+
+        A lane run that failed (its task out of retries) or was recorded just before a crash
+        would otherwise hold its batches in the queue for good, and the lane would stop.
+        """
+        now = time.monotonic()
+        if now - self._lane_checked < LANE_CHECK_INTERVAL:
+            return
+        self._lane_checked = now
+        for run in holding:
+            found = self.client.get_dag_run(run.dag_id, run.run_id)
+            if found is None:
+                self.client.trigger_dag_run(run.dag_id, run.run_id, {"batch_ids": run.batch_ids})
+                LOGGER.info("background validation run %s made again", run.run_id)
+            elif found.get("state") in ENDED_RUN_STATES:
+                # A lane that keeps failing (a check that crashes on some file) is tried
+                # again with a growing pause, not in a loop.
+                pause = min(LANE_MAX_PAUSE, LANE_CHECK_INTERVAL * 2**self._lane_failures)
+                self._lane_failures += 1
+                self._lane_not_before = now + pause
+                LOGGER.warning(
+                    "background validation run %s ended (%s) with batches still queued; "
+                    "they go to a new run in %.0f s",
+                    run.run_id,
+                    found.get("state"),
+                    pause,
+                )
+                self.spool.forget_run(run.run_id)
 
     def _arrive(self, batch_id: str) -> None:
         """Index a batch on arrival, once per dispatcher (retried while Airflow waits)."""

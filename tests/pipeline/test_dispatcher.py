@@ -12,11 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow.airflow_api.client import AirflowClient, AirflowUnavailableError
-from dicomflow.pipeline.dispatcher import INCOMING_DAG_ID, Dispatcher, run_id_for
+from dicomflow.pipeline.dispatcher import (
+    INCOMING_DAG_ID,
+    VALIDATION_DAG_ID,
+    Dispatcher,
+    run_id_for,
+)
 from dicomflow.spool.records import BatchState, CloseReason
 from dicomflow.spool.store import Spool
 from tests.intake_testutil import open_session
 from tests.receiver.receiver_helpers import good_dataset
+from tests.stack_testutil import wait_dag_run
 
 
 def _dead_url() -> str:
@@ -166,6 +172,7 @@ from pathlib import Path
 from dicomflow.spool.store import Spool
 from tests.intake_testutil import open_session
 from tests.receiver.receiver_helpers import good_dataset
+from tests.stack_testutil import wait_dag_run
 
 spool = Spool(Path(sys.argv[1]))
 intake = open_session(spool, "admin", "dies")
@@ -293,3 +300,36 @@ def test_a_run_recorded_before_a_crash_is_made_with_the_same_id(
         dispatcher.stop()
     assert {spool.batch(b).run_id for b in batches} == {"batch-recorded-before-crash"}
     assert dispatcher.runs_made == 1
+
+
+def test_the_validation_lane_goes_on_past_a_run_never_made_or_ended_without_its_batches(
+    airflow: Any, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    batch = _closed_batch(spool, tmp_path, "lane")
+    spool.queue_validation(batch)
+    # Patient: the API server answers slowly while the session's other runs start.
+    client = AirflowClient(airflow.base_url, airflow.username, airflow.password, timeout=60)
+    dispatcher = Dispatcher(spool, client, validation_dag_id=VALIDATION_DAG_ID)
+
+    def lane_runs() -> list[str]:
+        return [r.run_id for r in spool.runs() if r.dag_id == VALIDATION_DAG_ID]
+
+    # What a dispatcher that died between recording a lane run and asking Airflow leaves.
+    spool.record_run("validate-never-made", VALIDATION_DAG_ID, [batch])
+    dispatcher.drain()
+    assert client.get_dag_run(VALIDATION_DAG_ID, "validate-never-made") is not None
+
+    # That run ends without taking the batch out of this spool's queue (the platform's tasks
+    # do not see this spool), as a lane run whose task ran out of retries does: the batch
+    # goes to a new run instead of waiting for good.
+    wait_dag_run(client, VALIDATION_DAG_ID, "validate-never-made", timeout=240)
+    _until(
+        lambda: dispatcher.drain() >= 0 and lane_runs() not in ([], ["validate-never-made"]),
+        "no new lane run after the first ended with its batch still queued",
+        timeout=120,
+    )
+    [new_run] = lane_runs()
+    assert spool.validation_queue() == [batch]
+    found = client.get_dag_run(VALIDATION_DAG_ID, new_run)
+    assert found is not None and found["conf"]["batch_ids"] == [batch]
