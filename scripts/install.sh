@@ -52,11 +52,13 @@ if [[ ! -x .venv/bin/python ]]; then
   "$py" -m venv .venv
 fi
 stamp=".venv/.dicomflow-installed$extras"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml container/requirements.lock | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "==> installing Python packages into .venv (the first time takes a few minutes)"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q --progress-bar off -e ".$extras"
+  # The lock pins what the container image runs; installing under it makes the tested
+  # environment that one, whatever PyPI has published since (tests/charts/test_container.py).
+  .venv/bin/pip install -q --progress-bar off -c container/requirements.lock -e ".$extras"
   echo "$want" >"$stamp"
 fi
 # The local OpenSearch node (opensearch-node/, from Maven Central's jars): built for the tests,
