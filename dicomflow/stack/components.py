@@ -68,6 +68,11 @@ def stack_env(settings: Settings, name: str) -> dict[str, str]:
     return env
 
 
+def repo_pythonpath() -> str:
+    """``PYTHONPATH`` for a process that imports the checkout's top-level packages."""
+    return os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def _venv_bin(name: str) -> str:
     """A console script of the running interpreter's environment."""
     candidate = Path(sys.executable).parent / name
@@ -674,9 +679,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(settings.log_dir / "airflow-tasks"),
         "AIRFLOW__WEBSERVER__EXPOSE_CONFIG": "False",
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-        ),
+        "PYTHONPATH": repo_pythonpath(),
     }
     if af.celery:
         env |= {
@@ -964,7 +967,16 @@ class CeleryWorker(AirflowPart):
         return f"{self.worker_name} via {self.settings.airflow.broker.rsplit('@', 1)[-1]}"
 
 
-class Receiver(Component):
+class PlatformProcess(Component):
+    """A process of the platform's own Python code (``receiver``, ``dicomflow.*``)."""
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["PYTHONPATH"] = repo_pythonpath()
+        return env
+
+
+class Receiver(PlatformProcess):
     """The DICOM receiver (DIMSE C-STORE on the network port)."""
 
     name = "receiver"
@@ -977,13 +989,6 @@ class Receiver(Component):
     def command(self) -> list[str]:
         return [sys.executable, "-m", "receiver"]
 
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-        )
-        return env
-
     def healthy(self) -> bool:
         rc = self.settings.receiver
         return _tcp_open("127.0.0.1" if rc.host in ("0.0.0.0", "::") else rc.host, rc.port)
@@ -993,20 +998,13 @@ class Receiver(Component):
         return f"{rc.host}:{rc.port} (AE {rc.ae_title})"
 
 
-class Dispatcher(Component):
+class Dispatcher(PlatformProcess):
     """The dispatcher: hands each closed batch of the spool to Airflow, indexes it on arrival."""
 
     name = "dispatcher"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "dicomflow.pipeline.dispatcher"]
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-        )
-        return env
 
     def healthy(self) -> bool:
         # It listens on a socket in the spool once it has started (it has no port).
@@ -1016,7 +1014,7 @@ class Dispatcher(Component):
         return f"spool outbox {self.settings.spool_dir / 'outbox'}"
 
 
-class Watcher(Component):
+class Watcher(PlatformProcess):
     """Imports the files of the watched folders (``watch.folders``) once they stop changing."""
 
     name = "watcher"
@@ -1024,13 +1022,6 @@ class Watcher(Component):
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "dicomflow.importer.watch"]
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-        )
-        return env
 
     def healthy(self) -> bool:
         # Written once its folders are being polled (it has no port).
