@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,26 @@ def wait_processed(settings: Settings, batch_ids: list[str], timeout: float = 18
             left = max(1.0, deadline - time.monotonic())
             run = wait_dag_run(client, INCOMING_DAG_ID, run_id_for(batch_id), left)
             assert run["state"] == "success", f"batch {batch_id}: run {run['state']}"
+
+
+def dcmsend(settings: Settings, folder: Path, dataset: str, project: str) -> None:
+    """Send every file under ``folder`` to the receiver, as ``dataset`` to ``project``."""
+    result = subprocess.run(
+        [
+            "dcmsend",
+            "127.0.0.1",
+            str(settings.receiver.port),
+            "--aetitle",
+            dataset,
+            "--call",
+            project,
+            "--scan-directories",
+            "--recurse",
+            str(folder),
+        ],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-from pathlib import Path
 
 from dicomflow.config import Settings
 from dicomflow.index import open_index
 from dicomflow.spool.records import BatchState
 from dicomflow.spool.store import Spool
-
-
-def dcmsend(settings: Settings, folder: Path, dataset: str, project: str) -> None:
-    """Send every file under ``folder`` to the receiver, as ``dataset`` to ``project``."""
-    result = subprocess.run(
-        [
-            "dcmsend",
-            "127.0.0.1",
-            str(settings.receiver.port),
-            "--aetitle",
-            dataset,
-            "--call",
-            project,
-            "--scan-directories",
-            "--recurse",
-            str(folder),
-        ],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def wait_until_finished(settings: Settings, project: str, series_uid: str) -> dict[str, object]:

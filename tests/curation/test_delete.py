@@ -25,7 +25,8 @@ from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import Spool
 from dicomflow.storage.client import ObjectStore
 from dicomflow.storage.keys import record_key, report_key, thumbnail_key
-from tests.curation.curation_testutil import dcmsend, wait_until_finished
+from tests.curation.curation_testutil import wait_until_finished
+from tests.stack_testutil import dcmsend
 from tests.thumbnails.thumbnail_testutil import write_ct_series
 from tests.uploads.web_server import running_web
 

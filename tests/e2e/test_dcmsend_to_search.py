@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,29 +24,8 @@ from dicomflow.storage.client import ObjectStore
 from dicomflow.storage.keys import thumbnail_key
 from dicomflow.web.app import create_app
 from tests.dicomfiles import fresh_copy
+from tests.stack_testutil import dcmsend
 from tests.thumbnails.thumbnail_testutil import write_ct_series
-
-
-def dcmsend(settings: Settings, folder: Path, dataset: str, project: str) -> None:
-    result = subprocess.run(
-        [
-            "dcmsend",
-            "127.0.0.1",
-            str(settings.receiver.port),
-            "--aetitle",
-            dataset,
-            "--call",
-            project,
-            "--scan-directories",
-            "--recurse",
-            str(folder),
-        ],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dcmsend_series_become_archived_searchable_with_thumbnails(
