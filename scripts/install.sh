@@ -12,6 +12,8 @@ if [[ "${1:-}" == "--test" ]]; then
   extras="[test]"
   # The Data Upload page's tests drive Debian's Chromium with Playwright (no browser download).
   apt_packages+=(chromium)
+  # The multi-host test makes network namespaces and veth links with `ip` (tests/multihost/).
+  apt_packages+=(iproute2)
 fi
 
 sudo_cmd=()
