@@ -3,7 +3,9 @@
 Sends the same files with ``TCP_NODELAY=1 dcmsend`` over one association to ``storescp`` and
 to our receiver (in this process, on a spool in a temporary directory, fsync included; the
 project directory is a fixed in-memory list, so no database is involved) and prints rows
-``measure | ours | reference | ratio | goal``. It prints numbers, never asserts.
+``measure | ours | reference | ratio | goal``. It prints numbers, never asserts. A third row
+sends the small files with Nagle's algorithm left on in the sender (no ``TCP_NODELAY`` in
+dcmsend's environment), as many modalities do.
 
 Runs come in pairs (ours, then the reference at once) so that a drift of this machine's disk
 or CPU hits both sides of a pair. The rates are the best run of each side; the ratio is the
@@ -87,9 +89,15 @@ def make_files(directory: Path, count: int, size: int) -> list[Path]:
     return paths
 
 
-def send(port: int, files: list[Path]) -> float:
-    """Seconds for ``dcmsend`` to send ``files`` over one association."""
-    env = {**os.environ, "TCP_NODELAY": "1"}
+def send(port: int, files: list[Path], nagle: bool = False) -> float:
+    """Seconds for ``dcmsend`` to send ``files`` over one association.
+
+    ``nagle``: leave Nagle's algorithm on in the sender (dcmtk does unless ``TCP_NODELAY=1``
+    is in its environment; so do many modalities' stacks).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+    if not nagle:
+        env["TCP_NODELAY"] = "1"
     start = time.perf_counter()
     result = subprocess.run(
         ["dcmsend", "-aec", PROJECT.upper(), "127.0.0.1", str(port), *map(str, files)],
@@ -104,7 +112,7 @@ def send(port: int, files: list[Path]) -> float:
     return elapsed
 
 
-def send_to_storescp(directory: Path, files: list[Path]) -> float:
+def send_to_storescp(directory: Path, files: list[Path], nagle: bool = False) -> float:
     """Seconds for ``dcmsend`` to send ``files`` to a new ``storescp`` writing to ``directory``."""
     directory.mkdir()
     port = free_port()
@@ -124,7 +132,7 @@ def send_to_storescp(directory: Path, files: list[Path]) -> float:
                 if time.monotonic() > deadline or storescp.poll() is not None:
                     raise RuntimeError("storescp did not start listening") from None
                 time.sleep(0.05)
-        return send(port, files)
+        return send(port, files, nagle)
     finally:
         storescp.terminate()
         storescp.wait(10)
@@ -151,12 +159,21 @@ def main() -> None:
             f"{args.small} x 9 KB, one association": (
                 make_files(work / "small", args.small, 8_500),
                 0.25,
+                False,
             ),
             f"{args.large} x 500 KB, one association": (
                 make_files(work / "large", args.large, 500_000),
                 0.6,
+                False,
             ),
         }
+        # The same small files from a sender that leaves Nagle's algorithm on: storescp
+        # (TCP_NODELAY on its own socket) waits on its delayed acknowledgements, ours does not.
+        sets[f"{args.small} x 9 KB, sender with Nagle on"] = (
+            sets[f"{args.small} x 9 KB, one association"][0],
+            0.25,
+            True,
+        )
         spool = Spool(work / "spool", max_instances=100_000, max_bytes=1 << 40)
         use_spool_for_temporary_files(spool)
         receiver = Receiver(spool, Admission(_Projects(), spool.root / KNOWN_PROJECTS_FILE), port=0)
@@ -167,14 +184,14 @@ def main() -> None:
         rows = []
         runs = 0
         try:
-            for name, (files, goal) in sets.items():
+            for name, (files, goal, nagle) in sets.items():
                 if not files:
                     continue
                 ours, ref = [], []
                 for _ in range(args.repeat):
-                    ours.append(send(receiver.port, files))
+                    ours.append(send(receiver.port, files, nagle))
                     runs += 1
-                    ref.append(send_to_storescp(work / f"storescp-{runs}", files))
+                    ref.append(send_to_storescp(work / f"storescp-{runs}", files, nagle))
                 # Ratio of rates = inverse ratio of times.
                 ratios = sorted(r / o for o, r in zip(ours, ref, strict=True))
                 rows.append((name, len(files) / min(ours), len(files) / min(ref), ratios, goal))

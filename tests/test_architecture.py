@@ -54,6 +54,39 @@ def test_the_cli_help_loads_only_click() -> None:
     assert [m for m in heavy if m in loaded] == []
 
 
+def test_a_command_loads_only_its_own_module_of_the_cli() -> None:
+    loaded = _loaded_after(
+        "import click\n"
+        "from dicomflow.cli import main\n"
+        "main.get_command(click.Context(main), 'status')"
+    )
+    cli_modules = sorted(m for m in loaded if m.startswith("dicomflow.cli."))
+    assert cli_modules == ["dicomflow.cli.options", "dicomflow.cli.stack"]
+
+
+def test_every_command_of_the_cli_modules_is_listed() -> None:
+    import importlib
+    import pkgutil
+
+    import click
+
+    import dicomflow.cli
+    from dicomflow.cli import COMMAND_MODULES, main
+
+    defined = {}
+    for info in pkgutil.iter_modules(dicomflow.cli.__path__):
+        if info.name == "__main__":
+            continue
+        module = importlib.import_module(f"dicomflow.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
+            defined[command.name] = info.name
+    assert defined == COMMAND_MODULES
+    ctx = click.Context(main)
+    for name in main.list_commands(ctx):
+        command = main.get_command(ctx, name)
+        assert command is not None and command.name == name
+
+
 def test_the_import_contracts_hold() -> None:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "lint-imports")],

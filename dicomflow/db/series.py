@@ -164,6 +164,12 @@ class SeriesRecords:
             stmt = select(SeriesBatch.batch_id).where(SeriesBatch.series_uid == series_uid)
             return conn.execute(stmt.limit(1)).first() is not None
 
+    def batches(self, series_uid: str) -> set[str]:
+        """The batches recorded of a series (empty: nothing is recorded of it)."""
+        with self._engine.connect() as conn:
+            stmt = select(SeriesBatch.batch_id).where(SeriesBatch.series_uid == series_uid)
+            return set(conn.execute(stmt).scalars())
+
     def adopt_document(self, document: Mapping[str, Any]) -> bool:
         """Record what a document of an older version carried, once (an in-place upgrade).
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.db.series import BatchOrigin, SeriesRecords
 from dicomflow.db.session import advisory_lock
 from dicomflow.dicom.document import dicom_fields, header_fields, series_document
+from dicomflow.dicom.headers import SeriesGroup
 from dicomflow.dicom.instance import Instance
 from dicomflow.pipeline.batch import SpooledBatch
 from dicomflow.platform import Platform
@@ -27,6 +29,9 @@ from dicomflow.platform import Platform
 __all__ = ["DocumentWriter", "batch_origin"]
 
 log = logging.getLogger(__name__)
+
+#: Series of one batch written at once (each takes two of the engine's pooled connections).
+WRITERS = 4
 
 #: Reads the DICOM fields of a series (and notes on values it could not index as typed).
 HeaderReader = Callable[[], tuple[dict[str, Any], list[str]]]
@@ -83,18 +88,29 @@ class DocumentWriter:
             keeps its own).
         """
         origin = batch_origin(batch)
-        for group in batch.series:
+
+        def write(group: SeriesGroup) -> None:
             uid = group.series_instance_uid
             self.write_series(
                 uid,
-                read_header=lambda group=group: header_fields(group),  # type: ignore[misc]
+                read_header=lambda: header_fields(group),
                 origin=origin,
                 instances=group.instances,
                 archived=archived,
                 thumbnail_key=(thumbnails or {}).get(uid),
                 validation=(validation or {}).get(uid),
             )
-        return [g.series_instance_uid for g in batch.series]
+
+        series = batch.series
+        if len(series) == 1:
+            write(series[0])
+        else:
+            # Each series under its own lock, side by side: a write is a dozen short database
+            # round trips, and a batch of many small series (CR, DX, mammography) spent most
+            # of its document time waiting on them one series after another.
+            with ThreadPoolExecutor(WRITERS, thread_name_prefix="documents") as pool:
+                list(pool.map(write, series))
+        return [g.series_instance_uid for g in series]
 
     def write_series(
         self,
@@ -117,8 +133,9 @@ class DocumentWriter:
         read_header
             Gives the DICOM fields from the batch's representative header (its lowest
             Instance Number). Called when no document is stored, when the batch holds the
-            series' lowest Instance Number, or with ``fresh_header``: so the document shows
-            the header of the series' first instance, whatever order its batches came in.
+            series' lowest Instance Number and is written for the first time, or with
+            ``fresh_header``: so the document shows the header of the series' first
+            instance, whatever order its batches came in.
         origin, instances, archived
             The batch's part of the series to record first; ``None`` records nothing.
         thumbnail_key, validation
@@ -139,9 +156,15 @@ class DocumentWriter:
         index = self.platform.index
         with advisory_lock(self.platform.engine, f"series:{series_uid}"):
             stored = index.get(ADMIN_PROJECT, series_uid)
-            if stored is not None and not self.records.known(series_uid):
+            recorded = self.records.batches(series_uid)
+            if stored is not None and not recorded:
                 # A document of an older version carries the lists the records now hold.
                 self.records.adopt_document(stored)
+            # The batch was written before (on arrival; the DAG's steps write it again): if it
+            # holds the first instance now it did then, and the stored header is its own.
+            # Reading it again cost ~10 ms per series and write, most of a single-instance
+            # series' document work.
+            again = origin is not None and origin.batch_id in recorded
             if origin is not None:
                 self.records.record(series_uid, origin, instances, archived=archived)
             facts = self.records.facts(series_uid)
@@ -150,7 +173,7 @@ class DocumentWriter:
             kept = dicom_fields(stored) if stored is not None else {}
             numbers = [i.instance_number for i in instances if i.instance_number is not None]
             holds_first = bool(numbers) and min(numbers) <= min(facts.instance_numbers)
-            if kept and not (fresh_header or holds_first):
+            if kept and not fresh_header and (again or not holds_first):
                 fields, notes = kept, list((stored or {}).get("header_notes") or [])
             else:
                 fields, notes = read_header()

@@ -49,6 +49,9 @@ class ObjectStore:
     def __init__(self, client: Minio, bucket_prefix: str) -> None:
         self._client = client
         self._prefix = bucket_prefix
+        # Buckets are never removed by the platform: one seen is not asked about again (a
+        # step asked once per series and project, a request each).
+        self._buckets: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ObjectStore:
@@ -85,6 +88,8 @@ class ObjectStore:
     def ensure_bucket(self, project: str) -> str:
         """Create the project's bucket if it is missing; return its name."""
         name = self.bucket(project)
+        if name in self._buckets:
+            return name
         if not self._client.bucket_exists(name):
             try:
                 self._client.make_bucket(name)
@@ -92,6 +97,7 @@ class ObjectStore:
                 # Two tasks may create the same bucket at once.
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
+        self._buckets.add(name)
         return name
 
     def put_bytes(self, project: str, key: str, data: bytes, content_type: str) -> None:
