@@ -20,13 +20,13 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
 import pydicom
 
-from dicomflow.db.session import advisory_lock
+from dicomflow.db.session import advisory_lock, advisory_locks
 from dicomflow.dicom.headers import SeriesGroup
 from dicomflow.dicom.instance import Instance, dataset_digest
 from dicomflow.pacs.client import DicomWebClient
@@ -376,9 +376,7 @@ def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSumma
         ]
 
     ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
-    with ExitStack() as locks:
-        for batch_id in sorted(set(ids)):
-            locks.enter_context(advisory_lock(platform.engine, f"validation-lane:{batch_id}"))
+    with advisory_locks(platform.engine, [f"validation-lane:{b}" for b in ids]):
         spool = run_spool(platform, ids)
         # A handed-over copy has no queue here: the receiver's dispatcher keeps it, and takes
         # the batches out once this run succeeded (dicomflow.pipeline.handover.Settlement).

@@ -186,7 +186,11 @@ class Postgres(Component):
         return self.data.parent / "run" / "postgres"
 
     def requirements(self) -> list[tuple[Path | str, str]]:
-        return [(self.settings.postgres.bin_dir / "postgres", "postgresql-15")]
+        bin_dir = self.settings.postgres.bin_dir
+        return [
+            (bin_dir / "postgres", "postgresql-15"),
+            (bin_dir / "pg_isready", "postgresql-client-15"),
+        ]
 
     def ports(self) -> list[PortClaim]:
         pg = self.settings.postgres
@@ -313,22 +317,17 @@ class Postgres(Component):
         ]
 
     def healthy(self) -> bool:
-        import psycopg2
-
+        # PostgreSQL's own probe (libpq's PQping: accepting connections?). Starting it costs
+        # less than importing psycopg2, which took 40 ms of each `dicomflow status`;
+        # after_start proves the password once.
         pg = self.settings.postgres
+        command = [str(pg.bin_dir / "pg_isready"), "-q", "-h", pg.host, "-p", str(pg.port)]
+        command += ["-U", pg.user, "-d", "postgres", "-t", "2"]
         try:
-            conn = psycopg2.connect(
-                host=pg.host,
-                port=pg.port,
-                user=pg.user,
-                password=pg.password,
-                dbname="postgres",
-                connect_timeout=2,
-            )
-        except psycopg2.Error:
+            done = subprocess.run(command, capture_output=True, timeout=5, check=False)
+        except (OSError, subprocess.TimeoutExpired):
             return False
-        conn.close()
-        return True
+        return done.returncode == 0
 
     def after_start(self) -> None:
         import psycopg2

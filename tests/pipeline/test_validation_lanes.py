@@ -8,6 +8,8 @@ from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
 from dicomflow.index import open_index
 from dicomflow.pipeline.dispatcher import VALIDATION_DAG_ID
+from dicomflow.pipeline.steps import validate_the_rest
+from dicomflow.platform import Platform
 from dicomflow.spool.store import Spool
 from tests.dicomfiles import write_ct_series
 from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch, task_logs
@@ -66,3 +68,26 @@ def test_a_series_is_representative_at_once_and_complete_after_the_background_la
         assert after["validation"] == complete["validation"]
     finally:
         index.close()
+
+
+def test_one_lane_run_takes_more_batches_than_the_connection_pool_holds(
+    platform: Settings, tmp_path: Path
+) -> None:
+    """20 senders' batches coalesced into one lane run: each batch's lock took a pooled
+    connection, and the run waited for a thirteenth until the pool gave up (found by
+    bench/bench_scenarios.py's 20 senders)."""
+    spool = Spool.from_settings(platform)
+    batch_ids = []
+    for n in range(20):
+        files = write_ct_series(tmp_path / f"ct{n}", [1, 2, 3, 4, 5])
+        batch_id = spool_batch(platform, copy_files(files, tmp_path / f"send{n}"), dataset="many")
+        spool.queue_validation(batch_id)
+        batch_ids.append(batch_id)
+
+    with Platform(platform) as plat:
+        summary = validate_the_rest(plat, batch_ids)
+
+    # Each series had five instances; the lane checked the two its representative set leaves.
+    assert len(summary["validation"]) == 20
+    assert not set(batch_ids) & set(spool.validation_queue())
+    assert not any(e.path.exists() for b in batch_ids for e in spool.manifest(b))
