@@ -126,6 +126,27 @@ def test_thumbnail_and_validation_are_kept_until_new_ones_come(
     assert document["validation"]["missing_instance_numbers"] == [3]
 
 
+def test_a_validation_summary_that_arrives_late_does_not_undo_a_fuller_one(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """Two runs' summaries written in the other order than they were merged (50 senders)."""
+    series = Series(tmp_path)
+    writer = DocumentWriter(platform)
+    a = series.batch(platform.settings, [1, 2])
+    b = series.batch(platform.settings, [3, 4])
+    earlier = {"errors": 0, "warnings": 1, "instances_checked": 2, "report_key": "r"}
+    later = {"errors": 1, "warnings": 1, "instances_checked": 4, "report_key": "r"}
+    writer.write_batch(b, archived=True, validation={series.uid: later})
+    writer.write_batch(a, archived=True, validation={series.uid: earlier})
+    document = _admin(platform, series.uid)
+    assert document["validation"]["instances_checked"] == 4
+    assert document["validation"]["level"] == "complete"
+    # Findings of the same instances checked again (a resend) replace the stored ones.
+    again = {**later, "errors": 0}
+    writer.write_batch(a, archived=True, validation={series.uid: again})
+    assert _admin(platform, series.uid)["validation"]["errors"] == 0
+
+
 def test_concurrent_batches_of_one_series_are_all_counted(
     platform: Platform, tmp_path: Path
 ) -> None:
