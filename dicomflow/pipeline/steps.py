@@ -363,16 +363,21 @@ def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSumma
     take turns: the second finds the batch no longer queued and leaves it.
     """
     sample = platform.settings.validation.sample or None
+    store = platform.objects
 
     def the_rest(group: SeriesGroup) -> list[Instance]:
-        first = {i.sop_instance_uid for i in representative_instances(group)}
+        # What the series' record holds is checked, whatever run checked it: the first lane
+        # chose its representative set from the batches its run coalesced, which need not be
+        # the batches this run has (50 senders splitting series left instances unchecked when
+        # this lane chose the representative set of its own grouping again).
+        done = _checked_instances(store, group.series_instance_uid)
         ordered = sorted(group.instances, key=Instance.sort_key)
         # A file already gone was validated and removed by an earlier attempt that stopped
         # before the batch left the queue: its findings are in the series' record.
         return [
             i
             for i in sample_evenly(ordered, sample)
-            if i.sop_instance_uid not in first and i.path.exists()
+            if i.sop_instance_uid not in done and i.path.exists()
         ]
 
     ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
@@ -446,6 +451,16 @@ def _validate(
         for group, summary in zip(run.series, checked, strict=True)
     }
     return {"validation": results}
+
+
+def _checked_instances(store: ObjectStore, series_uid: str) -> set[str]:
+    """SOP Instance UIDs the series' validation record (in ``admin``) holds findings of."""
+    try:
+        record = json.loads(store.get_bytes("admin", record_key(series_uid)))
+    except ObjectNotFoundError:
+        return set()
+    instances = SeriesValidation.from_json(record).instances
+    return {i.sop_instance_uid for i in instances if i.sop_instance_uid}
 
 
 def _with_earlier_batches(store: ObjectStore, outcome: SeriesValidation) -> SeriesValidation:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
 from dicomflow.index import open_index
 from dicomflow.pipeline.dispatcher import VALIDATION_DAG_ID
-from dicomflow.pipeline.steps import validate_the_rest
+from dicomflow.pipeline.steps import validate, validate_the_rest
 from dicomflow.platform import Platform
 from dicomflow.spool.store import Spool
+from dicomflow.storage.keys import record_key
 from tests.dicomfiles import write_ct_series
 from tests.pipeline.conftest import copy_files, failed_logs, run_dag, spool_batch, task_logs
 from tests.stack_testutil import wait_dag_run
@@ -91,3 +93,31 @@ def test_one_lane_run_takes_more_batches_than_the_connection_pool_holds(
     assert len(summary["validation"]) == 20
     assert not set(batch_ids) & set(spool.validation_queue())
     assert not any(e.path.exists() for b in batch_ids for e in spool.manifest(b))
+
+
+def test_every_instance_is_checked_when_the_lanes_group_batches_differently(
+    platform: Settings, tmp_path: Path
+) -> None:
+    """The first lane ran over two batches of a series together, the background lane over
+    each alone (as 50 senders splitting series between their batches made happen): each
+    instance is still checked once."""
+    spool = Spool.from_settings(platform)
+    files = write_ct_series(tmp_path / "ct", list(range(1, 11)))
+    first_half = spool_batch(platform, copy_files(files[:5], tmp_path / "a"), dataset="split")
+    second_half = spool_batch(platform, copy_files(files[5:], tmp_path / "b"), dataset="split")
+    series_uid = spool.manifest(first_half)[0].series_instance_uid
+
+    with Platform(platform) as plat:
+        validate(plat, [first_half, second_half])
+        for batch_id in (first_half, second_half):
+            spool.queue_validation(batch_id)
+            validate_the_rest(plat, [batch_id])
+        record = json.loads(plat.objects.get_bytes("admin", record_key(series_uid)))
+        document = plat.index.get("admin", series_uid)
+
+    assert len(record["instances"]) == 10
+    assert document is not None
+    assert (document["validation"]["level"], document["validation"]["instances_checked"]) == (
+        "complete",
+        10,
+    )
