@@ -85,7 +85,7 @@ class Receiver:
         host: str = "127.0.0.1",
         port: int = 11112,
         ae_title: str = "DICOMFLOW",
-        max_associations: int = 32,
+        max_associations: int = 64,
     ) -> None:
         configure_pynetdicom()
         self.spool = spool

@@ -188,7 +188,7 @@ def test_the_image_reads_the_settings_the_chart_gives_it(
     shown = yaml.safe_load(out.stdout)
     assert shown["postgres"]["host"] == "imaging-db.postgres.svc.cluster.local"
     assert shown["index"]["opensearch_url"] == "https://opensearch.search.svc.cluster.local:9200"
-    assert shown["receiver"]["max_associations"] == 64
+    assert shown["receiver"]["max_associations"] == 128
     assert shown["data_dir"] == "/var/lib/dicomflow"
     # The packaged defaults were read too (a key the chart does not set).
     assert shown["validation"]["niceness"] == 10

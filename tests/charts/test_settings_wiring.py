@@ -138,7 +138,7 @@ def test_the_production_values_arrive_in_the_settings(
     assert (settings.receiver.host, settings.receiver.port) == ("0.0.0.0", 11112)
     assert settings.receiver.ae_title == "DICOMFLOW"
     # `config:` of the values passes through to keys the chart does not own.
-    assert settings.receiver.max_associations == 64
+    assert settings.receiver.max_associations == 128
     assert settings.dispatcher.max_runs == 4
     assert settings.validation.sample == 20
     assert settings.auth.secure_cookies == "always"
