@@ -66,9 +66,5 @@ def advisory_lock(engine: Engine, key: str) -> Iterator[None]:
     Serialises the read-compute-write of what belongs to one series (its documents, its
     validation record) between tasks of different batches, on whatever host they run.
     """
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": key})
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": key})
+    with advisory_locks(engine, [key]):
+        yield

@@ -166,6 +166,34 @@ HEADER = (
 )
 
 
+def completion(
+    settings: Settings, expected: dict[str, set[str]]
+) -> tuple[set[str], dict[str, str]]:
+    """The ``expected`` instances the PACS holds, and the series not complete (and why).
+
+    Complete: in the PACS, indexed as stored, with a thumbnail and validation. Used by the
+    drills and, inside a host of the multi-host site, by ``tests.multihost.check``.
+    """
+    in_pacs: set[str] = set()
+    incomplete: dict[str, str] = {}
+    try:
+        index = open_index(settings)
+    except Exception as exc:  # the platform database may be coming back
+        return in_pacs, {uid: f"index unreadable: {exc}" for uid in expected}
+    try:
+        with DicomWebClient.from_settings(settings) as pacs:
+            for uid, sops in expected.items():
+                held = _pacs_instances(pacs, uid)
+                in_pacs |= held & sops
+                lack = _lacks(_document(index, uid), sops, held)
+                if lack:
+                    incomplete[uid] = lack
+    finally:
+        with contextlib.suppress(Exception):
+            index.close()
+    return in_pacs, incomplete
+
+
 class Drill:
     """A supervised stack of its own and the means to break it and watch it heal.
 
@@ -329,24 +357,7 @@ class Drill:
 
     def _state(self, expected: dict[str, set[str]]) -> tuple[set[str], dict[str, str]]:
         """The acknowledged instances the PACS holds, and the series not complete (and why)."""
-        in_pacs: set[str] = set()
-        incomplete: dict[str, str] = {}
-        try:
-            index = open_index(self.settings)
-        except Exception as exc:  # the platform database may be coming back
-            return in_pacs, {uid: f"index unreadable: {exc}" for uid in expected}
-        try:
-            with DicomWebClient.from_settings(self.settings) as pacs:
-                for uid, sops in expected.items():
-                    held = _pacs_instances(pacs, uid)
-                    in_pacs |= held & sops
-                    lack = _lacks(_document(index, uid), sops, held)
-                    if lack:
-                        incomplete[uid] = lack
-        finally:
-            with contextlib.suppress(Exception):
-                index.close()
-        return in_pacs, incomplete
+        return completion(self.settings, expected)
 
 
 def _document(index: Any, uid: str) -> dict[str, Any] | None:
