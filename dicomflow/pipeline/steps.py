@@ -445,31 +445,35 @@ def _validate(
         Validator.from_settings(settings) as validator,
         ThreadPoolExecutor(workers, thread_name_prefix="validate") as pool,
     ):
-        checked = list(pool.map(lambda g: check(g, validator), run.series))
+        series = run.series
+        checked = list(pool.map(lambda g: check(g, validator), series))
     results = {
-        group.series_instance_uid: summary
-        for group, summary in zip(run.series, checked, strict=True)
+        group.series_instance_uid: summary for group, summary in zip(series, checked, strict=True)
     }
     return {"validation": results}
 
 
-def _checked_instances(store: ObjectStore, series_uid: str) -> set[str]:
-    """SOP Instance UIDs the series' validation record (in ``admin``) holds findings of."""
+def _stored_validation(store: ObjectStore, series_uid: str) -> SeriesValidation | None:
+    """The series' validation record so far (kept in ``admin``), or ``None``."""
     try:
-        record = json.loads(store.get_bytes("admin", record_key(series_uid)))
+        return SeriesValidation.from_json(
+            json.loads(store.get_bytes("admin", record_key(series_uid)))
+        )
     except ObjectNotFoundError:
-        return set()
-    instances = SeriesValidation.from_json(record).instances
+        return None
+
+
+def _checked_instances(store: ObjectStore, series_uid: str) -> set[str]:
+    """SOP Instance UIDs the series' validation record holds findings of."""
+    stored = _stored_validation(store, series_uid)
+    instances = stored.instances if stored is not None else []
     return {i.sop_instance_uid for i in instances if i.sop_instance_uid}
 
 
 def _with_earlier_batches(store: ObjectStore, outcome: SeriesValidation) -> SeriesValidation:
-    """The validation of the series so far (kept in ``admin``), with this run's merged in."""
-    try:
-        earlier = json.loads(store.get_bytes("admin", record_key(outcome.series_instance_uid)))
-    except ObjectNotFoundError:
-        return outcome
-    return SeriesValidation.from_json(earlier).merged_with(outcome)
+    """The validation of the series so far, with this run's merged in."""
+    earlier = _stored_validation(store, outcome.series_instance_uid)
+    return outcome if earlier is None else earlier.merged_with(outcome)
 
 
 def announce_batch(platform: Platform, batch_id: str) -> IndexSummary:
