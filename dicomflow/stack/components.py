@@ -656,7 +656,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if af.celery else "LocalExecutor",
+        # LocalExecutor with the tasks' imports loaded before it forks (plugins/dicomflow_executor).
+        "AIRFLOW__CORE__EXECUTOR": (
+            "CeleryExecutor" if af.celery else "dicomflow_executor.WarmLocalExecutor"
+        ),
         "AIRFLOW__CORE__PARALLELISM": str(af.parallelism),
         # Task processes call back into the API server: on a worker host, the shared one.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{af.base_url}/execution/",
