@@ -3,10 +3,13 @@
 conf: ``{"batch_ids": [...]}`` (runs of older versions: ``{"batch_id": ...}``). The dispatcher
 hands batches that closed together to one run.
 
-read the batches -> store to PACS | thumbnails | validate (representative set)  (in parallel)
-store + thumbnails -> index (pacs_state "stored")                  store -> map to project
+store to PACS (then map to projects) | thumbnails | validate (representative set), in parallel
+store + thumbnails -> index (pacs_state "stored")
 validate -> record the validation in the documents (before or after the index step)
 finish (batches done; files kept for service-validate-instances, the background lane).
+
+Few tasks, each doing a whole step for every series of the run: a task costs Airflow a
+scheduling round and a process, whatever the work in it.
 """
 
 from __future__ import annotations
@@ -36,11 +39,9 @@ with DAG(
     },
     tags=["dicomflow", "service"],
 ) as dag:
-    read = BatchStepOperator(task_id="read_batch", step="read_batch")
     store = BatchStepOperator(task_id="store_to_pacs", step="store_to_pacs")
     thumbnails = BatchStepOperator(task_id="thumbnails", step="make_thumbnails")
     validation = BatchStepOperator(task_id="validate", step="validate")
-    mapping = BatchStepOperator(task_id="map_series", step="map_series")
     index = BatchStepOperator(
         task_id="index_series",
         step="index_series",
@@ -53,8 +54,6 @@ with DAG(
     )
     finish = BatchStepOperator(task_id="finish", step="finish")
 
-    read >> [store, thumbnails, validation]
-    store >> mapping
     [store, thumbnails] >> index
     validation >> record
-    [index, record, mapping] >> finish
+    [index, record] >> finish

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -90,6 +91,18 @@ class _SessionStack:
         names = {c.name for c in self.started}
         self.started += [c for c in components if c.name not in names]
         Stack(self.settings, list(self.started)).up(report=lambda _msg: None)
+
+    @contextmanager
+    def without(self, name: str) -> Iterator[None]:
+        """Stop a started component for a while; it starts again after."""
+        stopped = [c for c in self.started if c.name == name]
+        if stopped:
+            Stack(self.settings, stopped).down(report=lambda _msg: None)
+        try:
+            yield
+        finally:
+            if stopped:
+                Stack(self.settings, list(self.started)).up(report=lambda _msg: None)
 
     def close(self) -> None:
         Stack(self.settings, list(self.started)).down(report=lambda _msg: None, sweep=True)
@@ -180,6 +193,14 @@ def dispatcher(
     """The dispatcher, handing the session spool's closed batches to the session's Airflow."""
     session_stack.need(Dispatcher(postgres))
     return postgres
+
+
+@pytest.fixture
+def no_dispatcher(session_stack: _SessionStack) -> Iterator[None]:
+    """No dispatcher during the test (if an earlier test started it): the test hands batches
+    to Airflow itself, and nothing runs the background validation lane behind its back."""
+    with session_stack.without("dispatcher"):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -58,10 +58,9 @@ class Service(StrEnum):
 
 
 _STEP_SERVICES: dict[str, tuple[Service, ...]] = {
-    "store_to_pacs": (Service.PACS,),
+    "store_to_pacs": (Service.PACS, Service.DATABASE),
     "thumbnails": (Service.OBJECT_STORE, Service.PACS, Service.DATABASE),
     "validate": (Service.OBJECT_STORE, Service.DATABASE),
-    "map_series": (Service.DATABASE,),
     "index_series": (Service.INDEX, Service.DATABASE),
     "record_validation": (Service.INDEX, Service.DATABASE),
 }

@@ -59,23 +59,6 @@ class StepError(RuntimeError):
     """A step that cannot finish; the batches stay in the spool for a re-run."""
 
 
-class SeriesInRun(TypedDict):
-    """A series as :func:`read_batch` found it."""
-
-    instances: int
-    modality: str | None
-
-
-class ReadSummary(TypedDict):
-    """What :func:`read_batch` found in the run's batches."""
-
-    batch_ids: list[str]
-    projects: list[str]
-    instances: int
-    series: dict[str, SeriesInRun]
-    unreadable: list[str]
-
-
 class Conflict(TypedDict):
     """An instance the PACS holds with other bytes, kept aside as a problem."""
 
@@ -84,18 +67,16 @@ class Conflict(TypedDict):
 
 
 class StoreSummary(TypedDict):
-    """What :func:`store_to_pacs` did."""
+    """What :func:`store_to_pacs` did: instances stored, and series mapped to projects."""
 
+    instances: int
+    series: int
     stored: int
     already_stored: int
     conflicts: list[Conflict]
-
-
-class MapSummary(TypedDict):
-    """What :func:`map_series` recorded."""
-
     mapped: int
     projects: list[str]
+    unreadable: list[str]
 
 
 class ThumbnailSummary(TypedDict):
@@ -128,44 +109,14 @@ def _uid_digest(uid: str) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
 
-def read_batch(platform: Platform, batch_ids: Batches) -> ReadSummary:
-    """Read the manifests (no pixel data); say what the run's batches hold."""
-    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
-    for rejected in run.scan.rejected:
-        log.warning("%s is not processed: %s", rejected.path, rejected.reason)
-    summary: ReadSummary = {
-        "batch_ids": run.batch_ids,
-        "projects": run.projects,
-        "instances": sum(len(b.entries) for b in run.batches),
-        "series": {
-            g.series_instance_uid: {"instances": len(g.instances), "modality": g.modality}
-            for g in run.series
-        },
-        "unreadable": [str(r.path) for r in run.scan.rejected],
-    }
-    for batch in run.batches:
-        log.info(
-            "batch %s: %d instance(s) for project %s, dataset %s",
-            batch.batch_id,
-            len(batch.entries),
-            batch.record.project,
-            batch.record.dataset,
-        )
-    log.info(
-        "run of %d batch(es): %d series, %d instance(s)",
-        len(run.batches),
-        len(run.series),
-        summary["instances"],
-    )
-    return summary
-
-
 def store_to_pacs(platform: Platform, batch_ids: Batches) -> StoreSummary:
-    """Store the instances in the PACS (STOW-RS or C-STORE), skipping those already held.
+    """Store the instances in the PACS (STOW-RS or C-STORE), then map the series to projects.
 
     An instance whose SOP Instance UID the PACS holds with identical dataset bytes is already
     stored (a resend or a re-run). One held with *different* bytes is a conflict: not
-    overwritten, kept in the problem area with the reason, and reported.
+    overwritten, kept in the problem area with the reason, and reported. Once the PACS holds
+    the series, each is recorded in its batch's project and dataset (and in ``admin``):
+    members of a project never see a series the PACS does not hold.
 
     Raises
     ------
@@ -173,6 +124,7 @@ def store_to_pacs(platform: Platform, batch_ids: Batches) -> StoreSummary:
         When instances could not be stored (the PACS refused them, or is down after retries).
     """
     run = RunBatches(run_spool(platform, batch_ids), batch_ids)
+    _log_run(run)
     settings = platform.settings
     pacs = platform.pacs
     stored = skipped = 0
@@ -203,7 +155,37 @@ def store_to_pacs(platform: Platform, batch_ids: Batches) -> StoreSummary:
             f"{', '.join(run.batch_ids)} ({sample}); they stay in the spool for a re-run"
         )
     log.info("%d stored, %d already in the PACS, %d conflict(s)", stored, skipped, len(conflicts))
-    return {"stored": stored, "already_stored": skipped, "conflicts": conflicts}
+    mapped = _map_series(platform, run)
+    return {
+        "instances": sum(len(b.entries) for b in run.batches),
+        "series": len(run.series),
+        "stored": stored,
+        "already_stored": skipped,
+        "conflicts": conflicts,
+        "mapped": mapped,
+        "projects": run.projects,
+        "unreadable": [str(r.path) for r in run.scan.rejected],
+    }
+
+
+def _log_run(run: RunBatches) -> None:
+    """Say in the task's log what the run's batches hold, and what cannot be read."""
+    for rejected in run.scan.rejected:
+        log.warning("%s is not processed: %s", rejected.path, rejected.reason)
+    for batch in run.batches:
+        log.info(
+            "batch %s: %d instance(s) for project %s, dataset %s",
+            batch.batch_id,
+            len(batch.entries),
+            batch.record.project,
+            batch.record.dataset,
+        )
+    log.info(
+        "run of %d batch(es): %d series, %d instance(s)",
+        len(run.batches),
+        len(run.series),
+        sum(len(b.entries) for b in run.batches),
+    )
 
 
 def _keep_conflict(batch: SpooledBatch, group: SeriesGroup, inst: Instance) -> Conflict:
@@ -225,16 +207,15 @@ def _keep_conflict(batch: SpooledBatch, group: SeriesGroup, inst: Instance) -> C
     return {"sop_instance_uid": inst.sop_instance_uid, "problem": problem_id}
 
 
-def map_series(platform: Platform, batch_ids: Batches) -> MapSummary:
+def _map_series(platform: Platform, run: RunBatches) -> int:
     """Record each series in its project and dataset (and in ``admin``); datasets are made here."""
-    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
     mapped: set[str] = set()
     for batch in run.batches:
         pairs = [(g.series_instance_uid, g.study_instance_uid) for g in batch.series]
         for project in batch.projects:
             platform.projects.map_series(project, batch.record.dataset, pairs)
         mapped.update(uid for uid, _ in pairs)
-    return {"mapped": len(mapped), "projects": run.projects}
+    return len(mapped)
 
 
 def _referenced_series(group: SeriesGroup) -> str | None:

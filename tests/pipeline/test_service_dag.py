@@ -40,7 +40,7 @@ def _png(store: ObjectStore, project: str, key: str) -> np.ndarray:
 
 
 def test_batch_of_many_kinds_is_archived_indexed_thumbnailed_validated(
-    platform: Settings, tmp_path: Path
+    platform: Settings, no_dispatcher: None, tmp_path: Path
 ) -> None:
     ProjectStore(make_engine(platform.platform_db_url)).create_project("kinds")
     ct = write_ct_series(tmp_path / "ct", count=5)
@@ -114,7 +114,7 @@ def test_batch_of_many_kinds_is_archived_indexed_thumbnailed_validated(
 
 
 def test_resend_and_split_series_leave_one_document_with_the_right_count(
-    platform: Settings, tmp_path: Path
+    platform: Settings, no_dispatcher: None, tmp_path: Path
 ) -> None:
     ct = [Path(str(d.filename)) for d in write_ct_series(tmp_path / "ct", count=6)]
     first = spool_batch(platform, copy_files(ct[:4], tmp_path / "a"), dataset="split")

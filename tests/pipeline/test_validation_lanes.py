@@ -19,7 +19,7 @@ from tests.stack_testutil import wait_dag_run
 
 
 def test_a_series_is_representative_at_once_and_complete_after_the_background_lane(
-    platform: Settings, tmp_path: Path
+    platform: Settings, no_dispatcher: None, tmp_path: Path
 ) -> None:
     files = copy_files(write_ct_series(tmp_path / "ct", list(range(1, 8))), tmp_path / "send")
     batch_id = spool_batch(platform, files, dataset="lanes")
