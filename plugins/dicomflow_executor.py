@@ -3,9 +3,9 @@
 Every task of a DAG run is a process forked from one of the LocalExecutor's workers, which are
 forked from the scheduler. A task process of the processing DAG then imports the DAG file and
 the pipeline's modules (pydicom, SQLAlchemy, NumPy, Pillow, the clients), some half a second of
-CPU, six times per run (Airflow's task runner is loaded with the executor already). Imported here, in the scheduler
-before its workers fork, they are in every task process from its first instruction and shared
-by all of them until written to (copy on write).
+CPU, six times per run (Airflow's task runner is loaded with the executor already). Imported
+here, in the scheduler before its workers fork, they are in every task process from its first
+instruction and shared by all of them until written to (copy on write).
 
 Only modules are imported: no connection, thread or file is opened, so forking stays safe.
 """
