@@ -46,17 +46,15 @@ PASSWORD = "a long benchmark password"
 def _settings(url: str, data_dir: Path) -> Settings:
     parsed = make_url(url)
     base = load_settings(environ={"DICOMFLOW_DATA_DIR": str(data_dir)}, create_secrets=True)
-    postgres = base.postgres.model_copy(
-        update={
-            "managed": False,
-            "host": parsed.host,
-            "port": parsed.port,
-            "user": parsed.username,
-            "password": parsed.password or "",
-            "platform_database": parsed.database,
-        }
+    postgres = base.postgres.replace(
+        managed=False,
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.username,
+        password=parsed.password or "",
+        platform_database=parsed.database,
     )
-    return base.model_copy(update={"postgres": postgres})
+    return base.replace(postgres=postgres)
 
 
 def _serve(app: object) -> tuple[str, uvicorn.Server, threading.Thread]:

@@ -81,8 +81,8 @@ class FreshOrthanc:
 
 def ours(files: list[Path], pacs: dict[str, object]) -> Measure:
     with FreshOrthanc() as orthanc:
-        section = orthanc.settings.pacs.model_copy(update=pacs)
-        settings: Settings = orthanc.settings.model_copy(update={"pacs": section})
+        section = orthanc.settings.pacs.replace(**pacs)
+        settings: Settings = orthanc.settings.replace(pacs=section)
         with DicomWebClient.from_settings(settings) as dicomweb:
             before, client = cpu_seconds(orthanc.process), time.process_time()
             start = time.monotonic()

@@ -4,6 +4,9 @@ Values come, in increasing precedence, from ``config/defaults.yaml``, a user fil
 (``DICOMFLOW_CONFIG`` or ``./dicomflow.yaml``) and ``DICOMFLOW_<SECTION>__<KEY>`` environment
 variables. Secrets left empty are generated at first start and kept in
 ``<data_dir>/secrets.json`` (mode 0600). No other module reads the environment.
+
+The sections are msgspec Structs, not pydantic models: every command reads the settings, and
+pydantic's import and schema building were most of a command's start (issue 23).
 """
 
 from __future__ import annotations
@@ -13,24 +16,17 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
+import msgspec
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from msgspec import Meta
 
 ENV_PREFIX = "DICOMFLOW_"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS_FILE = REPO_ROOT / "config" / "defaults.yaml"
 
-Port = Field(ge=1, le=65535)
+Port = Annotated[int, Meta(ge=1, le=65535)]
 # DICOMFLOW_* variables that choose files or test targets rather than set a key.
 NOT_SETTINGS = frozenset(
     {
@@ -48,18 +44,29 @@ class ConfigError(Exception):
     """An invalid configuration value; the message names the key, the value and what is allowed."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Invalid(ValueError):
+    """A rule across a section's keys is broken; ``key``, when given, is the one it is about."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-class PostgresSettings(_Section):
+# Subclasses repeat frozen=True for mypy (msgspec/msgspec#657); the rest they inherit.
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some keys changed (not checked: the values must be valid)."""
+        return msgspec.structs.replace(self, **changes)
+
+
+class PostgresSettings(_Section, frozen=True):
     managed: bool
     host: str
-    port: int = Port
-    user: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    port: Port
+    user: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]*$")]
     password: str
-    airflow_database: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
-    platform_database: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    airflow_database: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]*$")]
+    platform_database: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]*$")]
     bin_dir: Path
 
     def url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
@@ -67,33 +74,31 @@ class PostgresSettings(_Section):
         return f"{driver}://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
 
 
-class PacsSettings(_Section):
+class PacsSettings(_Section, frozen=True):
     managed: bool
     dicomweb_url: str
     username: str
     password: str
-    http_port: int = Port
+    http_port: Port
     remote_access: bool
-    dicom_port: int = Field(ge=0, le=65535)
-    stow_batch_size: int = Field(ge=1, le=10000)
-    stow_concurrency: int = Field(ge=1, le=64)
+    dicom_port: Annotated[int, Meta(ge=0, le=65535)]
+    stow_batch_size: Annotated[int, Meta(ge=1, le=10000)]
+    stow_concurrency: Annotated[int, Meta(ge=1, le=64)]
     protocol: Literal["dicomweb", "dimse"]
-    dimse_host: str = Field(min_length=1)
-    ae_title: str = Field(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]+$")
-    calling_ae_title: str = Field(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]+$")
-    dimse_associations: int = Field(ge=1, le=32)
+    dimse_host: Annotated[str, Meta(min_length=1)]
+    ae_title: Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]+$")]
+    calling_ae_title: Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[ -\[\]-~]+$")]
+    dimse_associations: Annotated[int, Meta(ge=1, le=32)]
 
-    @field_validator("protocol")
-    @classmethod
-    def _dimse_needs_a_port(cls, protocol: str, info: ValidationInfo) -> str:
-        # A field check, not a model check: the error then shows this value alone, not the
-        # whole section with its password.
-        if protocol == "dimse" and not info.data.get("dicom_port"):
-            raise ValueError(
+    def __post_init__(self) -> None:
+        # Reported against protocol: the error then shows this value alone, not the whole
+        # section with its password.
+        if self.protocol == "dimse" and not self.dicom_port:
+            raise _Invalid(
                 "C-STORE needs pacs.dicom_port, which is 0: set it to the PACS's DICOM port "
-                "(with managed: true, the port the local Orthanc opens), or use dicomweb"
+                "(with managed: true, the port the local Orthanc opens), or use dicomweb",
+                key="protocol",
             )
-        return protocol
 
     @property
     def base_url(self) -> str:
@@ -106,15 +111,15 @@ class PacsSettings(_Section):
         return f"http://127.0.0.1:{self.http_port}"
 
 
-class S3Settings(_Section):
+class S3Settings(_Section, frozen=True):
     managed: bool
-    endpoint: str = Field(pattern=r"^[^/:]+:\d+$")
+    endpoint: Annotated[str, Meta(pattern=r"^[^/:]+:\d+$")]
     access_key: str
     secret_key: str
     secure: bool
     region: str
-    bucket_prefix: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
-    internal_port_base: int = Field(ge=1024, le=55000)
+    bucket_prefix: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+    internal_port_base: Annotated[int, Meta(ge=1024, le=55000)]
 
     def bucket(self, project: str) -> str:
         """The bucket of a project."""
@@ -126,7 +131,7 @@ class S3Settings(_Section):
         return int(self.endpoint.rsplit(":", 1)[1])
 
 
-class IndexSettings(_Section):
+class IndexSettings(_Section, frozen=True):
     backend: Literal["postgres", "opensearch"]
     opensearch_url: str
     opensearch_username: str
@@ -134,21 +139,19 @@ class IndexSettings(_Section):
     opensearch_verify_certs: bool
     opensearch_ca_file: str
     opensearch_managed: bool
-    opensearch_heap: str = Field(pattern=r"^[1-9][0-9]*[mMgG]$")
-    opensearch_http_port: int = Port
-    opensearch_transport_port: int = Port
+    opensearch_heap: Annotated[str, Meta(pattern=r"^[1-9][0-9]*[mMgG]$")]
+    opensearch_http_port: Port
+    opensearch_transport_port: Port
     dashboards_url: str
     on_arrival: bool
 
-    @model_validator(mode="after")
-    def _one_opensearch(self) -> IndexSettings:
+    def __post_init__(self) -> None:
         if self.opensearch_managed and self.opensearch_url:
-            raise ValueError(
+            raise _Invalid(
                 "opensearch_url is set and opensearch_managed is true: empty the URL to use "
                 "the local node, or set opensearch_managed to false to use the cluster at "
                 f"{self.opensearch_url}"
             )
-        return self
 
     @property
     def opensearch_endpoint(self) -> str:
@@ -163,22 +166,22 @@ class IndexSettings(_Section):
         return self.backend == "opensearch" and self.opensearch_managed
 
 
-class AirflowSettings(_Section):
+class AirflowSettings(_Section, frozen=True):
     managed: bool
     host: str
-    port: int = Port
-    parallelism: int = Field(ge=1, le=512)
-    scheduler_idle_sleep: float = Field(ge=0.0, le=60.0)
+    port: Port
+    parallelism: Annotated[int, Meta(ge=1, le=512)]
+    scheduler_idle_sleep: Annotated[float, Meta(ge=0.0, le=60.0)]
     url: str
-    username: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    username: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
     password: str
     executor: Literal["local", "celery"]
-    broker_url: str = Field(pattern=r"^(|redis://.+|rediss://.+)$")
-    broker_port: int = Port
+    broker_url: Annotated[str, Meta(pattern=r"^(|redis://.+|rediss://.+)$")]
+    broker_port: Port
     broker_password: str
     worker: bool
-    worker_concurrency: int = Field(ge=1, le=256)
-    worker_name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{0,64}$")
+    worker_concurrency: Annotated[int, Meta(ge=1, le=256)]
+    worker_name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{0,64}$")]
 
     @property
     def base_url(self) -> str:
@@ -204,46 +207,46 @@ class AirflowSettings(_Section):
         return f"redis://:{self.broker_password}@{host}:{self.broker_port}/0"
 
 
-class ReceiverSettings(_Section):
+class ReceiverSettings(_Section, frozen=True):
     managed: bool
     host: str
-    port: int = Port
-    ae_title: str = Field(min_length=1, max_length=16)
-    batch_idle_seconds: float = Field(gt=0, le=86400)
-    batch_max_instances: int = Field(ge=1)
-    batch_max_bytes: int = Field(ge=1)
+    port: Port
+    ae_title: Annotated[str, Meta(min_length=1, max_length=16)]
+    batch_idle_seconds: Annotated[float, Meta(gt=0, le=86400)]
+    batch_max_instances: Annotated[int, Meta(ge=1)]
+    batch_max_bytes: Annotated[int, Meta(ge=1)]
     route_unknown_projects_to_admin: bool
-    max_associations: int = Field(ge=1, le=1000)
+    max_associations: Annotated[int, Meta(ge=1, le=1000)]
 
 
-class DispatcherSettings(_Section):
-    max_runs: int = Field(ge=1, le=64)
-    gather_seconds: float = Field(ge=0.0, le=600.0)
-    max_run_instances: int = Field(ge=1)
+class DispatcherSettings(_Section, frozen=True):
+    max_runs: Annotated[int, Meta(ge=1, le=64)]
+    gather_seconds: Annotated[float, Meta(ge=0.0, le=600.0)]
+    max_run_instances: Annotated[int, Meta(ge=1)]
 
 
-class UploadSettings(_Section):
-    max_file_bytes: int = Field(ge=1)
-    max_upload_bytes: int = Field(ge=1)
-    max_files: int = Field(ge=1)
-    max_unpacked_bytes: int = Field(ge=1)
-    max_archive_entries: int = Field(ge=1)
-    nested_zip_depth: int = Field(ge=0, le=10)
-    resume_days: int = Field(ge=1, le=365)
+class UploadSettings(_Section, frozen=True):
+    max_file_bytes: Annotated[int, Meta(ge=1)]
+    max_upload_bytes: Annotated[int, Meta(ge=1)]
+    max_files: Annotated[int, Meta(ge=1)]
+    max_unpacked_bytes: Annotated[int, Meta(ge=1)]
+    max_archive_entries: Annotated[int, Meta(ge=1)]
+    nested_zip_depth: Annotated[int, Meta(ge=0, le=10)]
+    resume_days: Annotated[int, Meta(ge=1, le=365)]
 
 
-class ValidationSettings(_Section):
+class ValidationSettings(_Section, frozen=True):
     background: bool
-    sample: int = Field(ge=0)
-    workers: int = Field(ge=1, le=64)
-    niceness: int = Field(ge=0, le=19)
+    sample: Annotated[int, Meta(ge=0)]
+    workers: Annotated[int, Meta(ge=1, le=64)]
+    niceness: Annotated[int, Meta(ge=0, le=19)]
     fork_server: bool
 
 
-class WebSettings(_Section):
+class WebSettings(_Section, frozen=True):
     managed: bool
     host: str
-    port: int = Port
+    port: Port
 
     @property
     def base_url(self) -> str:
@@ -252,45 +255,43 @@ class WebSettings(_Section):
         return f"http://{host}:{self.port}"
 
 
-class AuthSettings(_Section):
-    session_hours: float = Field(gt=0, le=24 * 90)
-    idle_minutes: float = Field(gt=0, le=60 * 24 * 90)
+class AuthSettings(_Section, frozen=True):
+    session_hours: Annotated[float, Meta(gt=0, le=24 * 90)]
+    idle_minutes: Annotated[float, Meta(gt=0, le=60 * 24 * 90)]
     secure_cookies: Literal["auto", "always", "never"]
     basic: bool
-    account_failures: int = Field(ge=1, le=1000)
-    address_failures: int = Field(ge=1, le=100000)
-    failure_window_seconds: float = Field(gt=0, le=7 * 86400)
-    lockout_seconds: float = Field(gt=0, le=86400)
-    max_lockout_seconds: float = Field(gt=0, le=30 * 86400)
-    argon2_time_cost: int = Field(ge=1, le=100)
-    argon2_memory_kib: int = Field(ge=8192, le=4 * 1024 * 1024)
-    argon2_parallelism: int = Field(ge=1, le=64)
+    account_failures: Annotated[int, Meta(ge=1, le=1000)]
+    address_failures: Annotated[int, Meta(ge=1, le=100000)]
+    failure_window_seconds: Annotated[float, Meta(gt=0, le=7 * 86400)]
+    lockout_seconds: Annotated[float, Meta(gt=0, le=86400)]
+    max_lockout_seconds: Annotated[float, Meta(gt=0, le=30 * 86400)]
+    argon2_time_cost: Annotated[int, Meta(ge=1, le=100)]
+    argon2_memory_kib: Annotated[int, Meta(ge=8192, le=4 * 1024 * 1024)]
+    argon2_parallelism: Annotated[int, Meta(ge=1, le=64)]
 
 
-class WatchedFolder(_Section):
+class WatchedFolder(_Section, frozen=True):
     """A folder whose files are imported unattended (``watch.folders``)."""
 
     path: Path
-    project: str = Field(min_length=1, max_length=16)
-    dataset: str = Field(min_length=1, max_length=16)
+    project: Annotated[str, Meta(min_length=1, max_length=16)]
+    dataset: Annotated[str, Meta(min_length=1, max_length=16)]
     extension: str = ".dcm"
     on_done: Literal["move", "delete"] = "move"
 
 
-class WatchSettings(_Section):
+class WatchSettings(_Section, frozen=True):
     folders: list[WatchedFolder]
-    interval_seconds: float = Field(gt=0, le=3600)
+    interval_seconds: Annotated[float, Meta(gt=0, le=3600)]
     done_dir: str
 
-    @model_validator(mode="after")
-    def _distinct(self) -> WatchSettings:
+    def __post_init__(self) -> None:
         paths = [str(f.path) for f in self.folders]
         if len(set(paths)) != len(paths):
-            raise ValueError("folders: a folder is listed twice (each path once)")
-        return self
+            raise _Invalid("a folder is listed twice (each path once)", key="folders")
 
 
-class Settings(_Section):
+class Settings(_Section, frozen=True):
     """Everything the platform needs to know, validated."""
 
     data_dir: Path
@@ -306,7 +307,7 @@ class Settings(_Section):
     web: WebSettings
     auth: AuthSettings
     watch: WatchSettings
-    admin_user: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    admin_user: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     admin_password: str
 
     @property
@@ -417,18 +418,87 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    key = ".".join(str(p) for p in error["loc"])
-    env = ENV_PREFIX + "__".join(str(p).upper() for p in error["loc"])
-    value = error.get("input")
-    if error["type"] == "extra_forbidden":
-        return (
-            f"{key}: unknown key (value {value!r}); "
-            "check the spelling against docs/configuration.md"
-        )
-    if error["type"] == "missing":
-        return f"{key}: missing (set it in the configuration file or {env})"
-    return f"{key} = {value!r}: {error['msg']} (set in the configuration file or {env})"
+_Loc = tuple[str | int, ...]
+
+
+def _key(loc: _Loc) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _problem(loc: _Loc, value: Any, rule: str) -> str:
+    """One line of a ConfigError: the dotted key, its value, the rule and where it is set."""
+    return f"{_key(loc)} = {value!r}: {rule} (set in {_where(loc)})"
+
+
+def _where(loc: _Loc) -> str:
+    # A list's items are set in a file only: DICOMFLOW_WATCH__FOLDERS__0__PATH makes a mapping.
+    if any(isinstance(p, int) for p in loc):
+        return "the configuration file"
+    return "the configuration file or " + ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def _decode(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value)
+    raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+
+def _convert(kind: Any, value: Any, loc: _Loc, problems: list[str]) -> Any:
+    """``value`` as a ``kind``, or a line per bad key under ``loc`` appended to ``problems``.
+
+    msgspec stops at the first error; this converts a Struct's keys one by one (recursing into
+    Structs and lists of them) so that one ConfigError names every mistake. What it returns is
+    meaningless when ``problems`` grew.
+    """
+    if isinstance(kind, type) and issubclass(kind, _Section):
+        return _convert_struct(kind, value, loc, problems)
+    if get_origin(kind) is list and isinstance(value, list):
+        (item,) = get_args(kind)
+        return [_convert(item, v, (*loc, i), problems) for i, v in enumerate(value)]
+    try:
+        # Not strict: "104" is an int and 1 a bool, as they were to pydantic.
+        return msgspec.convert(value, kind, strict=False, dec_hook=_decode)
+    except msgspec.ValidationError as exc:
+        if get_origin(kind) is Literal:
+            *others, last = (repr(a) for a in get_args(kind))
+            rule = f"must be {', '.join(others)} or {last}" if others else f"must be {last}"
+        else:
+            rule = str(exc).replace("`", "")  # "Expected `int` <= 65535"
+            rule = rule[:1].lower() + rule[1:]
+        problems.append(_problem(loc, value, rule))
+        return None
+
+
+def _convert_struct(kind: type[_Section], value: Any, loc: _Loc, problems: list[str]) -> Any:
+    if not isinstance(value, Mapping):
+        problems.append(_problem(loc, value, "expected a mapping of keys to values"))
+        return None
+    before = len(problems)
+    fields = msgspec.structs.fields(kind)
+    names = {f.name for f in fields}
+    for key, item in value.items():
+        if key not in names:
+            problems.append(
+                f"{_key((*loc, key))}: unknown key (value {item!r}); "
+                "check the spelling against docs/configuration.md"
+            )
+    values = {}
+    for field in fields:
+        at = (*loc, field.name)
+        if field.name in value:
+            values[field.name] = _convert(field.type, value[field.name], at, problems)
+        elif field.required:
+            problems.append(f"{_key(at)}: missing (set it in {_where(at)})")
+    if len(problems) > before:
+        return None
+    try:
+        return kind(**values)  # runs the section's __post_init__ checks
+    except _Invalid as exc:
+        if exc.key is None:
+            problems.append(f"{_key(loc)}: {exc}")
+        else:
+            problems.append(_problem((*loc, exc.key), value[exc.key], str(exc)))
+        return None
 
 
 def load_settings(
@@ -464,12 +534,12 @@ def load_settings(
     if config_file is not None:
         data = _deep_merge(data, _read_yaml(config_file))
     data = _deep_merge(data, _env_overrides(env))
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        lines = "\n  ".join(_describe(e) for e in exc.errors())
-        raise ConfigError(f"invalid configuration:\n  {lines}") from None
-    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    problems: list[str] = []
+    settings: Settings = _convert(Settings, data, (), problems)
+    if problems:
+        lines = "\n  ".join(problems)
+        raise ConfigError(f"invalid configuration:\n  {lines}")
+    settings = settings.replace(data_dir=settings.data_dir.resolve())
     return _with_secrets(settings, create=create_secrets)
 
 
@@ -501,10 +571,8 @@ def _with_secrets(settings: Settings, *, create: bool) -> Settings:
             updates.setdefault(section, {})[key] = stored[name]
     if changed:
         _write_secrets(path, stored)
-    sections = {
-        name: getattr(settings, name).model_copy(update=values) for name, values in updates.items()
-    }
-    return settings.model_copy(update={**sections, **top})
+    sections = {name: getattr(settings, name).replace(**values) for name, values in updates.items()}
+    return settings.replace(**sections, **top)
 
 
 def stored_secret(settings: Settings, name: str, nbytes: int = 32) -> str:
@@ -526,6 +594,17 @@ def _write_secrets(path: Path, stored: Mapping[str, str]) -> None:
     os.replace(tmp, path)
 
 
+def _encode(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise NotImplementedError(f"{type(value).__name__} is not a setting's type")
+
+
+def settings_json(settings: Settings) -> bytes:
+    """The settings as JSON (credentials included), which ``load_settings`` reads back."""
+    return msgspec.json.encode(settings, enc_hook=_encode)
+
+
 def write_effective_config(settings: Settings) -> Path:
     """Write the settings as loaded, for the processes the stack starts to load the same.
 
@@ -538,8 +617,8 @@ def write_effective_config(settings: Settings) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(settings.model_dump_json(indent=2))
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msgspec.json.format(settings_json(settings), indent=2))
     os.replace(tmp, path)
     return path
 

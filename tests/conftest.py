@@ -153,10 +153,8 @@ def opensearch(session_stack: _SessionStack, settings: Settings) -> Settings:
     Only the returned settings choose OpenSearch: the rest of the session (and the Airflow it
     runs) keeps the embedded index.
     """
-    index = settings.index.model_copy(
-        update={"backend": "opensearch", "opensearch_managed": True, "opensearch_url": ""}
-    )
-    with_node = settings.model_copy(update={"index": index})
+    index = settings.index.replace(backend="opensearch", opensearch_managed=True, opensearch_url="")
+    with_node = settings.replace(index=index)
     session_stack.need(OpenSearchNode(with_node))
     return with_node
 

@@ -6,8 +6,16 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
-from dicomflow.config import ConfigError, load_settings, settings_table
+from dicomflow.config import (
+    DEFAULTS_FILE,
+    ConfigError,
+    WatchedFolder,
+    load_settings,
+    settings_table,
+    write_effective_config,
+)
 
 
 def test_environment_overrides_user_file_overrides_defaults(tmp_path: Path) -> None:
@@ -31,10 +39,108 @@ def test_invalid_values_name_key_value_and_rule(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(None, env)
     message = str(err.value)
-    assert "receiver.port = 70000" in message and "less than or equal to 65535" in message
+    assert "receiver.port = 70000: expected int <= 65535" in message
     assert "index.backend = 'elastic'" in message and "'postgres' or 'opensearch'" in message
     assert "receiver.prot: unknown key" in message
     assert "DICOMFLOW_RECEIVER__PORT" in message
+
+
+def test_environment_values_are_read_as_yaml_and_converted(tmp_path: Path) -> None:
+    user = tmp_path / "site.yaml"
+    user.write_text("web:\n  port: '8081'\n")  # a quoted number in a file is a number too
+    env = {
+        "DICOMFLOW_DATA_DIR": str(tmp_path),
+        "DICOMFLOW_RECEIVER__PORT": "104",
+        "DICOMFLOW_INDEX__ON_ARRIVAL": "false",
+        "DICOMFLOW_AUTH__SESSION_HOURS": "3",  # an int where a float is expected
+        "DICOMFLOW_PACS__USERNAME": "orthanc",
+        "DICOMFLOW_POSTGRES__BIN_DIR": "/opt/pg/bin",
+    }
+    settings = load_settings(user, env)
+    assert settings.receiver.port == 104
+    assert settings.web.port == 8081
+    assert settings.index.on_arrival is False
+    assert settings.auth.session_hours == 3.0 and isinstance(settings.auth.session_hours, float)
+    assert settings.pacs.username == "orthanc"
+    assert settings.postgres.bin_dir == Path("/opt/pg/bin")
+
+
+def test_every_mistake_is_listed_at_once(tmp_path: Path) -> None:
+    defaults = yaml.safe_load(DEFAULTS_FILE.read_text())
+    del defaults["receiver"]["ae_title"]
+    defaults["watch"]["folders"] = [
+        {"path": "/in/a", "project": "", "dataset": "scanner"},
+        {"path": "/in/b", "project": "p", "dataset": "d", "on_done": "keep"},
+    ]
+    defaults_file = tmp_path / "defaults.yaml"
+    defaults_file.write_text(yaml.safe_dump(defaults))
+    env = {
+        "DICOMFLOW_DEFAULTS": str(defaults_file),
+        "DICOMFLOW_DATA_DIR": str(tmp_path),
+        "DICOMFLOW_WEB__PORT": "0",
+        "DICOMFLOW_AUTH__BASIC": "sometimes",
+        "DICOMFLOW_POSTGRES__BIN_DIR": "5",
+    }
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env)
+    lines = str(err.value).splitlines()[1:]
+    expected = [
+        "postgres.bin_dir = 5: expected Path, got int",
+        "receiver.ae_title: missing (set it in the configuration file or "
+        "DICOMFLOW_RECEIVER__AE_TITLE)",
+        "web.port = 0: expected int >= 1",
+        "auth.basic = 'sometimes': expected bool, got str",
+        # A list's items are set in a file only: no environment variable is named.
+        "watch.folders.0.project = '': expected str of length >= 1 (set in the configuration file)",
+        "watch.folders.1.on_done = 'keep': must be 'move' or 'delete'",
+    ]
+    assert len(lines) == len(expected), lines
+    for line, start in zip(lines, expected, strict=True):
+        assert line.strip().startswith(start), line
+
+
+def test_checks_across_keys_name_the_key_and_hide_the_rest(tmp_path: Path) -> None:
+    user = tmp_path / "site.yaml"
+    folder = {"path": "/in/a", "project": "p", "dataset": "d"}
+    user.write_text(yaml.safe_dump({"watch": {"folders": [folder, folder]}}))
+    env = {
+        "DICOMFLOW_DATA_DIR": str(tmp_path),
+        "DICOMFLOW_INDEX__OPENSEARCH_MANAGED": "true",
+        "DICOMFLOW_INDEX__OPENSEARCH_URL": "https://search.example:9200",
+        "DICOMFLOW_INDEX__OPENSEARCH_PASSWORD": "secret-word",
+    }
+    with pytest.raises(ConfigError) as err:
+        load_settings(user, env)
+    message = str(err.value)
+    assert "watch.folders = [{" in message and "a folder is listed twice" in message
+    assert "index: opensearch_url is set and opensearch_managed is true" in message
+    assert "secret-word" not in message
+
+
+def test_the_effective_settings_load_back_the_same(tmp_path: Path) -> None:
+    user = tmp_path / "site.yaml"
+    folder = {"path": str(tmp_path / "in"), "project": "p", "dataset": "d", "on_done": "delete"}
+    user.write_text(yaml.safe_dump({"watch": {"folders": [folder]}}))
+    settings = load_settings(user, {"DICOMFLOW_DATA_DIR": str(tmp_path / "var")})
+    written = write_effective_config(settings)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    again = load_settings(written, {})
+    assert again == settings
+    assert again.watch.folders == [
+        WatchedFolder(path=tmp_path / "in", project="p", dataset="d", on_done="delete")
+    ]
+    assert isinstance(again.data_dir, Path) and isinstance(again.postgres.bin_dir, Path)
+
+
+def test_replace_makes_a_changed_copy(tmp_path: Path) -> None:
+    settings = load_settings(None, {"DICOMFLOW_DATA_DIR": str(tmp_path)})
+    other = settings.replace(receiver=settings.receiver.replace(port=104))
+    assert other.receiver.port == 104 and settings.receiver.port != 104
+    assert other.postgres is settings.postgres
+    with pytest.raises(AttributeError):
+        settings.receiver.port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        settings.receiver.replace(prot=1)
 
 
 def test_broken_user_file_is_named(tmp_path: Path) -> None:

@@ -28,7 +28,9 @@ def config() -> None:
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
     """Print the effective configuration (secrets masked)."""
-    data = json.loads(load_context_settings(ctx).model_dump_json())
+    from dicomflow.config import settings_json
+
+    data = json.loads(settings_json(load_context_settings(ctx)))
     for section, key in _SECRET_KEYS:
         node = data if section is None else data[section]
         if node.get(key):

@@ -20,10 +20,10 @@ Role = Literal["worker", "receiver"]
 def _shared_only(settings: Settings) -> dict[str, object]:
     """Every shared service switched off: this host reaches the site's own."""
     return {
-        "postgres": settings.postgres.model_copy(update={"managed": False}),
-        "pacs": settings.pacs.model_copy(update={"managed": False}),
-        "s3": settings.s3.model_copy(update={"managed": False}),
-        "index": settings.index.model_copy(update={"opensearch_managed": False}),
+        "postgres": settings.postgres.replace(managed=False),
+        "pacs": settings.pacs.replace(managed=False),
+        "s3": settings.s3.replace(managed=False),
+        "index": settings.index.replace(opensearch_managed=False),
     }
 
 
@@ -63,9 +63,7 @@ def role_settings(settings: Settings, role: Role) -> Settings:
             f"`dicomflow {role}` runs only the {role} on this host and reaches everything else "
             "over the network; set in the configuration file:\n  " + "\n  ".join(problems)
         )
-    airflow = settings.airflow.model_copy(update={"managed": False, "worker": role == "worker"})
-    receiver = settings.receiver.model_copy(update={"managed": role == "receiver"})
-    web = settings.web.model_copy(update={"managed": False})
-    return settings.model_copy(
-        update={**_shared_only(settings), "airflow": airflow, "receiver": receiver, "web": web}
-    )
+    airflow = settings.airflow.replace(managed=False, worker=role == "worker")
+    receiver = settings.receiver.replace(managed=role == "receiver")
+    web = settings.web.replace(managed=False)
+    return settings.replace(**_shared_only(settings), airflow=airflow, receiver=receiver, web=web)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from dicomflow.config import ENV_PREFIX, NOT_SETTINGS, Settings, load_settings
 from tests.charts.chart_testutil import (
@@ -50,15 +50,15 @@ def read_by_settings(name: str) -> bool:
     """Whether ``load_settings`` reads the variable ``name`` as a key of Settings."""
     if name in NOT_SETTINGS:
         return True
-    model: type[BaseModel] = Settings
+    model: type[msgspec.Struct] = Settings
     parts = name[len(ENV_PREFIX) :].lower().split("__")
     for i, part in enumerate(parts):
-        field = model.model_fields.get(part)
+        field = {f.name: f for f in msgspec.structs.fields(model)}.get(part)
         if field is None:
             return False
-        annotation = field.annotation
+        annotation = field.type
         last = i == len(parts) - 1
-        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        is_section = isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
         if last:
             return not is_section
         if not is_section:

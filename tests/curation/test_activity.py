@@ -30,7 +30,7 @@ def test_a_failed_import_shows_where_and_why_to_its_project_only(
     postgres: Settings, s3: Settings, tmp_path: Path
 ) -> None:
     # A site of its own (its own spool): the session's dispatcher must not take the batch.
-    site = postgres.model_copy(update={"data_dir": tmp_path / "site"})
+    site = postgres.replace(data_dir=tmp_path / "site")
     tag = uuid.uuid4().hex[:6]
     mine, other = f"act-{tag}", f"act-o-{tag}"
     engine = make_engine(site.platform_db_url)

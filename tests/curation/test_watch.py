@@ -32,9 +32,7 @@ def test_a_file_still_being_written_is_taken_only_once_it_stopped_changing(
     (incoming / "junk.dcm").write_bytes(b"not dicom at all")
     (incoming / "notes.txt").write_text("not a candidate: other extension")
     folder = WatchedFolder(path=incoming, project=project, dataset="drop", on_done="move")
-    settings = postgres.model_copy(
-        update={"watch": postgres.watch.model_copy(update={"folders": [folder]})}
-    )
+    settings = postgres.replace(watch=postgres.watch.replace(folders=[folder]))
     watch = FolderWatch(settings, folder)
     spool = Spool.from_settings(settings)
 
@@ -79,7 +77,5 @@ def test_a_file_still_being_written_is_taken_only_once_it_stopped_changing(
 def test_the_stack_runs_a_watcher_only_when_folders_are_configured(settings: Settings) -> None:
     assert not any(isinstance(c, Watcher) for c in all_components(settings))
     folder = WatchedFolder(path=Path("/srv/in"), project="p", dataset="d")
-    with_folder = settings.model_copy(
-        update={"watch": settings.watch.model_copy(update={"folders": [folder]})}
-    )
+    with_folder = settings.replace(watch=settings.watch.replace(folders=[folder]))
     assert any(isinstance(c, Watcher) for c in all_components(with_folder))

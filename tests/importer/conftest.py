@@ -23,6 +23,4 @@ def projects(platform_engine: Engine) -> ProjectStore:
 
 def private(settings: Settings, data_dir: Path, **uploads: Any) -> Settings:
     """The session's settings with their own data directory (spool) and upload bounds."""
-    return settings.model_copy(
-        update={"data_dir": data_dir, "uploads": settings.uploads.model_copy(update=uploads)}
-    )
+    return settings.replace(data_dir=data_dir, uploads=settings.uploads.replace(**uploads))

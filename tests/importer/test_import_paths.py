@@ -130,9 +130,7 @@ def test_batches_roll_over_at_the_receivers_limits(
 ) -> None:
     _, files = new_series(tmp_path / "in", 5)
     local = private(settings, tmp_path / "var")
-    local = local.model_copy(
-        update={"receiver": local.receiver.model_copy(update={"batch_max_instances": 2})}
-    )
+    local = local.replace(receiver=local.receiver.replace(batch_max_instances=2))
     report = import_paths(local, files, PROJECT, "rollover")
     spool = Spool.from_settings(local)
     assert [spool.batch(b).instances for b in report.batches] == [2, 2, 1]

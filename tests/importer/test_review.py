@@ -34,7 +34,7 @@ TODAY = dt.date(2025, 6, 1)
 
 @pytest.fixture
 def local(settings: Settings, tmp_path: Path) -> Settings:
-    return settings.model_copy(update={"data_dir": tmp_path / "data"})
+    return settings.replace(data_dir=tmp_path / "data")
 
 
 def test_rt_set_tree_references_and_closure(local: Settings, tmp_path: Path) -> None:

@@ -93,15 +93,11 @@ def test_open_index_picks_the_backend(index_settings: Settings) -> None:
     index = open_index(index_settings)
     assert isinstance(index, PostgresSeriesIndex)
     index.close()
-    opensearch = index_settings.model_copy(
-        update={"index": index_settings.index.model_copy(update={"backend": "opensearch"})}
-    )
+    opensearch = index_settings.replace(index=index_settings.index.replace(backend="opensearch"))
     with pytest.raises(SeriesIndexError, match=r"index\.opensearch_url is empty"):
         open_index(opensearch)
-    configured = opensearch.model_copy(
-        update={
-            "index": opensearch.index.model_copy(update={"opensearch_url": "https://127.0.0.1:9"})
-        }
+    configured = opensearch.replace(
+        index=opensearch.index.replace(opensearch_url="https://127.0.0.1:9")
     )
     index = open_index(configured)
     assert isinstance(index, OpenSearchSeriesIndex)

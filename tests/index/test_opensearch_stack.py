@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from opensearchpy import OpenSearch
 
 from dicomflow.cli import main
-from dicomflow.config import REPO_ROOT, Settings
+from dicomflow.config import REPO_ROOT, Settings, settings_json
 from dicomflow.db.projects import ADMIN_PROJECT, ProjectStore
 from dicomflow.db.session import make_engine
 from dicomflow.index import SeriesQuery, open_index
@@ -38,7 +38,7 @@ def run_dag_on(settings: Settings, batch_id: str, home: Path) -> subprocess.Comp
     """Run the processing DAG for a batch in a fresh Airflow whose tasks load ``settings``."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dicomflow.json"
-    config.write_text(settings.model_dump_json())
+    config.write_bytes(settings_json(settings))
     config.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DICOMFLOW_", "AIRFLOW"))}
     env.update(

@@ -36,7 +36,7 @@ def proxy(opensearch: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def cluster_settings(base: Settings, **index: Any) -> Settings:
     """The session's settings pointed at an external cluster (no managed node)."""
     values = {"backend": "opensearch", "opensearch_managed": False, **index}
-    return base.model_copy(update={"index": base.index.model_copy(update=values)})
+    return base.replace(index=base.index.replace(**values))
 
 
 def test_https_with_basic_auth_and_the_clusters_ca(opensearch: Settings, proxy: TlsProxy) -> None:

@@ -26,7 +26,7 @@ from tests.nifti_import.nifti_import_testutil import SHAPE, basic_folder
 @pytest.fixture
 def local(postgres: Settings, nifti_project: str, tmp_path: Path) -> Settings:
     """The session's database, a private data directory (spool, scratch space)."""
-    return postgres.model_copy(update={"data_dir": tmp_path / "var"})
+    return postgres.replace(data_dir=tmp_path / "var")
 
 
 def test_archives_nested_folders_and_bad_inputs_are_each_reported(

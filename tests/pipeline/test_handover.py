@@ -26,8 +26,8 @@ from tests.pipeline.conftest import copy_files, spool_batch
 
 def _worker_settings(settings: Settings, data_dir: Path) -> Settings:
     """The same shared services, seen from a host with a spool of its own (empty)."""
-    airflow = settings.airflow.model_copy(update={"executor": "celery"})
-    return settings.model_copy(update={"data_dir": data_dir, "airflow": airflow})
+    airflow = settings.airflow.replace(executor="celery")
+    return settings.replace(data_dir=data_dir, airflow=airflow)
 
 
 def test_a_worker_without_the_spool_processes_a_batch_handed_over_through_the_object_store(
@@ -85,7 +85,7 @@ def test_the_local_executor_reads_the_spool_and_copies_nothing(
         store.ensure_bucket(HANDOVER_PROJECT)
         assert not store.list_keys(HANDOVER_PROJECT, f"batches/{batch_id}")
     # A host whose spool lacks the batch says so, naming the batch and the setting.
-    other_host = settings.model_copy(update={"data_dir": tmp_path / "other"})
+    other_host = settings.replace(data_dir=tmp_path / "other")
     with Platform(other_host) as other, pytest.raises(HandoverError, match=rf"{batch_id}.*exec"):
         run_spool(other, batch_id)
 

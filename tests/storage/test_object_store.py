@@ -28,15 +28,13 @@ def _minio_settings(settings: Settings) -> Settings:
     endpoint = os.environ.get(MINIO)
     if not endpoint:
         pytest.skip(f"no MinIO server named ({MINIO} and its keys unset)")
-    s3 = settings.s3.model_copy(
-        update={
-            "endpoint": endpoint,
-            "access_key": os.environ.get("DICOMFLOW_TEST_MINIO_ACCESS_KEY", ""),
-            "secret_key": os.environ.get("DICOMFLOW_TEST_MINIO_SECRET_KEY", ""),
-            "secure": os.environ.get("DICOMFLOW_TEST_MINIO_SECURE", "") == "1",
-        }
+    s3 = settings.s3.replace(
+        endpoint=endpoint,
+        access_key=os.environ.get("DICOMFLOW_TEST_MINIO_ACCESS_KEY", ""),
+        secret_key=os.environ.get("DICOMFLOW_TEST_MINIO_SECRET_KEY", ""),
+        secure=os.environ.get("DICOMFLOW_TEST_MINIO_SECURE", "") == "1",
     )
-    return settings.model_copy(update={"s3": s3})
+    return settings.replace(s3=s3)
 
 
 @pytest.fixture(params=["seaweedfs", "minio"])
@@ -111,11 +109,11 @@ def test_a_missing_bucket_lists_nothing_and_reads_as_missing(
 def test_wrong_credentials_and_no_server_are_told_apart_from_missing_objects(
     s3: Settings,
 ) -> None:
-    wrong = s3.model_copy(update={"s3": s3.s3.model_copy(update={"secret_key": "wrong-key"})})
+    wrong = s3.replace(s3=s3.s3.replace(secret_key="wrong-key"))
     refused = ObjectStore.from_settings(wrong)
     assert not refused.reachable()
     with pytest.raises(ObjectStoreError):
         refused.exists("admin", "anything")
-    gone = s3.model_copy(update={"s3": s3.s3.model_copy(update={"endpoint": "127.0.0.1:1"})})
+    gone = s3.replace(s3=s3.s3.replace(endpoint="127.0.0.1:1"))
     assert not ObjectStore.from_settings(gone).reachable()
     assert ObjectStore.from_settings(s3).reachable()

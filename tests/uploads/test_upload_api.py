@@ -148,12 +148,8 @@ def test_a_rejected_upload_names_the_limit_and_its_value(
     limit: str,
     configured: int,
 ) -> None:
-    small = postgres.model_copy(
-        update={
-            "uploads": postgres.uploads.model_copy(
-                update={"max_file_bytes": 1_000, "max_upload_bytes": 2_500, "max_files": 5}
-            )
-        }
+    small = postgres.replace(
+        uploads=postgres.uploads.replace(max_file_bytes=1_000, max_upload_bytes=2_500, max_files=5)
     )
     with running_web(small) as url:
         auth = (small.admin_user, small.admin_password)
@@ -174,12 +170,8 @@ def test_limits_are_shown_and_refused_in_the_unit_of_the_setting(
     postgres: Settings, s3: Settings, upload_project: str
 ) -> None:
     mib = 1 << 20
-    binary = postgres.model_copy(
-        update={
-            "uploads": postgres.uploads.model_copy(
-                update={"max_file_bytes": 3 * mib, "max_upload_bytes": 5 * mib}
-            )
-        }
+    binary = postgres.replace(
+        uploads=postgres.uploads.replace(max_file_bytes=3 * mib, max_upload_bytes=5 * mib)
     )
     with (
         running_web(binary) as url,

@@ -355,11 +355,9 @@ def test_the_cli_asks_the_running_web_service(
 
     port = int(web_url.rsplit(":", 1)[1])
     # The command's own database login is wrong: only the web service can answer it.
-    through_web = postgres.model_copy(
-        update={
-            "web": postgres.web.model_copy(update={"port": port}),
-            "postgres": postgres.postgres.model_copy(update={"password": "not-the-password"}),
-        }
+    through_web = postgres.replace(
+        web=postgres.web.replace(port=port),
+        postgres=postgres.postgres.replace(password="not-the-password"),
     )
     runner = CliRunner()
     project = series["project"]

@@ -94,12 +94,10 @@ def test_limits_are_shown_and_refused_in_the_unit_of_the_setting(
     from playwright.sync_api import expect, sync_playwright
 
     mib = 1 << 20
-    small = postgres.model_copy(
-        update={
-            "uploads": postgres.uploads.model_copy(
-                update={"max_file_bytes": 3 * mib, "max_upload_bytes": 5 * mib, "max_files": 10}
-            )
-        }
+    small = postgres.replace(
+        uploads=postgres.uploads.replace(
+            max_file_bytes=3 * mib, max_upload_bytes=5 * mib, max_files=10
+        )
     )
     big = tmp_path / "big.bin"
     big.write_bytes(b"\0" * (3 * mib + 1))
