@@ -50,7 +50,5 @@ def test_the_stack_runs_tasks_with_it(postgres: Settings) -> None:
     assert airflow_env(postgres)["AIRFLOW__CORE__EXECUTOR"] == (
         "dicomflow_executor.WarmLocalExecutor"
     )
-    celery = postgres.model_copy(
-        update={"airflow": postgres.airflow.model_copy(update={"executor": "celery"})}
-    )
+    celery = postgres.replace(airflow=postgres.airflow.replace(executor="celery"))
     assert airflow_env(celery)["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
