@@ -17,7 +17,7 @@ import logging
 
 from airflow.executors.local_executor import LocalExecutor
 
-__all__ = ["WARM_MODULES", "WarmLocalExecutor"]
+__all__ = ["WARM_MODULES", "WarmLocalExecutor", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,20 @@ WARM_MODULES: tuple[str, ...] = (
 )
 
 
+def warm_up() -> None:
+    """Import :data:`WARM_MODULES` into this process, before it forks the tasks' processes."""
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            # A task that needs the module fails with the same error, in its own log, where
+            # its user looks; the process that warms up goes on.
+            log.exception("could not import %s ahead of the tasks", name)
+
+
 class WarmLocalExecutor(LocalExecutor):
     """A :class:`LocalExecutor` whose workers start with :data:`WARM_MODULES` imported."""
 
     def start(self) -> None:
-        for name in WARM_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:
-                # A task that needs the module fails with the same error, in its own log,
-                # where its user looks; the scheduler goes on.
-                log.exception("could not import %s ahead of the tasks", name)
+        warm_up()
         super().start()

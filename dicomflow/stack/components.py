@@ -696,6 +696,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             # Task states go to the metadata database every host already reaches.
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + settings.airflow_db_url,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(af.worker_concurrency),
+            # Airflow's configuration; workers import the tasks' modules before their pool
+            # forks (plugins/dicomflow_celery.py).
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "dicomflow_celery.CELERY_CONFIG",
             # A worker host that dies takes the tasks it had taken from the broker but not yet
             # started: they stay "queued" until this timeout (default 600 s) has the scheduler
             # queue them again (measured in tests/multihost). Tasks wait in the broker only

@@ -84,6 +84,21 @@ class Host:
         out = run(["ip", "netns", "pids", self.netns]).stdout.split()
         return [int(p) for p in out]
 
+    def celery_worker_maps(self) -> str:
+        """The memory map of the host's Celery worker: the process that forks its pool."""
+        pids = set(self.pids())
+
+        def celery(pid: int) -> bool:
+            with contextlib.suppress(OSError):
+                return b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            return False
+
+        def parent(pid: int) -> int:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+        (main,) = [p for p in pids if celery(p) and not (parent(p) in pids and celery(parent(p)))]
+        return Path(f"/proc/{main}/maps").read_text()
+
     def kill_everything(self) -> int:
         """``kill -9`` every process of the host (the host goes down); how many there were."""
         pids = self.pids()

@@ -83,6 +83,9 @@ def test_two_senders_per_receiver_complete_and_a_dead_worker_host_loses_nothing(
         assert time.monotonic() < deadline, "no task ever ran on the first worker host"
         running = site.tasks(f"state = 'running' AND hostname = '{victim.hostname}'")
         time.sleep(0.2)
+    # Its worker imported the tasks' modules before forking its pool (Pillow, for the
+    # thumbnails, is nothing Airflow or Celery load): each task process starts with them.
+    assert "PIL/_imaging" in victim.celery_worker_maps()
     assert victim.kill_everything() > 0
     for send in sends:
         acked |= send.wait()
