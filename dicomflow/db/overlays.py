@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -52,11 +52,15 @@ class OverlayQueue:
         with Session(self._engine) as session, session.begin():
             session.execute(stmt)
 
-    def waiting_on(self, referenced_uid: str) -> list[Waiting]:
-        """Annotations whose image series is ``referenced_uid``."""
+    def waiting_on(self, referenced_uids: Collection[str]) -> list[Waiting]:
+        """Annotations whose image series is one of ``referenced_uids`` (one query for all)."""
+        if not referenced_uids:
+            return []
         with Session(self._engine) as session:
             rows = session.scalars(
-                select(PendingOverlay).where(PendingOverlay.referenced_series_uid == referenced_uid)
+                select(PendingOverlay).where(
+                    PendingOverlay.referenced_series_uid.in_(list(referenced_uids))
+                )
             ).all()
             return [
                 Waiting(

@@ -54,6 +54,10 @@ RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 #: The batches of a run: one id, or several.
 Batches = str | Sequence[str]
 
+#: Series whose thumbnails are rendered and uploaded at once (each reads one instance or a
+#: few: its middle slice, or an annotation with its image).
+THUMBNAILERS = 4
+
 
 class StepError(RuntimeError):
     """A step that cannot finish; the batches stay in the spool for a re-run."""
@@ -279,9 +283,9 @@ def make_thumbnails(platform: Platform, batch_ids: Batches) -> ThumbnailSummary:
         store.ensure_bucket(project)
     overlays = platform.overlays
     pacs = platform.pacs
-    made: dict[str, str | None] = {}
     redone: list[str] = []
-    for group in run.series:
+
+    def thumbnail(group: SeriesGroup) -> str | None:
         uid = group.series_instance_uid
         projects = run.projects_of(uid)
         if _is_annotation(group):
@@ -295,21 +299,29 @@ def make_thumbnails(platform: Platform, batch_ids: Batches) -> ThumbnailSummary:
         else:
             result = render_series_thumbnail(group)
         log.info("series %s: thumbnail %s (%s)", uid, result.kind, result.reason)
-        made[uid] = _put_thumbnail(store, projects, uid, result.png)
-    for group in run.series:
-        for waiting in overlays.waiting_on(group.series_instance_uid):
-            instances = pacs.retrieve_series(waiting.study_uid, waiting.annotation_series_uid)
-            with _as_files(instances) as paths:
-                result = render_series_thumbnail(paths, referenced_files=group.paths)
-            if result.kind is ThumbnailKind.OVERLAY:
-                _put_thumbnail(store, waiting.projects, waiting.annotation_series_uid, result.png)
-                overlays.done(waiting.annotation_series_uid)
-                redone.append(waiting.annotation_series_uid)
-                log.info(
-                    "series %s: thumbnail redone over its image series %s",
-                    waiting.annotation_series_uid,
-                    group.series_instance_uid,
-                )
+        return _put_thumbnail(store, projects, uid, result.png)
+
+    # Series side by side, as the documents and the validation: a run of many small series
+    # (CR, DX, mammography) rendered and uploaded one after another was the last of the
+    # run's first tasks to finish, on one core, while the other core waited.
+    with ThreadPoolExecutor(THUMBNAILERS, thread_name_prefix="thumbnails") as pool:
+        keys = list(pool.map(thumbnail, run.series))
+    made = {g.series_instance_uid: key for g, key in zip(run.series, keys, strict=True)}
+    by_uid = {g.series_instance_uid: g for g in run.series}
+    for waiting in overlays.waiting_on(list(by_uid)):
+        group = by_uid[waiting.referenced_series_uid]
+        instances = pacs.retrieve_series(waiting.study_uid, waiting.annotation_series_uid)
+        with _as_files(instances) as paths:
+            result = render_series_thumbnail(paths, referenced_files=group.paths)
+        if result.kind is ThumbnailKind.OVERLAY:
+            _put_thumbnail(store, waiting.projects, waiting.annotation_series_uid, result.png)
+            overlays.done(waiting.annotation_series_uid)
+            redone.append(waiting.annotation_series_uid)
+            log.info(
+                "series %s: thumbnail redone over its image series %s",
+                waiting.annotation_series_uid,
+                group.series_instance_uid,
+            )
     return {"thumbnails": made, "redone": redone}
 
 

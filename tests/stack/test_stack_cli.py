@@ -139,7 +139,7 @@ def test_invalid_configuration_stops_start_up(own_stack: dict[str, str]) -> None
     result = run({**own_stack, "DICOMFLOW_RECEIVER__BATCH_IDLE_SECONDS": "-1"}, "up")
     assert result.returncode != 0
     assert "receiver.batch_idle_seconds = -1" in result.stderr
-    assert "greater than 0" in result.stderr
+    assert "expected float > 0" in result.stderr
 
 
 def test_project_create_and_list(postgres: object, stack_env: dict[str, str]) -> None:
