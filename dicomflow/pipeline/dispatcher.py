@@ -67,6 +67,10 @@ WATCH_INTERVAL = 10.0
 LANE_CHECK_INTERVAL = 10.0
 #: The longest pause before a new lane run after lane runs ended with batches still queued.
 LANE_MAX_PAUSE = 600.0
+#: Seconds a queued batch's background validation waits for the processing runs in flight to
+#: end before its lane run starts beside them: the lane yields the cores to what makes series
+#: complete, but a site that never stops receiving still gets every instance checked.
+LANE_YIELDS_FOR = 60.0
 #: Airflow's states of a DAG run that has ended.
 ENDED_RUN_STATES = frozenset({"success", "failed"})
 
@@ -189,6 +193,7 @@ class Dispatcher:
         self._lane_checked = 0.0
         self._lane_not_before = 0.0
         self._lane_failures = 0
+        self._lane_waits_since: float | None = None
         self._stopping = threading.Event()
         self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
@@ -309,7 +314,7 @@ class Dispatcher:
             count += self._hand_over(self.spool.record_run(run_id_for(ids), self.dag_id, ids))
             in_flight += 1
             waiting = waiting[len(chosen) :]
-        self._hand_over_validation(runs)
+        self._hand_over_validation(runs, busy=in_flight > 0 or bool(waiting))
         return count
 
     def _gather(self, waiting: list[BatchRecord]) -> list[BatchRecord]:
@@ -388,8 +393,13 @@ class Dispatcher:
         )
         return handed
 
-    def _hand_over_validation(self, runs: list[RunRecord]) -> None:
-        """One background validation run at a time, for every done batch that waits."""
+    def _hand_over_validation(self, runs: list[RunRecord], *, busy: bool = False) -> None:
+        """One background validation run at a time, for every done batch that waits.
+
+        While processing runs are in flight or batches wait for one (``busy``), a new lane run
+        waits for them, up to :data:`LANE_YIELDS_FOR` seconds: with 20 senders at once, the
+        lane of the first run's batches competed with the second run for the cores.
+        """
         if self.validation_dag_id is None:
             return
         queued = set(self.spool.validation_queue())
@@ -404,8 +414,17 @@ class Dispatcher:
         if holding:
             self._look_after_lane(holding)
             return
-        if not queued or time.monotonic() < self._lane_not_before:
+        if not queued:
+            self._lane_waits_since = None
             return
+        now = time.monotonic()
+        if now < self._lane_not_before:
+            return
+        if self._lane_waits_since is None:
+            self._lane_waits_since = now
+        if busy and now - self._lane_waits_since < LANE_YIELDS_FOR:
+            return
+        self._lane_waits_since = None
         batch_ids = sorted(queued)
         # A fresh id each time: the batches of a lane run that ended without them come back
         # here, and Airflow would answer the old id with the old, ended run.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow.airflow_api.client import AirflowClient, AirflowUnavailableError
+from dicomflow.pipeline import dispatcher as dispatcher_module
 from dicomflow.pipeline.dispatcher import (
     INCOMING_DAG_ID,
     VALIDATION_DAG_ID,
@@ -333,3 +334,49 @@ def test_the_validation_lane_goes_on_past_a_run_never_made_or_ended_without_its_
     assert spool.validation_queue() == [batch]
     found = client.get_dag_run(VALIDATION_DAG_ID, new_run)
     assert found is not None and found["conf"]["batch_ids"] == [batch]
+
+
+def test_the_validation_lane_waits_for_the_processing_runs_in_flight(
+    airflow: Any, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    checked_later = _closed_batch(spool, tmp_path, "lane-later")
+    spool.mark_done(checked_later)
+    spool.queue_validation(checked_later)
+    arriving = _closed_batch(spool, tmp_path, "arriving")
+    client = AirflowClient(airflow.base_url, airflow.username, airflow.password, timeout=60)
+    dispatcher = Dispatcher(spool, client, validation_dag_id=VALIDATION_DAG_ID)
+
+    def lane_runs() -> list[str]:
+        return [r.run_id for r in spool.runs() if r.dag_id == VALIDATION_DAG_ID]
+
+    # The arriving batch's processing run is in flight: the lane leaves it the cores.
+    assert dispatcher.drain() == 1
+    assert spool.batch(arriving).state is BatchState.TRIGGERED
+    dispatcher.drain()
+    assert lane_runs() == []
+
+    # Its run is over (the batch done): the lane run starts.
+    spool.mark_done(arriving)
+    dispatcher.drain()
+    [lane_run] = lane_runs()
+    found = client.get_dag_run(VALIDATION_DAG_ID, lane_run)
+    assert found is not None and found["conf"]["batch_ids"] == [checked_later]
+
+
+def test_the_validation_lane_starts_beside_runs_that_go_on_too_long(
+    airflow: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    checked_later = _closed_batch(spool, tmp_path, "lane-waited")
+    spool.mark_done(checked_later)
+    spool.queue_validation(checked_later)
+    arriving = _closed_batch(spool, tmp_path, "arriving-long")
+    client = AirflowClient(airflow.base_url, airflow.username, airflow.password, timeout=60)
+    dispatcher = Dispatcher(spool, client, validation_dag_id=VALIDATION_DAG_ID)
+    # As if the lane had waited its LANE_YIELDS_FOR (60 s) already.
+    monkeypatch.setattr(dispatcher_module, "LANE_YIELDS_FOR", 0.0)
+
+    assert dispatcher.drain() == 1
+    assert spool.batch(arriving).state is BatchState.TRIGGERED
+    assert [r.batch_ids for r in spool.runs() if r.dag_id == VALIDATION_DAG_ID] == [[checked_later]]
