@@ -158,7 +158,7 @@ class Dispatcher:
         dag_id: str = INCOMING_DAG_ID,
         validation_dag_id: str | None = None,
         max_runs: int = 2,
-        gather_seconds: float = 1.0,
+        gather_seconds: float = 3.0,
         max_run_instances: int = 20000,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
