@@ -29,6 +29,12 @@ def test_environment_overrides_user_file_overrides_defaults(tmp_path: Path) -> N
     assert settings.data_dir == (tmp_path / "var").resolve()
 
 
+def _config_error(user: Path | None, env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_settings(user, env)
+    return str(err.value)
+
+
 def test_invalid_values_name_key_value_and_rule(tmp_path: Path) -> None:
     env = {
         "DICOMFLOW_DATA_DIR": str(tmp_path),
@@ -36,9 +42,7 @@ def test_invalid_values_name_key_value_and_rule(tmp_path: Path) -> None:
         "DICOMFLOW_INDEX__BACKEND": "elastic",
         "DICOMFLOW_RECEIVER__PROT": "1",
     }
-    with pytest.raises(ConfigError) as err:
-        load_settings(None, env)
-    message = str(err.value)
+    message = _config_error(None, env)
     assert "receiver.port = 70000: expected int <= 65535" in message
     assert "index.backend = 'elastic'" in message and "'postgres' or 'opensearch'" in message
     assert "receiver.prot: unknown key" in message
@@ -81,9 +85,7 @@ def test_every_mistake_is_listed_at_once(tmp_path: Path) -> None:
         "DICOMFLOW_AUTH__BASIC": "sometimes",
         "DICOMFLOW_POSTGRES__BIN_DIR": "5",
     }
-    with pytest.raises(ConfigError) as err:
-        load_settings(None, env)
-    lines = str(err.value).splitlines()[1:]
+    lines = _config_error(None, env).splitlines()[1:]
     expected = [
         "postgres.bin_dir = 5: expected Path, got int",
         "receiver.ae_title: missing (set it in the configuration file or "
@@ -109,9 +111,7 @@ def test_checks_across_keys_name_the_key_and_hide_the_rest(tmp_path: Path) -> No
         "DICOMFLOW_INDEX__OPENSEARCH_URL": "https://search.example:9200",
         "DICOMFLOW_INDEX__OPENSEARCH_PASSWORD": "secret-word",
     }
-    with pytest.raises(ConfigError) as err:
-        load_settings(user, env)
-    message = str(err.value)
+    message = _config_error(user, env)
     assert "watch.folders = [{" in message and "a folder is listed twice" in message
     assert "index: opensearch_url is set and opensearch_managed is true" in message
     assert "secret-word" not in message

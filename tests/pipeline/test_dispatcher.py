@@ -52,6 +52,10 @@ def _until(condition: Callable[[], bool], what: str, timeout: float = 30) -> Non
         time.sleep(0.1)
 
 
+def _lane_runs(spool: Spool) -> list[str]:
+    return [r.run_id for r in spool.runs() if r.dag_id == VALIDATION_DAG_ID]
+
+
 def test_unreachable_airflow_is_named_in_the_error() -> None:
     url = _dead_url()
     client = AirflowClient(url, "admin", "x", timeout=2)
@@ -313,9 +317,6 @@ def test_the_validation_lane_goes_on_past_a_run_never_made_or_ended_without_its_
     client = AirflowClient(airflow.base_url, airflow.username, airflow.password, timeout=60)
     dispatcher = Dispatcher(spool, client, validation_dag_id=VALIDATION_DAG_ID)
 
-    def lane_runs() -> list[str]:
-        return [r.run_id for r in spool.runs() if r.dag_id == VALIDATION_DAG_ID]
-
     # What a dispatcher that died between recording a lane run and asking Airflow leaves.
     spool.record_run("validate-never-made", VALIDATION_DAG_ID, [batch])
     dispatcher.drain()
@@ -326,57 +327,50 @@ def test_the_validation_lane_goes_on_past_a_run_never_made_or_ended_without_its_
     # goes to a new run instead of waiting for good.
     wait_dag_run(client, VALIDATION_DAG_ID, "validate-never-made", timeout=240)
     _until(
-        lambda: dispatcher.drain() >= 0 and lane_runs() not in ([], ["validate-never-made"]),
+        lambda: dispatcher.drain() >= 0 and _lane_runs(spool) not in ([], ["validate-never-made"]),
         "no new lane run after the first ended with its batch still queued",
         timeout=120,
     )
-    [new_run] = lane_runs()
+    [new_run] = _lane_runs(spool)
     assert spool.validation_queue() == [batch]
     found = client.get_dag_run(VALIDATION_DAG_ID, new_run)
     assert found is not None and found["conf"]["batch_ids"] == [batch]
 
 
-def test_the_validation_lane_waits_for_the_processing_runs_in_flight(
-    airflow: Any, tmp_path: Path
-) -> None:
+def _lane_waiting_beside_a_run(airflow: Any, tmp_path: Path) -> tuple[Spool, Dispatcher, str, str]:
+    """A done batch queued for the lane, and a batch whose processing run is in flight."""
     spool = Spool(tmp_path / "spool")
-    checked_later = _closed_batch(spool, tmp_path, "lane-later")
+    checked_later = _closed_batch(spool, tmp_path, "lane")
     spool.mark_done(checked_later)
     spool.queue_validation(checked_later)
     arriving = _closed_batch(spool, tmp_path, "arriving")
     client = AirflowClient(airflow.base_url, airflow.username, airflow.password, timeout=60)
     dispatcher = Dispatcher(spool, client, validation_dag_id=VALIDATION_DAG_ID)
-
-    def lane_runs() -> list[str]:
-        return [r.run_id for r in spool.runs() if r.dag_id == VALIDATION_DAG_ID]
-
-    # The arriving batch's processing run is in flight: the lane leaves it the cores.
     assert dispatcher.drain() == 1
     assert spool.batch(arriving).state is BatchState.TRIGGERED
+    return spool, dispatcher, checked_later, arriving
+
+
+def test_the_validation_lane_waits_for_the_processing_runs_in_flight(
+    airflow: Any, tmp_path: Path
+) -> None:
+    spool, dispatcher, checked_later, arriving = _lane_waiting_beside_a_run(airflow, tmp_path)
+    # The arriving batch's processing run is in flight: the lane leaves it the cores.
     dispatcher.drain()
-    assert lane_runs() == []
+    assert _lane_runs(spool) == []
 
     # Its run is over (the batch done): the lane run starts.
     spool.mark_done(arriving)
     dispatcher.drain()
-    [lane_run] = lane_runs()
-    found = client.get_dag_run(VALIDATION_DAG_ID, lane_run)
+    [lane_run] = _lane_runs(spool)
+    found = dispatcher.client.get_dag_run(VALIDATION_DAG_ID, lane_run)
     assert found is not None and found["conf"]["batch_ids"] == [checked_later]
 
 
 def test_the_validation_lane_starts_beside_runs_that_go_on_too_long(
     airflow: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    spool = Spool(tmp_path / "spool")
-    checked_later = _closed_batch(spool, tmp_path, "lane-waited")
-    spool.mark_done(checked_later)
-    spool.queue_validation(checked_later)
-    arriving = _closed_batch(spool, tmp_path, "arriving-long")
-    client = AirflowClient(airflow.base_url, airflow.username, airflow.password, timeout=60)
-    dispatcher = Dispatcher(spool, client, validation_dag_id=VALIDATION_DAG_ID)
     # As if the lane had waited its LANE_YIELDS_FOR (60 s) already.
     monkeypatch.setattr(dispatcher_module, "LANE_YIELDS_FOR", 0.0)
-
-    assert dispatcher.drain() == 1
-    assert spool.batch(arriving).state is BatchState.TRIGGERED
+    spool, _, checked_later, _ = _lane_waiting_beside_a_run(airflow, tmp_path)
     assert [r.batch_ids for r in spool.runs() if r.dag_id == VALIDATION_DAG_ID] == [[checked_later]]
