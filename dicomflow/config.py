@@ -595,6 +595,9 @@ def _write_secrets(path: Path, stored: Mapping[str, str]) -> None:
 
 
 def _encode(value: Any) -> Any:
+    # msgspec's enc_hook contract: a value it cannot encode comes here; NotImplementedError
+    # says "not this one either", and the encoding fails instead of writing a file that
+    # load_settings would read differently (tests/test_config.py).
     if isinstance(value, Path):
         return str(value)
     raise NotImplementedError(f"{type(value).__name__} is not a setting's type")

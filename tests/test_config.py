@@ -13,6 +13,7 @@ from dicomflow.config import (
     ConfigError,
     WatchedFolder,
     load_settings,
+    settings_json,
     settings_table,
     write_effective_config,
 )
@@ -130,6 +131,14 @@ def test_the_effective_settings_load_back_the_same(tmp_path: Path) -> None:
         WatchedFolder(path=tmp_path / "in", project="p", dataset="d", on_done="delete")
     ]
     assert isinstance(again.data_dir, Path) and isinstance(again.postgres.bin_dir, Path)
+
+
+def test_a_value_no_setting_holds_is_not_written(tmp_path: Path) -> None:
+    # replace() does not check: a caller's mistake must not become a file the stack's
+    # processes would load as something else.
+    settings = load_settings(None, {"DICOMFLOW_DATA_DIR": str(tmp_path)})
+    with pytest.raises(NotImplementedError, match="complex is not a setting's type"):
+        settings_json(settings.replace(admin_password=1j))
 
 
 def test_replace_makes_a_changed_copy(tmp_path: Path) -> None:
