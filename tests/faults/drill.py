@@ -100,6 +100,23 @@ class Send:
     log_file: Path
     started: float = field(default_factory=time.monotonic)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """``dcmsend`` stopped (SIGSTOP) for the block: what happens in it is mid-association.
+
+        Raises
+        ------
+        RuntimeError
+            When ``dcmsend`` had already ended.
+        """
+        self.process.send_signal(signal.SIGSTOP)
+        if self.process.poll() is not None:
+            raise RuntimeError("dcmsend had ended before it could be stopped")
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
     def wait(self, timeout: float = 900) -> set[str]:
         """SOP Instance UIDs the receiver answered with success (or a warning): stored.
 
@@ -481,9 +498,13 @@ def kill_receiver(drill: Drill, series: int, per_series: int, wait: float) -> Ou
     cargo = drill.cargo(series, per_series)
     before = drill.received()
     send = drill.send(cargo.folder)
-    if not wait_until(_tolerant(lambda: drill.received() - before >= cargo.instances // 3), 300):
+    third = _tolerant(lambda: drill.received() - before >= cargo.instances // 3)
+    if not wait_until(third, 300, interval=0.02):
         raise RuntimeError("the receiver did not take a third of the association")
-    fault_at = drill.kill("receiver")
+    # The sender is held while the receiver dies: a fast receiver could otherwise take the
+    # rest of the association between the poll and the kill.
+    with send.frozen():
+        fault_at = drill.kill("receiver")
     acked = send.wait()
     return drill.outcome("kill -9 receiver mid-association", cargo, acked, fault_at, wait)
 
