@@ -15,7 +15,8 @@ Scenarios (``--scenarios a,b``; default all):
 * ``senders``: the same number of new instances split between ``--senders`` (20 and 50)
   concurrent dcmsend processes (against ``one``'s time, which is run for it if not chosen);
 * ``associations``: ``--associations`` (100) instances of one series, ``storescu`` once per
-  file, against the same number through one association;
+  file, against the same number through one association, and against Orthanc alone taking
+  the same per-file associations (what the sender's process starts cost anyway);
 * ``single``: ``--single`` (300) single-instance series in one association;
 * ``series``: one ``--series-size`` (5,000) instance series;
 * ``large``: ``--large`` (200) x 500 KB in one association.
@@ -334,6 +335,13 @@ def main() -> None:
             if key in files:
                 alone[key] = orthanc_alone(files[key], work)
                 scp[key] = storescp_alone(files[key], work)
+        if "associations" in chosen:
+            # The sender's own cost: a storescu process per file, whoever receives.
+            alone["assoc-each"] = orthanc_alone(
+                files["assoc-each"],
+                work,
+                send=lambda port, folder: storescu_each(port, files_of(folder), "ORTHANC"),
+            )
         dciodvfy_rate = 0.0
         if "one" in files:
             dciodvfy_rate = plain_dciodvfy_rate(files_of(files["one"])[: args.dciodvfy_files])
@@ -440,6 +448,22 @@ def main() -> None:
             "<= 1.5",
         )
         table.add(name, "sending (s) / one association", many.send, one.send, many.send / one.send)
+        orthanc = alone["assoc-each"].seconds
+        table.add(
+            name,
+            "first byte -> all complete (s) / Orthanc alone taking the same associations",
+            took,
+            orthanc,
+            took / orthanc,
+        )
+        after, once = many.since_release("complete"), one.since_release("complete")
+        table.add(
+            name,
+            "last association's release -> all complete (s) / one association's",
+            after,
+            once,
+            after / once,
+        )
         latencies(table, name, many)
         table.add(
             name,

@@ -241,6 +241,7 @@ class ValidationSettings(_Section, frozen=True):
     workers: Annotated[int, Meta(ge=1, le=64)]
     niceness: Annotated[int, Meta(ge=0, le=19)]
     fork_server: bool
+    allocator: str
 
 
 class WebSettings(_Section, frozen=True):

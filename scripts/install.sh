@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="[celery]"
-apt_packages=(python3-venv postgresql orthanc orthanc-dicomweb dcmtk dicom3tools dcm2niix gcc libc6-dev redis-server)
+apt_packages=(python3-venv postgresql orthanc orthanc-dicomweb dcmtk dicom3tools libjemalloc2 dcm2niix gcc libc6-dev redis-server)
 if [[ "${1:-}" == "--test" ]]; then
   extras="[test]"
   # The Data Upload page's tests drive Debian's Chromium with Playwright (no browser download).

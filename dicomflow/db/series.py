@@ -8,7 +8,7 @@ one instance.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,15 +77,20 @@ class SeriesRecords:
 
         Repeating it changes nothing; ``archived`` is never taken back.
         """
+        self.record_many(origin, {series_uid: instances}, archived=archived)
+
+    def record_many(
+        self, origin: BatchOrigin, parts: Mapping[str, Sequence[Instance]], *, archived: bool
+    ) -> None:
+        """:meth:`record` of one batch's parts of several series, in one transaction."""
         with self._engine.begin() as conn:
-            self._record(conn, series_uid, origin, instances, archived=archived)
+            self._record(conn, origin, parts, archived=archived)
 
     @staticmethod
     def _record(
         conn: Connection,
-        series_uid: str,
         origin: BatchOrigin,
-        instances: Sequence[Instance],
+        parts: Mapping[str, Sequence[Instance]],
         *,
         archived: bool,
     ) -> None:
@@ -97,30 +102,36 @@ class SeriesRecords:
                 "instance_number": i.instance_number,
                 "batch_id": origin.batch_id,
             }
+            for series_uid, instances in parts.items()
             for i in instances
         ]
         for start in range(0, len(rows), _CHUNK):
             conn.execute(
                 insert(SeriesInstance).values(rows[start : start + _CHUNK]).on_conflict_do_nothing()
             )
-        batch = insert(SeriesBatch).values(
-            series_uid=series_uid,
-            batch_id=origin.batch_id,
-            project=origin.project,
-            dataset=origin.dataset,
-            instances=len(instances),
-            received_at=origin.received_at,
-            calling_ae=origin.calling_ae,
-            called_ae=origin.called_ae,
-            sender=origin.sender,
-            archived=archived,
-        )
-        changes: dict[str, Any] = {"archived": SeriesBatch.archived | batch.excluded.archived}
-        if archived:
-            changes["failure"] = None
-        conn.execute(
-            batch.on_conflict_do_update(index_elements=["series_uid", "batch_id"], set_=changes)
-        )
+        batches = [
+            {
+                "series_uid": series_uid,
+                "batch_id": origin.batch_id,
+                "project": origin.project,
+                "dataset": origin.dataset,
+                "instances": len(instances),
+                "received_at": origin.received_at,
+                "calling_ae": origin.calling_ae,
+                "called_ae": origin.called_ae,
+                "sender": origin.sender,
+                "archived": archived,
+            }
+            for series_uid, instances in parts.items()
+        ]
+        for start in range(0, len(batches), _CHUNK):
+            stmt = insert(SeriesBatch).values(batches[start : start + _CHUNK])
+            changes: dict[str, Any] = {"archived": SeriesBatch.archived | stmt.excluded.archived}
+            if archived:
+                changes["failure"] = None
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["series_uid", "batch_id"], set_=changes)
+            )
 
     def record_failure(self, batch_id: str, failure: str | None) -> list[str]:
         """Record why a batch's processing failed (``None``: it is being retried).
@@ -166,9 +177,20 @@ class SeriesRecords:
 
     def batches(self, series_uid: str) -> set[str]:
         """The batches recorded of a series (empty: nothing is recorded of it)."""
+        return self.batches_of([series_uid]).get(series_uid, set())
+
+    def batches_of(self, series_uids: Collection[str]) -> dict[str, set[str]]:
+        """The batches recorded of each series (a series of which nothing is, is left out)."""
+        found: dict[str, set[str]] = {}
         with self._engine.connect() as conn:
-            stmt = select(SeriesBatch.batch_id).where(SeriesBatch.series_uid == series_uid)
-            return set(conn.execute(stmt).scalars())
+            rows = conn.execute(
+                select(SeriesBatch.series_uid, SeriesBatch.batch_id).where(
+                    SeriesBatch.series_uid.in_(list(series_uids))
+                )
+            )
+            for series_uid, batch_id in rows:
+                found.setdefault(series_uid, set()).add(batch_id)
+        return found
 
     def adopt_document(self, document: Mapping[str, Any]) -> bool:
         """Record what a document of an older version carried, once (an in-place upgrade).
@@ -215,57 +237,91 @@ class SeriesRecords:
                         str(document.get("called_ae") or ""),
                         str(document.get("sender") or ""),
                     )
-                    self._record(conn, uid, origin, instances, archived=archived)
+                    self._record(conn, origin, {uid: instances}, archived=archived)
         return True
 
     def facts(self, series_uid: str) -> SeriesFacts | None:
         """What is recorded of a series, or ``None`` when nothing is."""
+        return self.facts_of([series_uid]).get(series_uid)
+
+    def facts_of(self, series_uids: Collection[str]) -> dict[str, SeriesFacts]:
+        """What is recorded of each series (a series of which nothing is, is left out).
+
+        Three queries whatever the number of series: a batch of 300 single-instance series
+        took 16 statements per series when each was asked for on its own.
+        """
+        wanted = list(series_uids)
+        batches: dict[str, list[Any]] = {}
+        numbers: dict[str, list[int]] = {}
         with self._engine.connect() as conn:
-            batches = conn.execute(
+            for row in conn.execute(
                 select(SeriesBatch)
-                .where(SeriesBatch.series_uid == series_uid)
-                .order_by(SeriesBatch.received_at, SeriesBatch.batch_id)
-            ).all()
+                .where(SeriesBatch.series_uid.in_(wanted))
+                .order_by(SeriesBatch.series_uid, SeriesBatch.received_at, SeriesBatch.batch_id)
+            ):
+                batches.setdefault(row.series_uid, []).append(row)
             if not batches:
-                return None
-            count, classes = conn.execute(
-                select(
-                    func.count(),
-                    func.array_agg(func.distinct(SeriesInstance.sop_class_uid)),
-                ).where(SeriesInstance.series_uid == series_uid)
-            ).one()
-            numbers = conn.execute(
-                select(SeriesInstance.instance_number)
+                return {}
+            recorded = list(batches)
+            counts = {
+                series_uid: (int(count), classes)
+                for series_uid, count, classes in conn.execute(
+                    select(
+                        SeriesInstance.series_uid,
+                        func.count(),
+                        func.array_agg(func.distinct(SeriesInstance.sop_class_uid)),
+                    )
+                    .where(SeriesInstance.series_uid.in_(recorded))
+                    .group_by(SeriesInstance.series_uid)
+                )
+            }
+            for series_uid, number in conn.execute(
+                select(SeriesInstance.series_uid, SeriesInstance.instance_number)
                 .where(
-                    SeriesInstance.series_uid == series_uid,
+                    SeriesInstance.series_uid.in_(recorded),
                     SeriesInstance.instance_number.is_not(None),
                 )
                 .distinct()
-            ).scalars()
-            instance_numbers = tuple(sorted(n for n in numbers if n is not None))
-        datasets: dict[str, set[str]] = {}
-        for row in batches:
-            datasets.setdefault(row.project, set()).add(row.dataset)
-        latest = batches[-1]
-        return SeriesFacts(
-            series_uid=series_uid,
-            instance_count=int(count),
-            sop_class_uids=tuple(sorted(c for c in classes or () if c)),
-            instance_numbers=instance_numbers,
-            batch_count=len({row.batch_id for row in batches}),
-            last_batch_id=latest.batch_id,
-            archived=all(row.archived for row in batches),
-            datasets={p: tuple(sorted(d)) for p, d in datasets.items()},
-            received_at=batches[0].received_at,
-            last_received_at=latest.received_at,
-            calling_ae=latest.calling_ae or None,
-            called_ae=latest.called_ae or None,
-            sender=latest.sender or None,
-            failure=next(
-                (f"{row.batch_id}: {row.failure}" for row in reversed(batches) if row.failure),
-                None,
-            ),
-        )
+            ):
+                if number is not None:
+                    numbers.setdefault(series_uid, []).append(number)
+        return {
+            series_uid: _facts(series_uid, rows, counts.get(series_uid, (0, None)), numbers)
+            for series_uid, rows in batches.items()
+        }
+
+
+def _facts(
+    series_uid: str,
+    batches: Sequence[Any],
+    counted: tuple[int, Sequence[str | None] | None],
+    numbers: Mapping[str, Sequence[int]],
+) -> SeriesFacts:
+    """A series' facts from its batch rows (oldest first) and its instances' counts."""
+    count, classes = counted
+    datasets: dict[str, set[str]] = {}
+    for row in batches:
+        datasets.setdefault(row.project, set()).add(row.dataset)
+    latest = batches[-1]
+    return SeriesFacts(
+        series_uid=series_uid,
+        instance_count=count,
+        sop_class_uids=tuple(sorted(c for c in classes or () if c)),
+        instance_numbers=tuple(sorted(numbers.get(series_uid, ()))),
+        batch_count=len({row.batch_id for row in batches}),
+        last_batch_id=latest.batch_id,
+        archived=all(row.archived for row in batches),
+        datasets={p: tuple(sorted(d)) for p, d in datasets.items()},
+        received_at=batches[0].received_at,
+        last_received_at=latest.received_at,
+        calling_ae=latest.calling_ae or None,
+        called_ae=latest.called_ae or None,
+        sender=latest.sender or None,
+        failure=next(
+            (f"{row.batch_id}: {row.failure}" for row in reversed(batches) if row.failure),
+            None,
+        ),
+    )
 
 
 def _listed(value: Any) -> list[str]:

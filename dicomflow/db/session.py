@@ -38,25 +38,33 @@ def create_schema(engine: Engine) -> None:
         )
 
 
+#: Takes the session locks of a set of keys in one round trip, in the order of their hashes
+#: (the lock's identity), so two holders of overlapping sets cannot deadlock.
+_LOCK_ALL = text(
+    "SELECT count(pg_advisory_lock(h)) FROM ("
+    "SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h"
+    ") AS ordered"
+)
+
+
 @contextmanager
 def advisory_locks(engine: Engine, keys: Iterable[str]) -> Iterator[None]:
     """Hold PostgreSQL advisory locks named ``keys``, all on one pooled connection.
 
     A lock per connection took one of the engine's twelve connections per key: a background
     lane run coalescing 18 batches waited for a thirteenth connection until the pool gave up.
-    Taken in sorted order, so two holders of overlapping sets cannot deadlock.
+    One statement takes them all (a batch of 300 series took 300 round trips to lock and 300
+    to unlock).
     """
-    ordered = sorted(set(keys))
     with engine.connect() as conn:
-        taken: list[str] = []
         try:
-            for key in ordered:
-                conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": key})
-                taken.append(key)
+            conn.execute(_LOCK_ALL, {"keys": sorted(set(keys))})
             yield
         finally:
-            for key in reversed(taken):
-                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": key})
+            # Session locks outlive a rolled-back transaction: released here, whatever failed,
+            # or the pooled connection would hold them for its next user.
+            conn.rollback()
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
 
 
 @contextmanager

@@ -15,7 +15,7 @@ series: so no backend merges, and every backend holds exactly what the writer co
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -331,6 +331,13 @@ class SeriesIndex(Protocol):
 
     def get(self, project: str, series_uid: str) -> dict[str, Any] | None:
         """The series document as the project sees it, or ``None``."""
+        ...
+
+    def get_many(self, project: str, series_uids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The documents of the series the project holds, by Series Instance UID (one request).
+
+        A series the project does not hold is left out.
+        """
         ...
 
     def delete_series(self, project: str, series_uid: str) -> bool:

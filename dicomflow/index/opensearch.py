@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -291,6 +291,20 @@ class OpenSearchSeriesIndex:
         except NotFoundError:
             return None
         return dict(found["_source"])
+
+    def get_many(self, project: str, series_uids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The stored documents of those series, by series (one ``_mget``)."""
+        ids = list(series_uids)
+        if not ids:
+            return {}
+        index = self.index_name(project)
+        try:
+            with cluster_errors(self._url, f"reading from {index}"):
+                found = self._client.mget(index=index, body={"ids": ids})
+        except NotFoundError:
+            return {}
+        # A missing index answers each id with an error instead of "found".
+        return {d["_id"]: dict(d["_source"]) for d in found["docs"] if d.get("found")}
 
     def delete_series(self, project: str, series_uid: str) -> bool:
         """See :meth:`SeriesIndex.delete_series`."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -583,6 +583,19 @@ class PostgresSeriesIndex:
                 {"p": project, "u": series_uid},
             ).scalar()
         return dict(doc) if doc is not None else None
+
+    def get_many(self, project: str, series_uids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The stored documents of those series, by series."""
+        self._ensure_schema()
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT series_uid, doc FROM series_documents "
+                    "WHERE project = :p AND series_uid = ANY(:u)"
+                ),
+                {"p": project, "u": list(series_uids)},
+            )
+            return {uid: dict(doc) for uid, doc in rows}
 
     def delete_series(self, project: str, series_uid: str) -> bool:
         """Remove the series from the project (everywhere for admin); see the interface."""

@@ -125,12 +125,17 @@ class ForkServer:
         The library from :func:`build_preload`.
     niceness
         ``nice`` level of the server; its children inherit it.
+    allocator
+        A ``malloc`` library preloaded too (see
+        :func:`~dicomflow.validation.dciodvfy.find_allocator`).
     """
 
-    def __init__(self, executable: str, preload: Path, *, niceness: int = 0) -> None:
+    def __init__(
+        self, executable: str, preload: Path, *, niceness: int = 0, allocator: str | None = None
+    ) -> None:
         environment = {
             **os.environ,
-            "LD_PRELOAD": str(preload),
+            "LD_PRELOAD": f"{preload}:{allocator}" if allocator else str(preload),
             "DICOMFLOW_FORK_SERVER": "1",
         }
         self._process = subprocess.Popen(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from dicomflow.validation.dciodvfy import (
     DEFAULT_TIMEOUT,
     InstanceValidation,
+    find_allocator,
     find_dciodvfy,
     interpret_run,
     run_dciodvfy,
@@ -60,6 +61,9 @@ class Validator:
     preload
         The fork-server library (:func:`~dicomflow.validation.forkserver.build_preload`);
         ``None`` runs one process per file.
+    allocator
+        A ``malloc`` library preloaded into every run
+        (:func:`~dicomflow.validation.dciodvfy.find_allocator`); ``None``: glibc's.
 
     Raises
     ------
@@ -75,12 +79,14 @@ class Validator:
         timeout: float = DEFAULT_TIMEOUT,
         niceness: int = 0,
         preload: Path | None = None,
+        allocator: str | None = None,
     ) -> None:
         self.executable = find_dciodvfy(executable)
         self.workers = max(1, workers)
         self.timeout = timeout
         self.niceness = niceness
         self.preload = preload
+        self.allocator = allocator
         self._idle: queue.SimpleQueue[ForkServer] = queue.SimpleQueue()
         self._servers: list[ForkServer] = []
         self._lock = threading.Lock()
@@ -100,6 +106,7 @@ class Validator:
             workers=settings.validation.workers,
             niceness=settings.validation.niceness,
             preload=preload,
+            allocator=find_allocator(settings.validation.allocator),
         )
 
     def validate(
@@ -160,10 +167,13 @@ class Validator:
             executable=self.executable,
             timeout=self.timeout,
             niceness=self.niceness,
+            allocator=self.allocator,
         )
 
     def _start_server(self, preload: Path) -> ForkServer:
-        server = ForkServer(self.executable, preload, niceness=self.niceness)
+        server = ForkServer(
+            self.executable, preload, niceness=self.niceness, allocator=self.allocator
+        )
         with self._lock:
             self._servers.append(server)
         return server

@@ -93,7 +93,11 @@ def test_every_copied_path_is_in_the_build_context() -> None:
 def test_debian_pins_are_installable_from_debian_12() -> None:
     """Debian's mirror keeps only the newest point release: a superseded pin cannot install."""
     text = CONTAINERFILE.read_text()
-    for package, arg in (("dcmtk", "DCMTK_VERSION"), ("dicom3tools", "DICOM3TOOLS_VERSION")):
+    for package, arg in (
+        ("dcmtk", "DCMTK_VERSION"),
+        ("dicom3tools", "DICOM3TOOLS_VERSION"),
+        ("libjemalloc2", "JEMALLOC_VERSION"),
+    ):
         match = re.search(rf"^ARG {arg}=(\S+)$", text, re.MULTILINE)
         assert match, f"{arg} is not pinned in the Containerfile"
         madison = subprocess.run(

@@ -191,6 +191,16 @@ def test_a_document_is_stored_as_given_and_replaced_whole(index: SeriesIndex) ->
     assert index.get("admin", uid(1)) is None
 
 
+def test_documents_are_read_many_at_once(corpus: SeriesIndex) -> None:
+    wanted = [uid(n) for n in (1, 7, 8, 42)]
+    assert corpus.get_many("beta", wanted) == {
+        uid(n): corpus.get("beta", uid(n)) for n in (7, 8)
+    }, "what the project holds, nothing of another project, no unknown series"
+    assert set(corpus.get_many("alpha", wanted)) == {uid(1), uid(7)}
+    assert corpus.get_many("gamma", wanted) == {}, "a project without an index holds nothing"
+    assert corpus.get_many("alpha", []) == {}
+
+
 def test_a_series_twice_in_one_call_is_stored_once(index: SeriesIndex) -> None:
     docs = [series(2, instance_count=3), series(2, instance_count=4, dataset=["ds-c"])]
     assert index.put("alpha", docs) == 1

@@ -43,15 +43,19 @@ class Series:
         self.uid, self.study = generate_uid(), generate_uid()
         self.files: dict[int, Path] = {}
 
-    def batch(
-        self, settings: Settings, numbers: list[int], project: str = "p1", dataset: str = "d1"
-    ) -> SpooledBatch:
+    def instances(self, numbers: list[int]) -> list[Path]:
+        """The files of these instances (written the first time they are asked for)."""
         new = [n for n in numbers if n not in self.files]
         written = write_ct_series(
             self.folder / generate_uid(), new, series_uid=self.uid, study_uid=self.study
         )
         self.files.update(zip(new, written, strict=True))
-        batch_id = spool_batch(settings, [self.files[n] for n in numbers], project, dataset)
+        return [self.files[n] for n in numbers]
+
+    def batch(
+        self, settings: Settings, numbers: list[int], project: str = "p1", dataset: str = "d1"
+    ) -> SpooledBatch:
+        batch_id = spool_batch(settings, self.instances(numbers), project, dataset)
         return SpooledBatch.from_settings(settings, batch_id)
 
 
@@ -147,11 +151,8 @@ def test_a_validation_summary_that_arrives_late_does_not_undo_a_fuller_one(
     assert _admin(platform, series.uid)["validation"]["errors"] == 0
 
 
-def test_concurrent_batches_of_one_series_are_all_counted(
-    platform: Platform, tmp_path: Path
-) -> None:
-    series = Series(tmp_path)
-    batches = [series.batch(platform.settings, [n, n + 1, n + 2]) for n in range(1, 25, 3)]
+def _write_at_once(platform: Platform, batches: list[SpooledBatch]) -> None:
+    """Each batch written by its own thread and connections, all starting together."""
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(batches))
 
@@ -169,9 +170,39 @@ def test_concurrent_batches_of_one_series_are_all_counted(
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_concurrent_batches_of_one_series_are_all_counted(
+    platform: Platform, tmp_path: Path
+) -> None:
+    series = Series(tmp_path)
+    _write_at_once(
+        platform, [series.batch(platform.settings, [n, n + 1, n + 2]) for n in range(1, 25, 3)]
+    )
     document = _admin(platform, series.uid)
-    assert (document["instance_count"], document["batch_count"]) == (24, len(batches))
+    assert (document["instance_count"], document["batch_count"]) == (24, 8)
     assert document["pacs_state"] == "stored"
+
+
+def test_concurrent_batches_sharing_several_series_are_all_counted(
+    platform: Platform, tmp_path: Path
+) -> None:
+    # A batch's series are written together, under all their locks at once: batches that
+    # overlap in several series must wait for each other, not deadlock or lose a count.
+    several = [Series(tmp_path / str(n)) for n in range(5)]
+    batches = []
+    for k in range(6):
+        # Every other batch leaves the first series out.
+        files = [f for s in several[k % 2 :] for f in s.instances([2 * k + 1, 2 * k + 2])]
+        batches.append(
+            SpooledBatch.from_settings(platform.settings, spool_batch(platform.settings, files))
+        )
+    _write_at_once(platform, batches)
+    for n, series in enumerate(several):
+        document = _admin(platform, series.uid)
+        expected = 12 if n else 6
+        assert (document["instance_count"], document["batch_count"]) == (expected, expected // 2)
+        assert document["pacs_state"] == "stored"
 
 
 def test_a_document_stays_the_size_of_its_series(platform: Platform, tmp_path: Path) -> None:

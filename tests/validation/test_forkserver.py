@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from dicomflow.validation import InstanceValidation, Validator, run_dciodvfy
+from dicomflow.validation.dciodvfy import find_allocator
 from dicomflow.validation.forkserver import (
     ForkServer,
     ForkServerError,
@@ -35,11 +36,23 @@ def _outcome(result: InstanceValidation) -> tuple[object, ...]:
     return result.iod, result.findings, result.returncode, result.crashed
 
 
-def test_every_pydicom_file_gets_the_findings_of_a_plain_run(preload: Path) -> None:
+#: The system's jemalloc (``validation.allocator: auto``); scripts/install.sh installs it.
+JEMALLOC = find_allocator("auto")
+
+
+@pytest.mark.parametrize(
+    ("served_by", "allocator"),
+    [("fork server", None), ("fork server", JEMALLOC), ("plain runs", JEMALLOC)],
+    ids=["fork-server", "fork-server-jemalloc", "plain-jemalloc"],
+)
+def test_every_pydicom_file_gets_the_findings_of_a_plain_run(
+    preload: Path, served_by: str, allocator: str | None
+) -> None:
     # The files pydicom ships in its wheel (no download attempts).
     files = sorted(Path(pydicom.__file__).parent.joinpath("data", "test_files").rglob("*.dcm"))
     assert len(files) > 50
-    with Validator(workers=2, preload=preload) as validator:
+    server = preload if served_by == "fork server" else None
+    with Validator(workers=2, preload=server, allocator=allocator) as validator:
         served = validator.validate_all([(f, None) for f in files])
     plain = [run_dciodvfy(f) for f in files]
     assert [_outcome(s) for s in served] == [_outcome(p) for p in plain]
@@ -121,3 +134,18 @@ def test_the_library_is_built_once_per_source(tmp_path: Path) -> None:
     stamp = first.stat().st_mtime_ns
     assert build_preload(tmp_path) == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial builds left
+
+
+def test_the_allocator_setting() -> None:
+    assert JEMALLOC == "libjemalloc.so.2", "libjemalloc2 is installed (scripts/install.sh)"
+    assert find_allocator("") is None
+    assert find_allocator("libtcmalloc_minimal.so.4") == "libtcmalloc_minimal.so.4"
+
+
+def test_a_missing_allocator_library_is_reported_and_not_used(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "libnothing.so")
+    with caplog.at_level(logging.WARNING):
+        assert find_allocator(missing) is None
+    assert missing in caplog.text and "glibc" in caplog.text
