@@ -12,6 +12,7 @@ module computed, and a document is the same whatever order its batches came in.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.db.series import BatchOrigin, SeriesRecords
 from dicomflow.db.session import advisory_locks
 from dicomflow.dicom.document import SeriesFacts, dicom_fields, header_fields, series_document
+from dicomflow.dicom.headers import SeriesGroup
 from dicomflow.dicom.instance import Instance
 from dicomflow.pipeline.batch import SpooledBatch
 from dicomflow.platform import Platform
@@ -29,6 +31,11 @@ from dicomflow.platform import Platform
 __all__ = ["DocumentWriter", "batch_origin"]
 
 log = logging.getLogger(__name__)
+
+#: Series written under one set of locks. Session advisory locks take slots in PostgreSQL's
+#: shared lock table (64 per connection by default): a batch of thousands of single-instance
+#: series is written a few hundred at a time.
+SERIES_PER_WRITE = 500
 
 #: Reads the DICOM fields of a series (and notes on values it could not index as typed).
 HeaderReader = Callable[[], tuple[dict[str, Any], list[str]]]
@@ -50,11 +57,16 @@ def batch_origin(batch: SpooledBatch) -> BatchOrigin:
 
 @dataclass(frozen=True)
 class _Part:
-    """One series' part of a write: what the batch brings of it and the new values."""
+    """One series' part of a write: what batches bring of it and the new values.
+
+    ``read_header`` reads the header of ``lead``, the piece with the lowest Instance Number
+    (the first one when none has a number).
+    """
 
     series_uid: str
     read_header: HeaderReader
-    instances: Sequence[Instance] = ()
+    pieces: Sequence[tuple[BatchOrigin, Sequence[Instance]]] = ()
+    lead: tuple[str | None, Sequence[Instance]] = (None, ())
     thumbnail_key: str | None = None
     validation: Mapping[str, Any] | None = None
     fresh_header: bool = False
@@ -81,19 +93,35 @@ class DocumentWriter:
         thumbnails: Mapping[str, str | None] | None = None,
         validation: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[str]:
-        """Record a batch's series and write their documents; return the series written.
+        """:meth:`write_batches` of one batch."""
+        return self.write_batches(
+            [batch], archived=archived, thumbnails=thumbnails, validation=validation
+        )
 
-        All the batch's series at once: one transaction records them and one request per
-        project writes their documents. Written one series at a time, a batch of 300
-        single-instance series (CR, DX, mammography) made 16 database statements and two
-        index requests per series.
+    def write_batches(
+        self,
+        batches: Sequence[SpooledBatch],
+        *,
+        archived: bool,
+        thumbnails: Mapping[str, str | None] | None = None,
+        validation: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[str]:
+        """Record batches' series and write their documents; return the series written.
+
+        Every series once, whatever the number of batches that brought it, and all of them
+        together: one statement locks them, their facts are read in three queries and their
+        documents written in one request per project. Written one series and one batch at a
+        time, a batch of 300 single-instance series (CR, DX, mammography) made 16 database
+        statements and two index requests per series, and a run of 14 one-instance batches
+        of one series (a sender that opens an association per image) wrote its document 14
+        times per step.
 
         Parameters
         ----------
-        batch
-            The spooled batch.
+        batches
+            Spooled batches (those of one run).
         archived
-            The PACS holds the batch's instances (a document says ``stored`` once every
+            The PACS holds the batches' instances (a document says ``stored`` once every
             batch of its series is).
         thumbnails
             Per series, the thumbnail's object key (a series without one keeps its own).
@@ -101,18 +129,27 @@ class DocumentWriter:
             Per series, the validation of the whole series so far (a series without one
             keeps its own).
         """
-        parts = [
-            _Part(
-                group.series_instance_uid,
-                partial(header_fields, group),
-                group.instances,
-                (thumbnails or {}).get(group.series_instance_uid),
-                (validation or {}).get(group.series_instance_uid),
+        pieces: dict[str, list[tuple[BatchOrigin, SeriesGroup]]] = {}
+        for batch in batches:
+            origin = batch_origin(batch)
+            for group in batch.series:
+                pieces.setdefault(group.series_instance_uid, []).append((origin, group))
+        parts = []
+        for uid, brought in pieces.items():
+            lead_origin, lead_group = min(brought, key=lambda piece: _lowest_number(piece[1]))
+            parts.append(
+                _Part(
+                    uid,
+                    partial(header_fields, lead_group),
+                    [(origin, group.instances) for origin, group in brought],
+                    (lead_origin.batch_id, lead_group.instances),
+                    (thumbnails or {}).get(uid),
+                    (validation or {}).get(uid),
+                )
             )
-            for group in batch.series
-        ]
-        self._write(parts, batch_origin(batch), archived)
-        return [part.series_uid for part in parts]
+        for start in range(0, len(parts), SERIES_PER_WRITE):
+            self._write(parts[start : start + SERIES_PER_WRITE], archived)
+        return list(pieces)
 
     def write_series(
         self,
@@ -155,18 +192,28 @@ class DocumentWriter:
         ValueError
             When nothing is recorded of the series and nothing is to be recorded.
         """
-        part = _Part(series_uid, read_header, instances, thumbnail_key, validation, fresh_header)
-        return self._write([part], origin, archived)[series_uid]
+        part = _Part(
+            series_uid,
+            read_header,
+            [(origin, instances)] if origin is not None else [],
+            (origin.batch_id if origin is not None else None, instances),
+            thumbnail_key,
+            validation,
+            fresh_header,
+        )
+        return self._write([part], archived)[series_uid]
 
-    def _write(
-        self, parts: Sequence[_Part], origin: BatchOrigin | None, archived: bool
-    ) -> dict[str, dict[str, Any]]:
-        """Record the parts (with ``origin``), then compute and store their documents.
+    def _write(self, parts: Sequence[_Part], archived: bool) -> dict[str, dict[str, Any]]:
+        """Record the parts' pieces, then compute and store their documents.
 
         Returns the admin documents by series.
         """
         index = self.platform.index
         uids = [part.series_uid for part in parts]
+        by_batch: dict[str, tuple[BatchOrigin, dict[str, Sequence[Instance]]]] = {}
+        for part in parts:
+            for origin, instances in part.pieces:
+                by_batch.setdefault(origin.batch_id, (origin, {}))[1][part.series_uid] = instances
         with advisory_locks(self.platform.engine, [f"series:{uid}" for uid in uids]):
             stored = index.get_many(ADMIN_PROJECT, uids)
             recorded = self.records.batches_of(uids)
@@ -174,10 +221,8 @@ class DocumentWriter:
                 if uid not in recorded:
                     # A document of an older version carries the lists the records now hold.
                     self.records.adopt_document(document)
-            if origin is not None:
-                self.records.record_many(
-                    origin, {part.series_uid: part.instances for part in parts}, archived=archived
-                )
+            for origin, brought in by_batch.values():
+                self.records.record_many(origin, brought, archived=archived)
             facts = self.records.facts_of(uids)
             admins: dict[str, dict[str, Any]] = {}
             by_project: dict[str, list[dict[str, Any]]] = {}
@@ -185,10 +230,10 @@ class DocumentWriter:
                 uid = part.series_uid
                 if uid not in facts:
                     raise ValueError(f"nothing is recorded of series {uid}")
-                # The batch was written before (on arrival; the DAG's steps write it again):
-                # if it holds the first instance now it did then, and the stored header is
-                # its own. Reading it again cost ~10 ms per series and write.
-                again = origin is not None and origin.batch_id in recorded.get(uid, ())
+                # The lead batch was written before (on arrival; the DAG's steps write it
+                # again): if it holds the first instance now it did then, and the stored
+                # header is its own. Reading it again cost ~10 ms per series and write.
+                again = part.lead[0] is not None and part.lead[0] in recorded.get(uid, ())
                 written = _documents(part, facts[uid], stored.get(uid), again)
                 admins[uid] = written.pop(ADMIN_PROJECT)
                 for project, document in written.items():
@@ -199,12 +244,17 @@ class DocumentWriter:
         return admins
 
 
+def _lowest_number(group: SeriesGroup) -> float:
+    numbers = [i.instance_number for i in group.instances if i.instance_number is not None]
+    return min(numbers, default=math.inf)
+
+
 def _documents(
     part: _Part, facts: SeriesFacts, stored: Mapping[str, Any] | None, again: bool
 ) -> dict[str, dict[str, Any]]:
     """The series' documents by project (``admin`` too), from its facts and the new values."""
     kept = dicom_fields(stored) if stored is not None else {}
-    numbers = [i.instance_number for i in part.instances if i.instance_number is not None]
+    numbers = [i.instance_number for i in part.lead[1] if i.instance_number is not None]
     holds_first = bool(numbers) and min(numbers) <= min(facts.instance_numbers)
     if kept and not part.fresh_header and (again or not holds_first):
         fields, notes = kept, list((stored or {}).get("header_notes") or [])

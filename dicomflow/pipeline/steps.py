@@ -386,9 +386,9 @@ def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSumma
             return {"validation": {}}
         summary = _validate(platform, pending, the_rest, "the rest")
         run = RunBatches(spool, pending)
-        writer = DocumentWriter(platform)
-        for batch in run.batches:
-            writer.write_batch(batch, archived=True, validation=summary["validation"])
+        DocumentWriter(platform).write_batches(
+            run.batches, archived=True, validation=summary["validation"]
+        )
         _remove_files(run)
         if local:
             for batch in run.batches:
@@ -510,16 +510,11 @@ def _write_documents(
     validation: dict[str, dict[str, Any]] | None = None,
     archived: bool = True,
 ) -> IndexSummary:
-    """Record each batch's series and write their documents (see :mod:`.documents`)."""
+    """Record the batches' series and write their documents (see :mod:`.documents`)."""
     run = RunBatches(run_spool(platform, batch_ids), batch_ids)
-    writer = DocumentWriter(platform)
-    written: set[str] = set()
-    for batch in run.batches:
-        written.update(
-            writer.write_batch(
-                batch, archived=archived, thumbnails=thumbnails, validation=validation
-            )
-        )
+    written = DocumentWriter(platform).write_batches(
+        run.batches, archived=archived, thumbnails=thumbnails, validation=validation
+    )
     return {"indexed": sorted(written)}
 
 

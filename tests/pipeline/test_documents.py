@@ -14,11 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
 from dicomflow.config import Settings
 from dicomflow.db.series import SeriesRecords
+from dicomflow.pipeline import documents
 from dicomflow.pipeline.batch import SpooledBatch
 from dicomflow.pipeline.documents import DocumentWriter
 from dicomflow.platform import Platform
@@ -245,3 +247,44 @@ def test_a_document_of_an_older_version_is_adopted(platform: Platform, tmp_path:
     assert document["schema_version"] == 2 and "sop_instance_uids" not in document
     assert datetime.fromisoformat(document["received_at"]) == datetime(2024, 1, 1, tzinfo=UTC)
     assert SeriesRecords(platform.engine).known(series.uid)
+
+
+def test_a_batch_of_more_series_than_one_write_takes_is_written_whole(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(documents, "SERIES_PER_WRITE", 2)
+    several = [Series(tmp_path / str(n)) for n in range(5)]
+    files = [f for s in several for f in s.instances([1, 2])]
+    batch = SpooledBatch.from_settings(platform.settings, spool_batch(platform.settings, files))
+    written = DocumentWriter(platform).write_batch(batch, archived=False)
+    assert sorted(written) == sorted(s.uid for s in several)
+    for series in several:
+        assert _admin(platform, series.uid)["instance_count"] == 2
+
+
+def test_a_runs_batches_of_one_series_are_written_as_one(
+    platform: Platform, tmp_path: Path
+) -> None:
+    # A sender that opens an association per image: a run takes many one-image batches of
+    # one series. Written together, the document is the one written batch by batch would be,
+    # its header that of the lowest Instance Number.
+    writer = DocumentWriter(platform)
+    documents = []
+    for together in (False, True):
+        series = Series(tmp_path / str(together))
+        batches = [series.batch(platform.settings, numbers) for numbers in ([4], [2], [1, 3])]
+        if together:
+            assert writer.write_batches(batches, archived=True) == [series.uid]
+        else:
+            for batch in batches:
+                writer.write_batch(batch, archived=True)
+        document = _admin(platform, series.uid)
+        assert (document["instance_count"], document["batch_count"]) == (4, 3)
+        first = pydicom.dcmread(series.files[1], stop_before_pixels=True)
+        assert document["00201041 SliceLocation_float"] == float(first.SliceLocation)
+        documents.append(
+            {k: v for k, v in document.items() if "InstanceUID" not in k and "_at" not in k}
+        )
+    assert {k: v for k, v in documents[0].items() if k != "last_batch_id"} == {
+        k: v for k, v in documents[1].items() if k != "last_batch_id"
+    }
