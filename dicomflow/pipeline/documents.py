@@ -59,8 +59,9 @@ def batch_origin(batch: SpooledBatch) -> BatchOrigin:
 class _Part:
     """One series' part of a write: what batches bring of it and the new values.
 
-    ``read_header`` reads the header of ``lead``, the piece with the lowest Instance Number
-    (the first one when none has a number).
+    ``pieces`` are the batches' instances of the series; ``lead`` (batch id, instances) is the
+    piece with the lowest Instance Number (the first when none has one), whose header
+    ``read_header`` reads.
     """
 
     series_uid: str
