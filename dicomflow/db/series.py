@@ -286,7 +286,9 @@ class SeriesRecords:
                 if number is not None:
                     numbers.setdefault(series_uid, []).append(number)
         return {
-            series_uid: _facts(series_uid, rows, counts.get(series_uid, (0, None)), numbers)
+            series_uid: _facts(
+                series_uid, rows, counts.get(series_uid, (0, None)), numbers.get(series_uid, ())
+            )
             for series_uid, rows in batches.items()
         }
 
@@ -295,9 +297,10 @@ def _facts(
     series_uid: str,
     batches: Sequence[Any],
     counted: tuple[int, Sequence[str | None] | None],
-    numbers: Mapping[str, Sequence[int]],
+    numbers: Sequence[int],
 ) -> SeriesFacts:
-    """A series' facts from its batch rows (oldest first) and its instances' counts."""
+    """A series' facts from its batch rows (oldest first), its instances' count and SOP
+    classes, and its distinct Instance Numbers."""
     count, classes = counted
     datasets: dict[str, set[str]] = {}
     for row in batches:
@@ -307,7 +310,7 @@ def _facts(
         series_uid=series_uid,
         instance_count=count,
         sop_class_uids=tuple(sorted(c for c in classes or () if c)),
-        instance_numbers=tuple(sorted(numbers.get(series_uid, ()))),
+        instance_numbers=tuple(sorted(numbers)),
         batch_count=len({row.batch_id for row in batches}),
         last_batch_id=latest.batch_id,
         archived=all(row.archived for row in batches),

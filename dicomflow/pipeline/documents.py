@@ -137,7 +137,9 @@ class DocumentWriter:
                 pieces.setdefault(group.series_instance_uid, []).append((origin, group))
         parts = []
         for uid, brought in pieces.items():
-            lead_origin, lead_group = min(brought, key=lambda piece: _lowest_number(piece[1]))
+            lead_origin, lead_group = min(
+                brought, key=lambda piece: _lowest_number(piece[1].instances)
+            )
             parts.append(
                 _Part(
                     uid,
@@ -245,8 +247,9 @@ class DocumentWriter:
         return admins
 
 
-def _lowest_number(group: SeriesGroup) -> float:
-    numbers = [i.instance_number for i in group.instances if i.instance_number is not None]
+def _lowest_number(instances: Sequence[Instance]) -> float:
+    """The lowest Instance Number of ``instances`` (infinity when none has one)."""
+    numbers = [i.instance_number for i in instances if i.instance_number is not None]
     return min(numbers, default=math.inf)
 
 
@@ -255,8 +258,8 @@ def _documents(
 ) -> dict[str, dict[str, Any]]:
     """The series' documents by project (``admin`` too), from its facts and the new values."""
     kept = dicom_fields(stored) if stored is not None else {}
-    numbers = [i.instance_number for i in part.lead[1] if i.instance_number is not None]
-    holds_first = bool(numbers) and min(numbers) <= min(facts.instance_numbers)
+    lowest = _lowest_number(part.lead[1])
+    holds_first = lowest < math.inf and lowest <= min(facts.instance_numbers)
     if kept and not part.fresh_header and (again or not holds_first):
         fields, notes = kept, list((stored or {}).get("header_notes") or [])
     else:
