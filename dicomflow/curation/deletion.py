@@ -26,6 +26,7 @@ from dicomflow.db.audit import AuditStore
 from dicomflow.db.projects import ADMIN_PROJECT
 from dicomflow.db.series import SeriesRecords
 from dicomflow.db.session import advisory_lock
+from dicomflow.db.validation import ValidationRecords
 from dicomflow.index.base import STUDY_UID
 from dicomflow.pacs.client import delete_series as delete_from_pacs
 from dicomflow.pipeline.documents import DocumentWriter
@@ -275,12 +276,14 @@ def _delete_everywhere(
         _remove_objects(platform, project, uid)
     platform.index.delete_series(ADMIN_PROJECT, uid)
     SeriesRecords(platform.engine).forget(uid)
+    ValidationRecords(platform.engine).forget(uid)
     platform.overlays.done(uid)
     log.info("series %s: deleted (%d instances in the PACS)", uid, held)
     return SeriesOutcome(uid, Outcome.DELETED, pacs_instances=held)
 
 
 def _remove_objects(platform: Platform, project: str, uid: str) -> None:
+    # record_key: where versions before the validation records' table kept them.
     keys = [thumbnail_key(uid), report_key(uid), record_key(uid)]
     present = [k for k in keys if platform.objects.exists(project, k)]
     platform.objects.remove(project, present)

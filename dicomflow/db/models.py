@@ -1,5 +1,6 @@
 """The platform's own tables: projects, datasets, which series belong where, and what each
-series received: its instances and batches (the series documents are computed from these);
+series received: its instances and batches (the series documents are computed from these) and
+its validation findings;
 the people: accounts, project memberships, sign-in sessions, API tokens, sign-in throttling and
 the audit trail."""
 
@@ -119,6 +120,17 @@ class SeriesBatch(Base):
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Why the batch's processing failed (``step: reason``); cleared by a retry or success.
     failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SeriesValidationRecord(Base):
+    """A series' validation findings so far: every lane's and batch's, merged per instance."""
+
+    __tablename__ = "series_validations"
+
+    series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: ``SeriesValidation.to_json()`` as JSON text (read and written whole, never queried).
+    record: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class Account(Base):

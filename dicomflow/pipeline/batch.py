@@ -16,6 +16,7 @@ from dicomflow.dicom.headers import HeaderScan, SeriesGroup, group_instances, gr
 from dicomflow.dicom.instance import Instance
 from dicomflow.spool.records import BatchRecord
 from dicomflow.spool.store import Spool
+from dicomflow.validation.series import representative_instances
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +173,19 @@ class RunBatches:
         """The batch an instance file is in."""
         name = instance.path.parent.name
         return next((b for b in self.batches if b.batch_id == name), self.batches[0])
+
+
+def left_for_the_lane(run: RunBatches) -> list[str]:
+    """The run's batches that hold an instance the first validation lane did not check.
+
+    The first lane checks each series' representative set, chosen from the series as the run
+    groups it (:func:`~dicomflow.validation.series.representative_instances`). A batch whose
+    every instance was among them (series of up to three instances: CR, DX, mammography,
+    most SR and SEG) has nothing left for the background lane, and needs no run of it.
+    """
+    checked = {i.sop_instance_uid for g in run.series for i in representative_instances(g)}
+    return [
+        batch.batch_id
+        for batch in run.batches
+        if any(i.sop_instance_uid not in checked for g in batch.series for i in g.instances)
+    ]

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from dicomflow.pipeline.batch import RunBatches, left_for_the_lane
 from dicomflow.platform import Platform
 from dicomflow.spool import durable
 from dicomflow.spool.records import BatchState
@@ -245,7 +246,8 @@ class Settlement:
 
     A run that Airflow records as succeeded has its batches finished here as the ``finish``
     step does with the local executor: queued for the background validation lane (files
-    kept) or their instance files removed; a validation-lane run that succeeded removes them.
+    kept) if it has instances left to check, or their instance files removed; a
+    validation-lane run that succeeded removes them.
     Then, and only then, the object-store copy goes. A failed run is the failure watch's
     (:class:`~dicomflow.pipeline.failures.FailureWatch`): it marks the batches failed from
     Airflow's record and retries them.
@@ -282,11 +284,12 @@ class Settlement:
             if run.dag_id == self.dag_id:
                 waiting = [b for b in run.batch_ids if self._state(b) is BatchState.TRIGGERED]
                 if waiting and self._succeeded(run.dag_id, run.run_id):
+                    lane = left_for_the_lane(RunBatches(spool, run.batch_ids)) if background else []
                     for batch_id in waiting:
-                        if background:
+                        if batch_id in lane:
                             spool.queue_validation(batch_id)
                         spool.mark_done(batch_id)
-                        if not background:
+                        if batch_id not in lane:
                             _remove_instance_files(spool, batch_id)
                         settled += 1
                         log.info("batch %s done (run %s, on a worker)", batch_id, run.run_id)

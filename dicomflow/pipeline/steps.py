@@ -26,12 +26,14 @@ from typing import Any, TypedDict
 
 import pydicom
 
-from dicomflow.db.session import advisory_lock, advisory_locks
+from dicomflow.db.projects import ADMIN_PROJECT
+from dicomflow.db.session import advisory_locks
+from dicomflow.db.validation import ValidationRecords
 from dicomflow.dicom.headers import SeriesGroup
 from dicomflow.dicom.instance import Instance, dataset_digest
 from dicomflow.pacs.client import DicomWebClient
 from dicomflow.pacs.sending import store_instances
-from dicomflow.pipeline.batch import RunBatches, SpooledBatch
+from dicomflow.pipeline.batch import RunBatches, SpooledBatch, left_for_the_lane
 from dicomflow.pipeline.documents import DocumentWriter
 from dicomflow.pipeline.handover import run_spool
 from dicomflow.platform import Platform
@@ -60,6 +62,9 @@ THUMBNAILERS = 4
 
 #: Series the store step asks the PACS about at once (the DICOMweb client's connections).
 PACS_QUERIES = 8
+
+#: Validation reports written to the object store at once (each a request or two, waiting).
+REPORT_WRITERS = 8
 
 
 class StepError(RuntimeError):
@@ -353,9 +358,12 @@ def validate(platform: Platform, batch_ids: Batches) -> ValidationSummary:
 
     The first, middle and last instance and one of each SOP class: enough to tell a series'
     state at once; the rest is checked by :func:`validate_the_rest`. Each series keeps one
-    report over every batch that brought it (the findings are kept as JSON next to it).
+    record of its findings over every batch that brought it (:mod:`dicomflow.db.validation`)
+    and one HTML report of them in each of its projects' buckets.
     """
-    return _validate(platform, batch_ids, representative_instances, "representative set")
+    return _validate(
+        platform, batch_ids, lambda group, _checked: representative_instances(group), "first"
+    )
 
 
 def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSummary:
@@ -367,21 +375,19 @@ def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSumma
     take turns: the second finds the batch no longer queued and leaves it.
     """
     sample = platform.settings.validation.sample or None
-    store = platform.objects
 
-    def the_rest(group: SeriesGroup) -> list[Instance]:
+    def the_rest(group: SeriesGroup, checked: set[str]) -> list[Instance]:
         # What the series' record holds is checked, whatever run checked it: the first lane
         # chose its representative set from the batches its run coalesced, which need not be
         # the batches this run has (50 senders splitting series left instances unchecked when
         # this lane chose the representative set of its own grouping again).
-        done = _checked_instances(store, group.series_instance_uid)
         ordered = sorted(group.instances, key=Instance.sort_key)
         # A file already gone was validated and removed by an earlier attempt that stopped
         # before the batch left the queue: its findings are in the series' record.
         return [
             i
             for i in sample_evenly(ordered, sample)
-            if i.sop_instance_uid not in done and i.path.exists()
+            if i.sop_instance_uid not in checked and i.path.exists()
         ]
 
     ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
@@ -395,89 +401,138 @@ def validate_the_rest(platform: Platform, batch_ids: Batches) -> ValidationSumma
         if not pending:
             log.info("batches %s: already validated by an earlier run", ", ".join(ids))
             return {"validation": {}}
-        summary = _validate(platform, pending, the_rest, "the rest")
+        summary = _validate(platform, pending, the_rest, "background")
         run = RunBatches(spool, pending)
         DocumentWriter(platform).write_batches(
             run.batches, archived=True, validation=summary["validation"]
         )
-        _remove_files(run)
+        _remove_files(run.batches)
         if local:
             for batch in run.batches:
                 spool.validation_done(batch.batch_id)
     return summary
 
 
-def _validate(
-    platform: Platform,
-    batch_ids: Batches,
-    choose: Callable[[SeriesGroup], list[Instance]],
-    lane: str,
-) -> ValidationSummary:
-    settings = platform.settings
-    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
-    store = platform.objects
-    for project in run.projects:
-        store.ensure_bucket(project)
-    details = {"batches": ", ".join(run.batch_ids)}
+#: Chooses the instances of a series to check, given those its record holds findings of.
+Choice = Callable[[SeriesGroup, set[str]], list[Instance]]
 
-    def check(group: SeriesGroup, validator: Validator) -> dict[str, Any]:
+
+def _validate(
+    platform: Platform, batch_ids: Batches, choose: Choice, lane: str
+) -> ValidationSummary:
+    run = RunBatches(run_spool(platform, batch_ids), batch_ids)
+    for project in run.projects:
+        platform.objects.ensure_bucket(project)
+    series = run.series
+    uids = [g.series_instance_uid for g in series]
+    so_far = _records_so_far(platform, uids, ValidationRecords(platform.engine).get_many(uids))
+    results: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, list[Instance]] = {}
+    for group in series:
         uid = group.series_instance_uid
-        outcome = validate_series(group, validator, only=choose(group))
-        with advisory_lock(platform.engine, f"validation:{uid}"):
-            whole = _with_earlier_batches(store, outcome)
-            page = render_report_html(whole, details={**details, "modality": group.modality or "-"})
-            record = json.dumps(whole.to_json()).encode()
-            for project in run.projects_of(uid):
-                store.put_bytes(project, record_key(uid), record, "application/json")
-                store.put_bytes(project, report_key(uid), page.encode(), "text/html; charset=utf-8")
+        picked = choose(group, _checked_instances(so_far.get(uid)))
+        if picked or uid not in so_far:
+            chosen[uid] = picked
+        else:
+            # Nothing left to check (the first lane took every instance): the record and its
+            # reports stay as they are.
+            results[uid] = _summary(SeriesValidation.from_json(so_far[uid]))
+    # Series side by side: a series of one instance is one short dciodvfy run.
+    workers = max(1, platform.settings.validation.workers)
+    with (
+        Validator.from_settings(platform.settings) as validator,
+        ThreadPoolExecutor(workers, thread_name_prefix="validate") as pool,
+    ):
+        outcomes = list(
+            pool.map(
+                lambda g: validate_series(g, validator, only=chosen[g.series_instance_uid]),
+                [g for g in series if g.series_instance_uid in chosen],
+            )
+        )
+    for whole in _merge_and_report(platform, run, outcomes):
+        results[whole.series_instance_uid] = _summary(whole)
+    for outcome in outcomes:
         log.info(
-            "series %s (%s): %d error(s), %d warning(s) in %d instance(s)",
-            uid,
+            "series %s (%s lane): %d error(s), %d warning(s) in %d instance(s)",
+            outcome.series_instance_uid,
             lane,
             outcome.errors,
             outcome.warnings,
             len(outcome.instances),
         )
-        # The series so far, each instance once (a resent instance is not counted again):
-        # what the document shows, whatever order the batches come in.
-        return {**whole.summary(), "report_key": report_key(uid)}
-
-    # Series side by side: a series of one instance is one short dciodvfy run and a few
-    # object-store requests, mostly waiting (300 such series took 28 ms each in a row).
-    workers = max(1, settings.validation.workers)
-    with (
-        Validator.from_settings(settings) as validator,
-        ThreadPoolExecutor(workers, thread_name_prefix="validate") as pool,
-    ):
-        series = run.series
-        checked = list(pool.map(lambda g: check(g, validator), series))
-    results = {
-        group.series_instance_uid: summary for group, summary in zip(series, checked, strict=True)
-    }
     return {"validation": results}
 
 
-def _stored_validation(store: ObjectStore, series_uid: str) -> SeriesValidation | None:
-    """The series' validation record so far (kept in ``admin``), or ``None``."""
-    try:
-        return SeriesValidation.from_json(
-            json.loads(store.get_bytes("admin", record_key(series_uid)))
-        )
-    except ObjectNotFoundError:
-        return None
+def _merge_and_report(
+    platform: Platform, run: RunBatches, outcomes: Sequence[SeriesValidation]
+) -> list[SeriesValidation]:
+    """Merge each outcome into its series' record; write the record and the series' reports.
+
+    The series so far, each instance once (a resent instance is not counted again): what the
+    documents show, whatever order the batches come in.
+    """
+    store = platform.objects
+    details = {"batches": ", ".join(run.batch_ids)}
+    modality = {g.series_instance_uid: g.modality or "-" for g in run.series}
+    uids = [o.series_instance_uid for o in outcomes]
+    with ValidationRecords(platform.engine).updating(uids) as update:
+        earlier = _records_so_far(platform, uids, update.found)
+        wholes = []
+        for outcome in outcomes:
+            stored = earlier.get(outcome.series_instance_uid)
+            whole = (
+                outcome
+                if stored is None
+                else SeriesValidation.from_json(stored).merged_with(outcome)
+            )
+            update.put(whole.series_instance_uid, whole.to_json())
+            wholes.append(whole)
+
+        def report(whole: SeriesValidation) -> None:
+            uid = whole.series_instance_uid
+            page = render_report_html(whole, details={**details, "modality": modality[uid]})
+            for project in run.projects_of(uid):
+                store.put_bytes(project, report_key(uid), page.encode(), "text/html; charset=utf-8")
+
+        # Under the series' locks, so that a report is never older than its record.
+        with ThreadPoolExecutor(REPORT_WRITERS, thread_name_prefix="reports") as pool:
+            list(pool.map(report, wholes))
+    return wholes
 
 
-def _checked_instances(store: ObjectStore, series_uid: str) -> set[str]:
-    """SOP Instance UIDs the series' validation record holds findings of."""
-    stored = _stored_validation(store, series_uid)
-    instances = stored.instances if stored is not None else []
-    return {i.sop_instance_uid for i in instances if i.sop_instance_uid}
+def _records_so_far(
+    platform: Platform, series_uids: Sequence[str], found: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The series' validation records: ``found`` in the platform database, or older ones.
+
+    Earlier versions kept them in the object store (``validation/<uid>.json`` in the admin
+    bucket); such a record is read from there for a series whose document shows a
+    validation, and moves to the database with the series' next one.
+    """
+    missing = [uid for uid in series_uids if uid not in found]
+    if not missing:
+        return found
+    records = dict(found)
+    documents = platform.index.get_many(ADMIN_PROJECT, missing)
+    for uid in missing:
+        if not (documents.get(uid) or {}).get("validation"):
+            continue
+        try:
+            records[uid] = json.loads(platform.objects.get_bytes(ADMIN_PROJECT, record_key(uid)))
+        except ObjectNotFoundError:
+            continue
+    return records
 
 
-def _with_earlier_batches(store: ObjectStore, outcome: SeriesValidation) -> SeriesValidation:
-    """The validation of the series so far, with this run's merged in."""
-    earlier = _stored_validation(store, outcome.series_instance_uid)
-    return outcome if earlier is None else earlier.merged_with(outcome)
+def _checked_instances(record: dict[str, Any] | None) -> set[str]:
+    """SOP Instance UIDs a validation record holds findings of."""
+    instances = (record or {}).get("instances") or []
+    return {str(i["sop_instance_uid"]) for i in instances if i.get("sop_instance_uid")}
+
+
+def _summary(whole: SeriesValidation) -> dict[str, Any]:
+    """What the series' documents keep of its validation (see ``build_series_document``)."""
+    return {**whole.summary(), "report_key": report_key(whole.series_instance_uid)}
 
 
 def announce_batch(platform: Platform, batch_id: str) -> IndexSummary:
@@ -532,32 +587,30 @@ def _write_documents(
 def finish(platform: Platform, batch_ids: Batches) -> FinishSummary:
     """Mark the batches done; remove their instance files unless the background lane needs them.
 
-    The manifests stay for the record.
+    It needs those of a batch with an instance the first lane did not check
+    (:func:`~dicomflow.pipeline.batch.left_for_the_lane`). The manifests stay for the record.
     """
     spool = run_spool(platform, batch_ids)
     run = RunBatches(spool, batch_ids)
-    background = platform.settings.validation.background
+    lane = set(left_for_the_lane(run)) if platform.settings.validation.background else set()
+    kept = sum(len(b.entries) for b in run.batches if b.batch_id in lane)
+    checked = [b for b in run.batches if b.batch_id not in lane]
     if spool is not platform.spool:
         # A worker's copy from the hand-over: the receiver's dispatcher marks the batches done
         # in its spool once Airflow records this run as succeeded (handover.Settlement).
-        kept = sum(len(b.entries) for b in run.batches) if background else 0
-        removed = 0 if background else _remove_files(run)
-        return {"removed_files": removed, "kept_for_validation": kept}
+        return {"removed_files": _remove_files(checked), "kept_for_validation": kept}
     for batch in run.batches:
         # Queued first, then done: a crash between the two leaves files to sweep, never a
         # batch that a re-run cannot read nor one the background lane forgets.
-        if background:
+        if batch.batch_id in lane:
             spool.queue_validation(batch.batch_id)
         spool.mark_done(batch.batch_id)
-    if background:
-        kept = sum(len(b.entries) for b in run.batches)
-        return {"removed_files": 0, "kept_for_validation": kept}
-    return {"removed_files": _remove_files(run), "kept_for_validation": 0}
+    return {"removed_files": _remove_files(checked), "kept_for_validation": kept}
 
 
-def _remove_files(run: RunBatches) -> int:
+def _remove_files(batches: Sequence[SpooledBatch]) -> int:
     removed = 0
-    for batch in run.batches:
+    for batch in batches:
         for entry in batch.entries:
             if entry.path.exists():
                 entry.path.unlink()

@@ -18,13 +18,14 @@ from dicomflow.config import Settings
 from dicomflow.db.projects import ProjectStore
 from dicomflow.db.series import SeriesRecords
 from dicomflow.db.session import make_engine
+from dicomflow.db.validation import ValidationRecords
 from dicomflow.dicom.instance import Instance
 from dicomflow.index import open_index
 from dicomflow.pacs.client import DicomWebClient
 from dicomflow.spool.records import CloseReason, Door, Origin
 from dicomflow.spool.store import Spool
 from dicomflow.storage.client import ObjectStore
-from dicomflow.storage.keys import record_key, report_key, thumbnail_key
+from dicomflow.storage.keys import report_key, thumbnail_key
 from tests.curation.curation_testutil import wait_until_finished
 from tests.stack_testutil import dcmsend
 from tests.thumbnails.thumbnail_testutil import write_ct_series
@@ -46,7 +47,7 @@ def pacs_count(settings: Settings, study: str, series: str) -> int:
 
 def objects_of(settings: Settings, project: str, uid: str) -> list[str]:
     store = ObjectStore.from_settings(settings)
-    keys = (thumbnail_key(uid), report_key(uid), record_key(uid))
+    keys = (thumbnail_key(uid), report_key(uid))
     return [k for k in keys if store.exists(project, k)]
 
 
@@ -63,7 +64,8 @@ def test_deleted_series_is_gone_everywhere_and_comes_back_when_sent_again(
     dcmsend(settings, tmp_path / "send", "scanner", project)
     wait_until_finished(settings, project, uid)
     assert pacs_count(settings, study, uid) == 6
-    assert len(objects_of(settings, project, uid)) == 3
+    assert len(objects_of(settings, project, uid)) == 2
+    assert uid in ValidationRecords(engine).get_many([uid])
 
     done = cli(stack_env, "series", "delete", uid, "--project", project, "--yes", "--json")
     assert done.returncode == 0, done.stderr
@@ -78,6 +80,7 @@ def test_deleted_series_is_gone_everywhere_and_comes_back_when_sent_again(
         projects.series_projects(uid) == [] and projects.series_of_dataset(project, "scanner") == []
     )
     assert SeriesRecords(engine).facts(uid) is None
+    assert ValidationRecords(engine).get_many([uid]) == {}
     with engine.connect() as conn:
         action = conn.execute(
             text("SELECT action FROM audit_events WHERE project = :p AND target = :t"),
@@ -90,7 +93,7 @@ def test_deleted_series_is_gone_everywhere_and_comes_back_when_sent_again(
     doc = wait_until_finished(settings, project, uid)
     assert doc["instance_count"] == 6 and doc["dataset"] == ["scanner"]
     assert pacs_count(settings, study, uid) == 6
-    assert len(objects_of(settings, project, uid)) == 3
+    assert len(objects_of(settings, project, uid)) == 2
     assert index.get("admin", uid) is not None
     index.close()
 
@@ -189,7 +192,7 @@ def test_removing_from_one_project_only_unmaps_while_another_holds_it(
     index.close()
     assert pacs_count(settings, study, uid) == 3
     assert objects_of(settings, b, uid) == []
-    assert len(objects_of(settings, c, uid)) == 3
+    assert len(objects_of(settings, c, uid)) == 2
     assert projects.series_projects(uid) == ["admin", c]
     with engine.connect() as conn:
         outcomes = conn.execute(

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from dicomflow.airflow_api.client import AirflowClient
 from dicomflow.config import Settings
+from dicomflow.db.validation import ValidationRecords
 from dicomflow.index import open_index
 from dicomflow.pipeline.dispatcher import VALIDATION_DAG_ID
-from dicomflow.pipeline.steps import validate, validate_the_rest
+from dicomflow.pipeline.steps import finish, record_validation, validate, validate_the_rest
 from dicomflow.platform import Platform
 from dicomflow.spool.store import Spool
 from dicomflow.storage.keys import record_key
@@ -117,7 +118,7 @@ def test_every_instance_is_checked_when_the_lanes_group_batches_differently(
         for batch_id in (first_half, second_half):
             spool.queue_validation(batch_id)
             validate_the_rest(plat, [batch_id])
-        record = json.loads(plat.objects.get_bytes("admin", record_key(series_uid)))
+        record = ValidationRecords(plat.engine).get_many([series_uid])[series_uid]
         document = plat.index.get("admin", series_uid)
 
     assert len(record["instances"]) == 10
@@ -125,4 +126,74 @@ def test_every_instance_is_checked_when_the_lanes_group_batches_differently(
     assert (document["validation"]["level"], document["validation"]["instances_checked"]) == (
         "complete",
         10,
+    )
+
+
+def test_a_batch_whose_every_instance_the_first_lane_checked_skips_the_background_lane(
+    platform: Settings, no_dispatcher: None, tmp_path: Path
+) -> None:
+    """Single-image studies (CR, DX, mammography) and series of up to three instances are
+    checked whole by the first lane: their batch needs no background run, and its files go
+    at once. A batch of the same run with a longer series still waits for the lane."""
+    spool = Spool.from_settings(platform)
+    short = copy_files(write_ct_series(tmp_path / "short", [1, 2, 3]), tmp_path / "a")
+    single = copy_files(write_ct_series(tmp_path / "single", [1]), tmp_path / "b")
+    checked_whole = spool_batch(platform, short + single, dataset="whole")
+    longer = spool_batch(
+        platform,
+        copy_files(write_ct_series(tmp_path / "long", list(range(1, 8))), tmp_path / "c"),
+        dataset="whole",
+    )
+    run = [checked_whole, longer]
+
+    with Platform(platform) as plat:
+        validation = validate(plat, run)["validation"]
+        record_validation(plat, run, validation=validation)
+        summary = finish(plat, run)
+        documents = {
+            e.series_instance_uid: plat.index.get("admin", e.series_instance_uid)
+            for b in run
+            for e in spool.manifest(b)
+        }
+
+    assert summary == {"removed_files": 4, "kept_for_validation": 7}
+    assert spool.validation_queue() == [longer]
+    assert not any(e.path.exists() for e in spool.manifest(checked_whole))
+    assert all(e.path.exists() for e in spool.manifest(longer))
+    levels = {
+        uid: (d["validation"]["level"], d["validation"]["instances_checked"])
+        for uid, d in documents.items()
+        if d is not None
+    }
+    assert sorted(levels.values()) == [("complete", 1), ("complete", 3), ("representative", 3)]
+
+
+def test_a_record_an_earlier_version_kept_in_the_object_store_is_merged_into_the_database(
+    platform: Settings, tmp_path: Path
+) -> None:
+    """Versions that kept each series' findings at ``validation/<uid>.json`` in the admin bucket:
+    the series' next batch merges that record, which then lives in the platform database."""
+    files = write_ct_series(tmp_path / "ct", list(range(1, 7)))
+    earlier = spool_batch(platform, copy_files(files[:3], tmp_path / "a"), dataset="legacy")
+    later = spool_batch(platform, copy_files(files[3:], tmp_path / "b"), dataset="legacy")
+    spool = Spool.from_settings(platform)
+    series_uid = spool.manifest(earlier)[0].series_instance_uid
+
+    with Platform(platform) as plat:
+        records = ValidationRecords(plat.engine)
+        record_validation(plat, [earlier], validation=validate(plat, [earlier])["validation"])
+        # As an earlier version left it: in the object store only.
+        legacy = records.get_many([series_uid])[series_uid]
+        plat.objects.put_bytes(
+            "admin", record_key(series_uid), json.dumps(legacy).encode(), "application/json"
+        )
+        records.forget(series_uid)
+
+        summary = validate(plat, [later])["validation"][series_uid]
+        moved = records.get_many([series_uid])[series_uid]
+
+    assert len(legacy["instances"]) == 3
+    assert summary["instances_checked"] == 6
+    assert sorted(i["sop_instance_uid"] for i in moved["instances"]) == sorted(
+        e.sop_instance_uid for b in (earlier, later) for e in spool.manifest(b)
     )
