@@ -171,6 +171,7 @@ class AirflowSettings(_Section, frozen=True):
     host: str
     port: Port
     parallelism: Annotated[int, Meta(ge=1, le=512)]
+    task_niceness: Annotated[int, Meta(ge=0, le=19)]
     scheduler_idle_sleep: Annotated[float, Meta(ge=0.0, le=60.0)]
     url: str
     username: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]

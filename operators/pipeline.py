@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,17 @@ def run_batches(params: dict[str, Any]) -> list[str]:
     ids = [str(b) for b in params.get("batch_ids") or [] if b]
     single = str(params.get("batch_id") or "")
     return ids or ([single] if single else [])
+
+
+def yield_to_the_doors(niceness: int) -> None:
+    """Run this task's process, and what it starts, at nice level ``niceness`` (never higher).
+
+    The receiver and the dispatcher stay at their own level: 300 single-instance series took
+    4.4 s instead of 1.1 to be searchable while their run's first three tasks took the cores.
+    """
+    # Per thread on Linux: threads and processes started after this inherit it.
+    if niceness > os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
 
 def record_failure(context: Any) -> None:
@@ -68,9 +80,16 @@ class BatchStepOperator(BaseOperator):
         for argument, (task_id, key) in self.from_tasks.items():
             upstream = context["ti"].xcom_pull(task_ids=task_id) or {}
             extra[argument] = upstream.get(key)
-        with Platform(load_settings(create_secrets=False)) as platform:
+        settings = load_settings(create_secrets=False)
+        yield_to_the_doors(settings.airflow.task_niceness)
+        with Platform(settings) as platform:
             result: dict[str, Any] = function(platform, batch_ids, **extra)
         return result
 
 
-__all__: Sequence[str] = ["BatchStepOperator", "record_failure", "run_batches"]
+__all__: Sequence[str] = [
+    "BatchStepOperator",
+    "record_failure",
+    "run_batches",
+    "yield_to_the_doors",
+]

@@ -150,7 +150,9 @@ class ForkServer:
             raise ForkServerError("dciodvfy fork server started without pipes")
         self._requests = self._process.stdin
         self._replies = self._process.stdout
-        if niceness:
+        # Only ever lower its priority (raising it needs privileges): a task already runs at
+        # airflow.task_niceness.
+        if niceness > os.getpriority(os.PRIO_PROCESS, self._process.pid):
             os.setpriority(os.PRIO_PROCESS, self._process.pid, niceness)
         self._pending = b""
 

@@ -6,6 +6,8 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -149,3 +151,27 @@ def test_a_missing_allocator_library_is_reported_and_not_used(
     with caplog.at_level(logging.WARNING):
         assert find_allocator(missing) is None
     assert missing in caplog.text and "glibc" in caplog.text
+
+
+def test_the_fork_server_never_runs_above_the_task_that_starts_it(
+    preload: Path, tmp_path: Path
+) -> None:
+    script = (
+        "import os, sys; from pathlib import Path; "
+        "from dicomflow.validation.forkserver import ForkServer; "
+        "server = ForkServer('dciodvfy', Path(sys.argv[1]), niceness=int(sys.argv[2])); "
+        "print(os.getpriority(os.PRIO_PROCESS, server._process.pid)); server.close()"
+    )
+
+    def niceness(task: int, configured: int) -> int:
+        done = subprocess.run(
+            ["nice", "-n", str(task), sys.executable, "-c", script, str(preload), str(configured)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return int(done.stdout)
+
+    assert niceness(task=5, configured=10) == 10
+    assert niceness(task=12, configured=10) == 12
