@@ -21,8 +21,8 @@ def run_batches(params: dict[str, Any]) -> list[str]:
 def yield_to_the_doors(niceness: int) -> None:
     """Run this task's process, and what it starts, at nice level ``niceness`` (never higher).
 
-    The receiver and the dispatcher stay at their own level: 300 single-instance series took
-    4.4 s instead of 1.1 to be searchable while their run's first three tasks took the cores.
+    The receiver and the dispatcher stay at their own level: on a busy machine, senders are
+    answered and new batches indexed on arrival before earlier batches are processed further.
     """
     # Per thread on Linux: threads and processes started after this inherit it.
     if niceness > os.getpriority(os.PRIO_PROCESS, 0):
