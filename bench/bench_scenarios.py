@@ -144,6 +144,7 @@ class Bench:
         """Send with ``send`` to project ``project``; follow the files of ``folder``."""
         self.projects.create_project(project)
         expected = expected_of(folder, sample)
+        self._cpu.settle()
         before = load()
         self._cpu.start()
         started = time.monotonic()
