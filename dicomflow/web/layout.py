@@ -30,7 +30,11 @@ __all__ = ["ACCOUNT", "HOME", "NAVIGATION", "NavEntry", "PageRenderer", "make_la
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static" / "layout"
-_STATIC = {"app.css": "text/css", "activity-badge.js": "text/javascript"}
+_STATIC = {
+    "app.css": "text/css",
+    "activity-badge.js": "text/javascript",
+    "page.js": "text/javascript",
+}
 #: The ``current`` of the home page, which the brand link stands for (no navigation entry).
 HOME = "home"
 #: The ``current`` of the user's own page (the user menu, no navigation entry).

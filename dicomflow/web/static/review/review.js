@@ -4,35 +4,8 @@
 (function () {
   "use strict";
   const $ = (sel) => document.querySelector(sel);
-  const CSRF = { "X-CSRF-Token": document.querySelector("meta[name=csrf-token]").content };
+  const { api, status, bytes } = window.dicomflow;
   const state = { project: null, reviewId: null, review: null, series: {}, runId: null, timer: null };
-
-  async function api(method, url, body) {
-    const headers = { ...(method === "GET" ? {} : CSRF), ...(body ? { "Content-Type": "application/json" } : {}) };
-    const response = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
-    let data = null;
-    try { data = await response.json(); } catch (e) { data = null; }
-    if (!response.ok) {
-      const detail = data && data.detail ? (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : response.statusText;
-      const error = new Error(detail);
-      error.status = response.status;
-      throw error;
-    }
-    return data;
-  }
-
-  function status(selector, text, isError) {
-    const el = $(selector);
-    el.textContent = text;
-    el.className = isError ? "error" : "";
-  }
-
-  function bytes(n) {
-    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0;
-    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
-    return (i ? n.toFixed(1) : n) + " " + units[i];
-  }
 
   function el(tag, props, children) {
     const node = document.createElement(tag);

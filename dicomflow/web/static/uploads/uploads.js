@@ -6,41 +6,10 @@
   const $ = (sel) => document.querySelector(sel);
   const state = { config: null, project: null, uppy: null };
 
-  // Sizes of uploaded files, in the binary units the limits use (they come from the server,
-  // exact, as config.limits.labels).
-  function bytes(n) {
-    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0;
-    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
-    return (i ? n.toFixed(1) : n) + " " + units[i];
-  }
-
-  // The session's CSRF token: every state-changing request of the page carries it.
-  const CSRF = { "X-CSRF-Token": document.querySelector("meta[name=csrf-token]").content };
-
-  async function api(method, url, body) {
-    const headers = { ...(method === "GET" ? {} : CSRF), ...(body ? { "Content-Type": "application/json" } : {}) };
-    const response = await fetch(url, {
-      method,
-      headers,
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    let data = null;
-    try { data = await response.json(); } catch (e) { data = null; }
-    if (!response.ok) {
-      const detail = data && data.detail ? (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : response.statusText;
-      const error = new Error(detail);
-      error.status = response.status;
-      throw error;
-    }
-    return data;
-  }
-
-  function status(selector, text, isError) {
-    const el = $(selector);
-    el.textContent = text;
-    el.className = isError ? "error" : "";
-  }
+  // The session's CSRF token goes with every state-changing request of the page; sizes are
+  // in the binary units the limits use (they come from the server, exact, as
+  // config.limits.labels).
+  const { CSRF, api, status, bytes } = window.dicomflow;
 
   // -- resumable uploads ------------------------------------------------------------------
 
