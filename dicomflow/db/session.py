@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from dicomflow.db.models import Base, Project
@@ -38,13 +38,16 @@ def create_schema(engine: Engine) -> None:
         )
 
 
-#: Takes the session locks of a set of keys in one round trip, in the order of their hashes
-#: (the lock's identity), so two holders of overlapping sets cannot deadlock.
-_LOCK_ALL = text(
-    "SELECT count(pg_advisory_lock(h)) FROM ("
+#: Takes the advisory locks (``{function}``: session or transaction level) of a set of keys in
+#: one round trip, in the order of their hashes (the lock's identity), so two holders of
+#: overlapping sets cannot deadlock.
+_LOCK_ALL_SQL = (
+    "SELECT count({function}(h)) FROM ("
     "SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h"
     ") AS ordered"
 )
+_LOCK_ALL = text(_LOCK_ALL_SQL.format(function="pg_advisory_lock"))
+_XACT_LOCK_ALL = text(_LOCK_ALL_SQL.format(function="pg_advisory_xact_lock"))
 
 
 @contextmanager
@@ -65,6 +68,14 @@ def advisory_locks(engine: Engine, keys: Iterable[str]) -> Iterator[None]:
             # or the pooled connection would hold them for its next user.
             conn.rollback()
             conn.execute(text("SELECT pg_advisory_unlock_all()"))
+
+
+def transaction_locks(conn: Connection, keys: Iterable[str]) -> None:
+    """Take the advisory locks named ``keys`` until ``conn``'s transaction ends.
+
+    The same locks as :func:`advisory_locks` (a holder of either kind waits for the other).
+    """
+    conn.execute(_XACT_LOCK_ALL, {"keys": sorted(set(keys))})
 
 
 @contextmanager

@@ -17,20 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
 from dicomflow.db.models import SeriesValidationRecord
+from dicomflow.db.session import transaction_locks
 
 __all__ = ["RecordUpdate", "ValidationRecords"]
-
-# Transaction-level locks, taken in one statement in a fixed order (no two runs deadlock).
-_XACT_LOCK_ALL = text(
-    "SELECT count(pg_advisory_xact_lock(h)) FROM ("
-    "SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h"
-    ") AS ordered"
-)
 
 # Rows per INSERT statement.
 _CHUNK = 500
@@ -88,7 +82,7 @@ class ValidationRecords:
         """
         uids = sorted(set(series_uids))
         with self._engine.begin() as conn:
-            conn.execute(_XACT_LOCK_ALL, {"keys": [lock_key(uid) for uid in uids]})
+            transaction_locks(conn, [lock_key(uid) for uid in uids])
             update = RecordUpdate(_read(conn, uids))
             yield update
             now = datetime.now(UTC)

@@ -109,6 +109,15 @@ class SpooledBatch:
         """Where the batch's series are indexed: its project and ``admin``."""
         return sorted({self.record.project, "admin"})
 
+    def remove_instance_files(self) -> int:
+        """Remove the instance files still there (the manifest stays); return how many."""
+        removed = 0
+        for entry in self.entries:
+            if entry.path.exists():
+                entry.path.unlink()
+                removed += 1
+        return removed
+
 
 class RunBatches:
     """The batches one DAG run processes together, and their series across batches.

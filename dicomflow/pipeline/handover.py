@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from dicomflow.pipeline.batch import RunBatches, left_for_the_lane
+from dicomflow.pipeline.batch import RunBatches, SpooledBatch, left_for_the_lane
 from dicomflow.platform import Platform
 from dicomflow.spool import durable
 from dicomflow.spool.records import BatchState
@@ -232,15 +232,6 @@ def release_batch(store: ObjectStore, spool: Spool, batch_id: str) -> int:
     return removed
 
 
-def _remove_instance_files(spool: Spool, batch_id: str) -> int:
-    removed = 0
-    for entry in spool.manifest(batch_id):
-        if entry.path.exists():
-            entry.path.unlink()
-            removed += 1
-    return removed
-
-
 class Settlement:
     """The dispatcher's account of runs whose tasks ran where its spool is not.
 
@@ -290,14 +281,14 @@ class Settlement:
                             spool.queue_validation(batch_id)
                         spool.mark_done(batch_id)
                         if batch_id not in lane:
-                            _remove_instance_files(spool, batch_id)
+                            SpooledBatch(spool, batch_id).remove_instance_files()
                         settled += 1
                         log.info("batch %s done (run %s, on a worker)", batch_id, run.run_id)
             elif run.dag_id == self.validation_dag_id:
                 queued = set(spool.validation_queue()) & set(run.batch_ids)
                 if queued and self._succeeded(run.dag_id, run.run_id):
                     for batch_id in sorted(queued):
-                        _remove_instance_files(spool, batch_id)
+                        SpooledBatch(spool, batch_id).remove_instance_files()
                         spool.validation_done(batch_id)
             self._release(run.batch_ids)
         return settled

@@ -425,7 +425,8 @@ def _validate(
         platform.objects.ensure_bucket(project)
     series = run.series
     uids = [g.series_instance_uid for g in series]
-    so_far = _records_so_far(platform, uids, ValidationRecords(platform.engine).get_many(uids))
+    stored = ValidationRecords(platform.engine).get_many(uids)
+    so_far = _records_so_far(platform, uids, stored)
     results: dict[str, dict[str, Any]] = {}
     chosen: dict[str, list[Instance]] = {}
     for group in series:
@@ -449,7 +450,9 @@ def _validate(
                 [g for g in series if g.series_instance_uid in chosen],
             )
         )
-    for whole in _merge_and_report(platform, run, outcomes):
+    # Records only the object store held (earlier versions) are not read again under the locks.
+    legacy = {uid: record for uid, record in so_far.items() if uid not in stored}
+    for whole in _merge_and_report(platform, run, outcomes, legacy):
         results[whole.series_instance_uid] = _summary(whole)
     for outcome in outcomes:
         log.info(
@@ -464,19 +467,24 @@ def _validate(
 
 
 def _merge_and_report(
-    platform: Platform, run: RunBatches, outcomes: Sequence[SeriesValidation]
+    platform: Platform,
+    run: RunBatches,
+    outcomes: Sequence[SeriesValidation],
+    legacy: dict[str, dict[str, Any]],
 ) -> list[SeriesValidation]:
     """Merge each outcome into its series' record; write the record and the series' reports.
 
     The series so far, each instance once (a resent instance is not counted again): what the
-    documents show, whatever order the batches come in.
+    documents show, whatever order the batches come in. ``legacy``: records of an earlier
+    version's object store (:func:`_records_so_far`), for series the database has none of.
     """
     store = platform.objects
     details = {"batches": ", ".join(run.batch_ids)}
     modality = {g.series_instance_uid: g.modality or "-" for g in run.series}
     uids = [o.series_instance_uid for o in outcomes]
     with ValidationRecords(platform.engine).updating(uids) as update:
-        earlier = _records_so_far(platform, uids, update.found)
+        # A record written meanwhile by another run holds the legacy one already.
+        earlier = {**legacy, **update.found}
         wholes = []
         for outcome in outcomes:
             stored = earlier.get(outcome.series_instance_uid)
@@ -609,10 +617,4 @@ def finish(platform: Platform, batch_ids: Batches) -> FinishSummary:
 
 
 def _remove_files(batches: Sequence[SpooledBatch]) -> int:
-    removed = 0
-    for batch in batches:
-        for entry in batch.entries:
-            if entry.path.exists():
-                entry.path.unlink()
-                removed += 1
-    return removed
+    return sum(batch.remove_instance_files() for batch in batches)
