@@ -218,6 +218,8 @@ class ReceiverSettings(_Section, frozen=True):
     batch_max_bytes: Annotated[int, Meta(ge=1)]
     route_unknown_projects_to_admin: bool
     max_associations: Annotated[int, Meta(ge=1, le=1000)]
+    stream_join_seconds: Annotated[float, Meta(ge=0.0, le=60.0)]
+    stream_batch_seconds: Annotated[float, Meta(gt=0.0, le=3600.0)]
 
 
 class DispatcherSettings(_Section, frozen=True):

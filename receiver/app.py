@@ -24,14 +24,16 @@ from receiver.handlers import ReceiverHandlers
 from receiver.negotiation import install as install_negotiation
 from receiver.overrides import fast_reactor_supported
 from receiver.server import EventDrivenRequestHandler, ReceiverServer
+from receiver.streams import SenderStreams
 
 if TYPE_CHECKING:
     from dicomflow.config import Settings
 
 LOGGER = logging.getLogger("receiver")
 
-#: Seconds between looks for idle batches.
-HOUSEKEEPING_INTERVAL = 0.5
+#: Seconds between looks for batches that are due to close: a stream's batch closes at most
+#: this long after its sender's pause (see :mod:`receiver.streams`).
+HOUSEKEEPING_INTERVAL = 0.1
 #: Bytes of the largest PDU we announce (and so receive).
 MAXIMUM_PDU_SIZE = 1 << 20
 #: Seconds without any PDU after which an association is aborted.
@@ -75,6 +77,10 @@ class Receiver:
         The receiver's own AE title (it answers to every project's AE title).
     max_associations
         Concurrent associations accepted.
+    stream_join_seconds, stream_batch_seconds
+        How a sender's stream of small associations shares one batch (see
+        :mod:`receiver.streams`); ``stream_join_seconds=0`` closes each association's batch
+        at its release.
     """
 
     def __init__(
@@ -86,12 +92,16 @@ class Receiver:
         port: int = 11112,
         ae_title: str = "DICOMFLOW",
         max_associations: int = 64,
+        stream_join_seconds: float = 1.0,
+        stream_batch_seconds: float = 10.0,
     ) -> None:
         configure_pynetdicom()
         self.spool = spool
         self.host = host
         self._requested_port = port
-        self.handlers = ReceiverHandlers(spool, admission)
+        self.handlers = ReceiverHandlers(
+            spool, admission, SenderStreams(stream_join_seconds, stream_batch_seconds)
+        )
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.network_timeout = NETWORK_TIMEOUT
@@ -131,6 +141,8 @@ class Receiver:
             port=rs.port,
             ae_title=rs.ae_title,
             max_associations=rs.max_associations,
+            stream_join_seconds=rs.stream_join_seconds,
+            stream_batch_seconds=rs.stream_batch_seconds,
         )
 
     @property

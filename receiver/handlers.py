@@ -4,7 +4,8 @@ Each association gets an :class:`AssociationState`; the called AE title names th
 and the calling AE title the dataset, checked by the platform's
 :class:`~dicomflow.intake.admission.Admission`. Its instances go through one
 :class:`~dicomflow.intake.session.IntakeSession`, so they land in a batch of their own that
-closes when the association is released or aborted.
+closes when the association is released or aborted, or, for a sender's stream of small
+associations, in the batch of the stream (see :mod:`receiver.streams`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dicomflow.intake.session import IntakeSession
 from dicomflow.spool.records import CloseReason, Door, Origin, PendingContent
 from dicomflow.spool.store import Spool
 from receiver.incoming import written_content
+from receiver.streams import Sender, SenderStreams
 
 LOGGER = logging.getLogger("receiver")
 
@@ -73,6 +75,11 @@ class AssociationState:
     intake: IntakeSession | None = None
     outcome: str = "open"
     release_requested: bool = False
+    sender: Sender | None = None
+    #: Whether the association continues its sender's stream (see :mod:`receiver.streams`).
+    streaming: bool = False
+    #: Whether its release or abort has been dealt with.
+    finished: bool = False
 
 
 def _peer(assoc: Association) -> str:
@@ -89,11 +96,16 @@ class ReceiverHandlers:
         Where instances go.
     admission
         Which projects exist (and whether unknown ones go to ``admin``).
+    streams
+        Which associations continue a sender's stream; by default none do.
     """
 
-    def __init__(self, spool: Spool, admission: Admission) -> None:
+    def __init__(
+        self, spool: Spool, admission: Admission, streams: SenderStreams | None = None
+    ) -> None:
         self.spool = spool
         self.admission = admission
+        self.streams = streams if streams is not None else SenderStreams(0.0, 0.0)
         self._states: dict[int, AssociationState] = {}
         self._lock = threading.Lock()
 
@@ -176,6 +188,10 @@ class ReceiverHandlers:
         state.dataset = destination.dataset
         origin = Origin(Door.DIMSE, state.peer, state.calling_ae, state.called_ae)
         state.intake = IntakeSession(self.spool, destination, origin)
+        state.sender = Sender(assoc.requestor.address, destination.project, destination.dataset)
+        state.streaming, batch = self.streams.begin(state.sender)
+        if batch is not None:
+            state.intake.continue_batch(batch)
 
     @staticmethod
     def _reject(assoc: Association, result: int, reason: int) -> None:
@@ -246,11 +262,21 @@ class ReceiverHandlers:
         state = self._state(assoc)
         if state.outcome == "open":
             state.outcome = outcome
-        if state.intake is not None:
-            state.intake.close(reason)
+        intake = state.intake
+        if intake is None or state.finished:
+            return
+        state.finished = True
+        if (
+            reason is CloseReason.RELEASED
+            and state.sender is not None
+            and self.streams.end(state.sender, intake.batch, streaming=state.streaming)
+        ):
+            state.outcome = f"{outcome}, batch left open for the sender's next association"
+            return
+        intake.close(reason)
 
     def on_released(self, event: Event) -> None:
-        """Close the association's batch."""
+        """Close the association's batch, or leave it open for the sender's stream."""
         self._finish(event.assoc, "released", CloseReason.RELEASED)
 
     def on_aborted(self, event: Event) -> None:

@@ -131,6 +131,27 @@ class IntakeSession:
         self.failed += 1
         self.spool.keep_problem(source, reason, self.origin, self.project, move=move)
 
+    @property
+    def batch(self) -> Batch | None:
+        """The batch instances go into now (``None`` before the first, or once closed)."""
+        if self._batch is None or self._batch.closed:
+            return None
+        return self._batch
+
+    def continue_batch(self, batch: Batch) -> None:
+        """Put the next instances into ``batch``, an earlier session's, while it stays open.
+
+        ``batch`` must be of the session's project and dataset, and no other session may add
+        to it (see :meth:`Batch.resume`).
+        """
+        if (batch.project, batch.dataset) != (self.project, self.dataset):
+            raise ValueError(
+                f"batch {batch.id} is of {batch.project}/{batch.dataset}, "
+                f"not {self.project}/{self.dataset}"
+            )
+        self._batch = batch
+        self.batch_ids.append(batch.id)
+
     def _current(self) -> Batch:
         if self._batch is None or self._batch.closed:
             self._batch = self.spool.open_batch(self.project, self.dataset, self.origin)

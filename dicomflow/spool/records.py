@@ -33,6 +33,8 @@ class CloseReason(StrEnum):
     ABORTED = "association aborted"
     REQUEST_END = "request finished"
     IDLE = "idle timeout"
+    #: A sender's stream of associations paused (see ``receiver.stream_join_seconds``).
+    STREAM_END = "sender's stream paused"
     MAX_INSTANCES = "maximum instances reached"
     MAX_BYTES = "maximum bytes reached"
     RECOVERED = "recovered after restart"

@@ -121,7 +121,8 @@ class UnknownBatchError(LookupError):
 class Batch:
     """An open batch: instances are added by one sender session, it may be closed by any thread.
 
-    Create batches with :meth:`Spool.open_batch`.
+    Create batches with :meth:`Spool.open_batch`. A session that ends may leave its batch open
+    for a while for the sender's next session to continue (:meth:`linger`, :meth:`resume`).
     """
 
     def __init__(
@@ -141,7 +142,9 @@ class Batch:
         self.origin = origin
         self.instances = 0
         self.bytes = 0
-        self.last_activity = time.monotonic()
+        self.opened_at = self.last_activity = time.monotonic()
+        #: While no session holds the batch: when it closes unless one resumes it.
+        self.close_at: float | None = None
         self.closed = False
         self._lock = threading.Lock()
         self._manifest = durable.DurableLog(path / MANIFEST_FILE)
@@ -235,6 +238,33 @@ class Batch:
     def idle_for(self) -> float:
         """Seconds since the last instance (or the creation)."""
         return time.monotonic() - self.last_activity
+
+    def age(self) -> float:
+        """Seconds since the batch was opened."""
+        return time.monotonic() - self.opened_at
+
+    def linger(self, seconds: float) -> None:
+        """Leave the batch open, with no session, for ``seconds`` (see :meth:`Spool.close_idle`)."""
+        with self._lock:
+            self.close_at = time.monotonic() + seconds
+
+    def resume(self) -> bool:
+        """Take a lingering batch for a new session; ``False`` when it has closed meanwhile."""
+        with self._lock:
+            if self.closed:
+                return False
+            self.close_at = None
+            self.last_activity = time.monotonic()
+            return True
+
+    def expired(self, now: float, idle_seconds: float) -> CloseReason | None:
+        """Why the batch should close at ``now`` (monotonic), or ``None``."""
+        with self._lock:
+            if self.closed:
+                return None
+            if self.close_at is not None:
+                return CloseReason.STREAM_END if now >= self.close_at else None
+            return CloseReason.IDLE if now - self.last_activity >= idle_seconds else None
 
     def close(self, reason: CloseReason) -> bool:
         """Close the batch (state ``pending``); return ``False`` when it was already closed.
@@ -502,10 +532,16 @@ class Spool:
             sock.sendto(b"closed", str(self.dispatcher_socket))
 
     def close_idle(self) -> list[str]:
-        """Close open batches without a new instance for ``idle_seconds``; return their ids."""
+        """Close open batches that are due; return their ids.
+
+        Due are a batch without a new instance for ``idle_seconds`` and a lingering batch
+        (:meth:`Batch.linger`) whose time is up.
+        """
+        now = time.monotonic()
         with self._lock:
-            idle = [b for b in self._open.values() if b.idle_for() >= self.idle_seconds]
-        return [b.id for b in idle if b.close(CloseReason.IDLE)]
+            batches = list(self._open.values())
+        due = [(b, b.expired(now, self.idle_seconds)) for b in batches]
+        return [b.id for b, reason in due if reason is not None and b.close(reason)]
 
     def close_all(self, reason: CloseReason = CloseReason.SHUTDOWN) -> list[str]:
         """Close every batch this process has open (on shutdown)."""

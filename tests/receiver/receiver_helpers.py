@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import struct
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +26,8 @@ from tests.intake_testutil import admission_for
 if TYPE_CHECKING:
     from dicomflow.db.projects import ProjectStore
     from dicomflow.spool.store import Spool
+
+REPO = Path(__file__).resolve().parents[2]
 
 #: pydicom's files, one or more per transfer syntax (asked for by name: no downloads).
 PYDICOM_FILES = (
@@ -57,6 +63,29 @@ def running_receiver(
     finally:
         service.stop()
     assert not list(spool.incoming_dir.iterdir()), "files left in the spool's incoming area"
+
+
+def start_receiver_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m receiver`` with ``env``, its output appended to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "receiver"],
+        cwd=REPO,
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Wait until the receiver process ``proc`` accepts connections on ``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "receiver exited"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError("receiver did not start listening")
 
 
 def has_part10_header(path: Path) -> bool:

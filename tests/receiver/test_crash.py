@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,30 +17,11 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from dicomflow.config import Settings, load_settings
 from dicomflow.spool.store import Spool
 from dicomflow.stack.isolated import free_port
-from tests.receiver.receiver_helpers import good_dataset
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "receiver"],
-        cwd=REPO,
-        env=env,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "receiver exited"
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError("receiver did not start listening")
+from tests.receiver.receiver_helpers import (
+    good_dataset,
+    start_receiver_process,
+    wait_listening,
+)
 
 
 def _send(port: int, datasets: list, acked: list[str], stop_after: int | None) -> None:
@@ -82,9 +61,9 @@ def test_sigkill_mid_send_loses_and_duplicates_nothing_acknowledged(
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     acked: list[str] = []
 
-    proc = _start(env, log)
+    proc = start_receiver_process(env, log)
     try:
-        _wait_listening(port, proc)
+        wait_listening(port, proc)
         sender = threading.Thread(target=_send, args=(port, datasets, acked, None))
         sender.start()
         while len(acked) < 60 and sender.is_alive():
@@ -96,8 +75,8 @@ def test_sigkill_mid_send_loses_and_duplicates_nothing_acknowledged(
         assert 60 <= len(acked_before) < len(datasets), "the kill must land mid-send"
 
         # Restart: recovery closes the half-open batch; the sender resends what was not acked.
-        proc = _start(env, log)
-        _wait_listening(port, proc)
+        proc = start_receiver_process(env, log)
+        wait_listening(port, proc)
         remaining = [ds for ds in datasets if str(ds.SOPInstanceUID) not in set(acked_before)]
         _send(port, remaining, acked, None)
     finally:

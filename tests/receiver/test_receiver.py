@@ -97,7 +97,11 @@ def test_every_transfer_syntax_is_stored_byte_identical(receiver: Receiver, spoo
     assert {(b.project, b.dataset, b.state) for b in batches} == {
         ("recv", "scanner-1", BatchState.PENDING)
     }
-    assert {b.close_reason for b in batches} == {"association released"}
+    # One sender's associations in a row: the first closed at its release, the rest are its
+    # stream's batch, closed by the stop or by the pause before it (receiver/streams.py).
+    reasons = [b.close_reason for b in batches]
+    assert reasons[0] == "association released" and len(reasons) == 2
+    assert reasons[1] in ("receiver stopped", "sender's stream paused")
     entries = [(b, e) for b in batches for e in spool.manifest(b.id)]
     assert {e.sop_instance_uid for _b, e in entries} == {sop_instance_uid(p) for p in files}
     # Some files are other encodings of the same instance: compare as multisets of bytes.
