@@ -102,9 +102,10 @@ class SenderStreams:
         if self.join_seconds <= 0 or batch is None:
             return False
         keep = streaming and batch.age() < self.batch_seconds
+        now = self._clock()
         with self._lock:
-            stream = self._streams.setdefault(sender, _Stream(self._clock()))
-            stream.released_at = self._clock()
+            stream = self._streams.setdefault(sender, _Stream(now))
+            stream.released_at = now
             if keep and stream.batch is not None and not stream.batch.closed:
                 keep = False  # one batch left open per sender: a concurrent one closes
             if keep:
