@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import struct
 import subprocess
@@ -24,6 +25,7 @@ from receiver.app import Receiver
 from tests.intake_testutil import admission_for
 
 if TYPE_CHECKING:
+    from dicomflow.config import Settings
     from dicomflow.db.projects import ProjectStore
     from dicomflow.spool.store import Spool
 
@@ -63,6 +65,32 @@ def running_receiver(
     finally:
         service.stop()
     assert not list(spool.incoming_dir.iterdir()), "files left in the spool's incoming area"
+
+
+def receiver_process_env(
+    stack_env: dict[str, str], database: Settings, data_dir: Path, port: int
+) -> dict[str, str]:
+    """The environment of a receiver process of its own: its data directory and port.
+
+    On the session's PostgreSQL (``database``). Restart recovery closes every open batch of
+    its spool, so it must not share the session stack's.
+    """
+    return {
+        **stack_env,
+        "DICOMFLOW_DATA_DIR": str(data_dir),
+        "DICOMFLOW_RECEIVER__PORT": str(port),
+        "DICOMFLOW_POSTGRES__PASSWORD": database.postgres.password,
+        "DICOMFLOW_ADMIN_PASSWORD": database.admin_password,
+    }
+
+
+def stop_receiver_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop it as the stack does (SIGTERM), killing it if it does not end in 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def start_receiver_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

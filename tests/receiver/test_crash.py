@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -19,7 +18,9 @@ from dicomflow.spool.store import Spool
 from dicomflow.stack.isolated import free_port
 from tests.receiver.receiver_helpers import (
     good_dataset,
+    receiver_process_env,
     start_receiver_process,
+    stop_receiver_process,
     wait_listening,
 )
 
@@ -47,13 +48,7 @@ def test_sigkill_mid_send_loses_and_duplicates_nothing_acknowledged(
     # recovery closes every open batch of its spool, so it must not share the session's.
     shared = postgres
     port = free_port()
-    env = {
-        **stack_env,
-        "DICOMFLOW_DATA_DIR": str(tmp_path / "var"),
-        "DICOMFLOW_RECEIVER__PORT": str(port),
-        "DICOMFLOW_POSTGRES__PASSWORD": shared.postgres.password,
-        "DICOMFLOW_ADMIN_PASSWORD": shared.admin_password,
-    }
+    env = receiver_process_env(stack_env, shared, tmp_path / "var", port)
     settings = load_settings(environ=env)
     log = tmp_path / "receiver.log"
     datasets = [good_dataset() for _ in range(300)]
@@ -80,11 +75,7 @@ def test_sigkill_mid_send_loses_and_duplicates_nothing_acknowledged(
         remaining = [ds for ds in datasets if str(ds.SOPInstanceUID) not in set(acked_before)]
         _send(port, remaining, acked, None)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_receiver_process(proc)
 
     spool = Spool(settings.spool_dir)
     counts = Counter(e.sop_instance_uid for b in spool.batches() for e in spool.manifest(b.id))

@@ -29,8 +29,10 @@ from tests.intake_testutil import admission_for
 from tests.receiver.conftest import PROJECT
 from tests.receiver.receiver_helpers import (
     good_dataset,
+    receiver_process_env,
     sop_instance_uid,
     start_receiver_process,
+    stop_receiver_process,
     wait_listening,
 )
 
@@ -191,15 +193,9 @@ def test_a_batch_left_open_survives_a_sigkill(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    env = {
-        **stack_env,
-        "DICOMFLOW_DATA_DIR": str(tmp_path / "var"),
-        "DICOMFLOW_RECEIVER__PORT": str(port),
-        # Long enough for the kill to land while the stream's batch waits for the next one.
-        "DICOMFLOW_RECEIVER__STREAM_JOIN_SECONDS": "60",
-        "DICOMFLOW_POSTGRES__PASSWORD": postgres.postgres.password,
-        "DICOMFLOW_ADMIN_PASSWORD": postgres.admin_password,
-    }
+    env = receiver_process_env(stack_env, postgres, tmp_path / "var", port)
+    # Long enough for the kill to land while the stream's batch waits for the next one.
+    env["DICOMFLOW_RECEIVER__STREAM_JOIN_SECONDS"] = "60"
     spool_dir = load_settings(environ=env).spool_dir
     files = _files(tmp_path / "files", 3)
     log = tmp_path / "receiver.log"
@@ -216,11 +212,7 @@ def test_a_batch_left_open_survives_a_sigkill(
         wait_listening(port, proc)
         first, stream = _closed(spool, 2)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_receiver_process(proc)
     assert stream.close_reason == CloseReason.RECOVERED
     assert _uids(spool, first) + _uids(spool, stream) == [sop_instance_uid(p) for p in files]
     counts = Counter(e.sop_instance_uid for b in spool.batches() for e in spool.manifest(b.id))
