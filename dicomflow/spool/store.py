@@ -259,12 +259,16 @@ class Batch:
 
     def expired(self, now: float, idle_seconds: float) -> CloseReason | None:
         """Why the batch should close at ``now`` (monotonic), or ``None``."""
-        with self._lock:
-            if self.closed:
-                return None
-            if self.close_at is not None:
-                return CloseReason.STREAM_END if now >= self.close_at else None
-            return CloseReason.IDLE if now - self.last_activity >= idle_seconds else None
+        # Read without the lock: :meth:`add` holds it through a disk flush, and the
+        # housekeeping looks at every open batch ten times a second. A stale read at worst
+        # closes a batch that a new session has just resumed; that session's next instance
+        # then opens a batch of its own (:class:`BatchClosedError` is retried).
+        close_at = self.close_at
+        if self.closed:
+            return None
+        if close_at is not None:
+            return CloseReason.STREAM_END if now >= close_at else None
+        return CloseReason.IDLE if now - self.last_activity >= idle_seconds else None
 
     def close(self, reason: CloseReason) -> bool:
         """Close the batch (state ``pending``); return ``False`` when it was already closed.
