@@ -97,15 +97,13 @@ class ReceiverHandlers:
     admission
         Which projects exist (and whether unknown ones go to ``admin``).
     streams
-        Which associations continue a sender's stream; by default none do.
+        Which associations continue a sender's stream.
     """
 
-    def __init__(
-        self, spool: Spool, admission: Admission, streams: SenderStreams | None = None
-    ) -> None:
+    def __init__(self, spool: Spool, admission: Admission, streams: SenderStreams) -> None:
         self.spool = spool
         self.admission = admission
-        self.streams = streams if streams is not None else SenderStreams(0.0, 0.0)
+        self.streams = streams
         self._states: dict[int, AssociationState] = {}
         self._lock = threading.Lock()
 

@@ -153,10 +153,11 @@ class IntakeSession:
         self.batch_ids.append(batch.id)
 
     def _current(self) -> Batch:
-        if self._batch is None or self._batch.closed:
-            self._batch = self.spool.open_batch(self.project, self.dataset, self.origin)
-            self.batch_ids.append(self._batch.id)
-        return self._batch
+        batch = self.batch
+        if batch is None:
+            batch = self._batch = self.spool.open_batch(self.project, self.dataset, self.origin)
+            self.batch_ids.append(batch.id)
+        return batch
 
     def close(self, reason: CloseReason) -> None:
         """Close the current batch, if any (it goes to the outbox)."""

@@ -235,10 +235,6 @@ class Batch:
             return CloseReason.MAX_BYTES
         return None
 
-    def idle_for(self) -> float:
-        """Seconds since the last instance (or the creation)."""
-        return time.monotonic() - self.last_activity
-
     def age(self) -> float:
         """Seconds since the batch was opened."""
         return time.monotonic() - self.opened_at
