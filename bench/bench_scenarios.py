@@ -25,7 +25,8 @@ Prints rows ``scenario | measure | ours | reference | ratio | goal`` (and the ta
 both DAGs per scenario); never asserts. CPU-seconds are summed over every process of the
 stack (receiver, dispatcher, Airflow and its task processes, Orthanc, PostgreSQL, the S3
 server) from the first byte sent until the last series was validated, and over Orthanc's
-process for Orthanc alone.
+process for Orthanc alone; the rows ``CPU ms per instance: <part>`` split the stack's by
+component (dciodvfy and Airflow's task processes apart, :class:`platform_bench.ComponentCpu`).
 
 Usage: ``python bench/bench_scenarios.py [--scenarios one,single] [--smoke] ...`` (``--help``).
 """
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from platform_bench import (
     VALIDATION_DAG_ID,
+    ComponentCpu,
     Reference,
     StackCpu,
     bench_settings,
@@ -89,6 +91,7 @@ class Outcome:
     runs: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     load: str = ""
+    cpu_parts: dict[str, float] = field(default_factory=dict)
 
     def since_start(self, milestone: str) -> float:
         """Seconds from the first byte sent to ``milestone`` of the last series."""
@@ -137,6 +140,7 @@ class Bench:
         self.wait = wait
         self.projects = ProjectStore(make_engine(settings.platform_db_url))
         self._cpu = StackCpu(settings)
+        self._parts = ComponentCpu(settings)
 
     def through(
         self, project: str, folder: Path, send: Callable[[], float], *, sample: int | None = None
@@ -147,11 +151,13 @@ class Bench:
         self._cpu.settle()
         before = load()
         self._cpu.start()
+        self._parts.start()
         started = time.monotonic()
         took = send()
         released = time.monotonic()
         seen = watch(self.settings, project, expected, self.wait, started)
         cpu = self._cpu.spent()
+        parts = self._parts.spent(cpu)
         if seen.short:
             # The other scenarios' rows still count: print this one's as not reached (nan).
             print(
@@ -174,6 +180,7 @@ class Bench:
             runs=runs,
             batches=batches,
             load=f"{before} -> {load()}",
+            cpu_parts=parts,
         )
         # As it comes, so that a run stopped later still leaves this scenario's figures.
         print(
@@ -227,6 +234,10 @@ def runs_and_steps(table: Table, name: str, out: Outcome) -> None:
     )
     for task, seconds in sorted(out.steps.items(), key=lambda kv: -kv[1]):
         table.add(name, f"  task {task.removeprefix('service-')} (s, summed)", seconds)
+    for part, seconds in out.cpu_parts.items():
+        # Where the stack's CPU went; the smallest parts are left out.
+        if seconds >= 0.03 * out.cpu:
+            table.add(name, f"  CPU ms per instance: {part}", seconds / out.instances * 1000)
 
 
 _T0 = time.monotonic()

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from dicomflow.dicom.headers import Instance, group_series
 from dicomflow.index import open_index
 from dicomflow.spool.store import Spool
 from dicomflow.stack.isolated import free_port, stack_data_dir, stack_environment
-from dicomflow.stack.process import marked_processes
+from dicomflow.stack.process import COMPONENT_VARIABLE, marked_processes, session_components
 from dicomflow.validation.series import representative_instances, sample_evenly
 
 DAG_ID = "service-process-incoming-dcm"
@@ -287,6 +288,40 @@ def bench_settings(**overrides: str) -> Settings:
     )
 
 
+def stack_processes(stack_dir: Path) -> list[tuple[psutil.Process, str]]:
+    """Every live process of a stack with its component: the marked ones and their descendants.
+
+    PostgreSQL's backends lead sessions of their own and overwrite their environment with
+    their titles: they carry no mark, but descend from the postmaster. Until they were counted
+    this way, the stack's CPU left out every query's.
+    """
+    sessions = session_components(stack_dir)
+    parts: dict[int, str] = {}
+    found: dict[int, psutil.Process] = {}
+    for proc in marked_processes(stack_dir):
+        try:
+            parts[proc.pid] = (
+                proc.environ().get(COMPONENT_VARIABLE)
+                or sessions.get(os.getsid(proc.pid))
+                or proc.name()
+            )
+        except (psutil.Error, OSError):
+            continue
+        found[proc.pid] = proc
+    children: dict[int, list[psutil.Process]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc)
+    todo = list(found)
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            if child.pid not in found:
+                found[child.pid] = child
+                parts[child.pid] = parts[pid]
+                todo.append(child.pid)
+    return [(proc, parts[pid]) for pid, proc in found.items()]
+
+
 class StackCpu:
     """CPU seconds spent by every process of a stack (those it started and their children).
 
@@ -300,7 +335,7 @@ class StackCpu:
 
     def _sample(self) -> dict[tuple[int, float], float]:
         found = {}
-        for proc in marked_processes(self._dir):
+        for proc, _ in stack_processes(self._dir):
             try:
                 found[(proc.pid, proc.create_time())] = cpu_seconds(proc)
             except psutil.Error:
@@ -314,10 +349,16 @@ class StackCpu:
     def spent(self) -> float:
         """CPU seconds since :meth:`start`."""
         now = self._sample()
-        return sum(cpu - self._start.get(key, 0.0) for key, cpu in now.items())
+        # A process that ended meanwhile was reaped by its parent, in whose children's time
+        # all of its CPU now is, also what it had spent before the start.
+        ended = sum(cpu for key, cpu in self._start.items() if key not in now)
+        return sum(cpu - self._start.get(key, 0.0) for key, cpu in now.items()) - ended
 
-    def settle(self, idle: float = 0.1, window: float = 1.0, wait: float = 60.0) -> None:
+    def settle(self, idle: float = 0.35, window: float = 1.0, wait: float = 60.0) -> None:
         """Wait (at most ``wait`` s) until the stack spends under ``idle`` of a core.
+
+        A stack with nothing to do spends 0.15-0.25 of a core (the scheduler's loop and its
+        queries, measured with :class:`ComponentCpu`).
 
         A task process's CPU counts when its parent reaps it: one that ends just after the
         previous scenario would be counted in the next (the 300-series row once showed
@@ -329,6 +370,108 @@ class StackCpu:
             time.sleep(window)
             if self.spent() < idle * window:
                 return
+
+
+def _part_of(proc: psutil.Process, component: str) -> str:
+    """Which part of the stack a process's CPU goes to: its component, with two splits.
+
+    ``dciodvfy`` (plain, or the fork server with the children it has reaped) and Airflow's
+    task processes (the LocalExecutor's workers, which run the pipeline's steps) are told
+    apart from the Airflow component that started them.
+    """
+    if proc.name().startswith("dciodvfy"):
+        return "dciodvfy"
+    # The LocalExecutor's workers, and the task processes they fork (which retitle
+    # themselves ``airflow worker -- <task instance>``).
+    command = " ".join(proc.cmdline())
+    if command.startswith("airflow worker") or "LocalExecutor" in command:
+        return "airflow tasks (the steps)"
+    return component
+
+
+class ComponentCpu:
+    """CPU seconds per part of a stack (:func:`_part_of`), sampled while a scenario runs.
+
+    Each process's own time is read every ``interval`` seconds; new processes are looked for
+    every ``discover`` seconds. What a process spends after its last sample, and a process
+    that lives and dies between two looks (a short task, a dciodvfy run outside the fork
+    server), is not seen: :meth:`spent` names what the samples missed of :class:`StackCpu`'s
+    total ``unattributed``. Sampling costs the benchmark's process about 2% of a core; runs
+    with and without it agree (bench/JOURNAL.md, 2026-12-06 20:25).
+    """
+
+    def __init__(self, settings: Settings, interval: float = 0.2, discover: float = 1.0) -> None:
+        self._dir = settings.data_dir
+        self._interval, self._discover = interval, discover
+        self._procs: dict[tuple[int, float], tuple[psutil.Process, str, float]] = {}
+        self._last: dict[tuple[int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _own(proc: psutil.Process, part: str) -> float:
+        t = proc.cpu_times()
+        # The fork server's runs end within milliseconds; it reaps them, so they are in its
+        # children's time.
+        extra = t.children_user + t.children_system if part == "dciodvfy" else 0.0
+        return t.user + t.system + extra
+
+    def _look(self, first: bool) -> None:
+        for proc, component in stack_processes(self._dir):
+            try:
+                key = (proc.pid, proc.create_time())
+                if key in self._procs:
+                    continue
+                part = _part_of(proc, component)
+                parent = proc.parent()
+                if part == "dciodvfy" and parent is not None and parent.name() == proc.name():
+                    continue  # a fork server's run: in the server's children's time
+                # Already running at the start: only what it spends from now on counts.
+                self._procs[key] = (proc, part, self._own(proc, part) if first else 0.0)
+            except psutil.Error:
+                continue
+
+    def _sample(self) -> None:
+        for key, (proc, part, _) in list(self._procs.items()):
+            try:
+                self._last[key] = self._own(proc, part)
+            except psutil.Error:
+                continue  # ended: its last sample stands
+
+    def _run(self) -> None:
+        next_look = time.monotonic() + self._discover
+        while not self._stop.wait(self._interval):
+            if time.monotonic() >= next_look:
+                self._look(first=False)
+                next_look = time.monotonic() + self._discover
+            self._sample()
+
+    def start(self) -> None:
+        """Take the starting point and start sampling."""
+        self._procs.clear()
+        self._last.clear()
+        self._look(first=True)
+        self._sample()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="component-cpu", daemon=True)
+        self._thread.start()
+
+    def spent(self, total: float) -> dict[str, float]:
+        """Stop sampling; CPU seconds per part since :meth:`start`, largest first.
+
+        ``total``: :meth:`StackCpu.spent` over the same time; what the samples did not see
+        of it is ``unattributed``.
+        """
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._look(first=False)
+        self._sample()
+        parts: dict[str, float] = {}
+        for key, (_, part, base) in self._procs.items():
+            parts[part] = parts.get(part, 0.0) + max(0.0, self._last.get(key, base) - base)
+        parts["unattributed"] = max(0.0, total - sum(parts.values()))
+        return dict(sorted(parts.items(), key=lambda kv: -kv[1]))
 
 
 def warm_up(settings: Settings, work: Path, wait: float) -> None:

@@ -219,6 +219,17 @@ def _live_sids(sessions: Iterable[Session]) -> set[int]:
     return sids
 
 
+def session_components(stack_dir: Path) -> dict[int, str]:
+    """The stack's live sessions and the component that led each (by session id).
+
+    A process that rewrites its environment with its title (PostgreSQL, Airflow's API server)
+    no longer carries its component's name; its session still tells.
+    """
+    sessions = _read_sessions(stack_dir)
+    live = _live_sids(sessions)
+    return {s.sid: s.component for s in sessions if s.sid in live and s.component}
+
+
 def forget_sessions(stack_dir: Path) -> None:
     """Drop the record of sessions once everything in them has stopped."""
     (stack_dir / "run" / SESSIONS_FILE).unlink(missing_ok=True)

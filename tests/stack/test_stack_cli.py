@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from dicomflow.stack.isolated import stack_environment
-from dicomflow.stack.process import marked_processes, wait_until
+from dicomflow.stack.process import marked_processes, session_components, wait_until
 
 DICOMFLOW = [sys.executable, "-m", "dicomflow.cli"]
 
@@ -99,6 +99,9 @@ def test_up_status_down_leave_no_process_behind(own_stack: dict[str, str]) -> No
         # Airflow's API server rewrites its process title (and so hides its environment):
         # it is found through the session it leads.
         assert components["airflow-api-server"]["pid"] in {p.pid for p in started}
+        # ... which names the component that led it (the benchmarks' CPU per component).
+        api_session = os.getsid(components["airflow-api-server"]["pid"])
+        assert session_components(data_dir.resolve())[api_session] == "airflow-api-server"
     finally:
         down = run(own_stack, "down")
     assert down.returncode == 0, down.stdout + down.stderr
