@@ -4,9 +4,8 @@ conf: ``{"batch_ids": [...]}`` (runs of older versions: ``{"batch_id": ...}``). 
 hands batches that closed together to one run.
 
 store to PACS (then map to projects) | thumbnails | validate (representative set), in parallel
-store + thumbnails -> index (pacs_state "stored")
-validate -> record the validation in the documents (before or after the index step)
-finish (batches done; files kept for service-validate-instances, the background lane).
+-> index (pacs_state "stored", thumbnails and validation: each series' documents written once)
+-> finish (batches done; files kept for service-validate-instances, the background lane).
 
 Few tasks, each doing a whole step for every series of the run: a task costs Airflow a
 scheduling round and a process, whatever the work in it.
@@ -45,15 +44,11 @@ with DAG(
     index = BatchStepOperator(
         task_id="index_series",
         step="index_series",
-        from_tasks={"thumbnails": ("thumbnails", "thumbnails")},
-    )
-    record = BatchStepOperator(
-        task_id="record_validation",
-        step="record_validation",
-        from_tasks={"validation": ("validate", "validation")},
+        from_tasks={
+            "thumbnails": ("thumbnails", "thumbnails"),
+            "validation": ("validate", "validation"),
+        },
     )
     finish = BatchStepOperator(task_id="finish", step="finish")
 
-    [store, thumbnails] >> index
-    validation >> record
-    [index, record] >> finish
+    [store, thumbnails, validation] >> index >> finish

@@ -62,7 +62,6 @@ _STEP_SERVICES: dict[str, tuple[Service, ...]] = {
     "thumbnails": (Service.OBJECT_STORE, Service.PACS, Service.DATABASE),
     "validate": (Service.OBJECT_STORE, Service.DATABASE),
     "index_series": (Service.INDEX, Service.DATABASE),
-    "record_validation": (Service.INDEX, Service.DATABASE),
 }
 
 

@@ -557,37 +557,20 @@ def announce_batch(platform: Platform, batch_id: str) -> IndexSummary:
 
 
 def index_series(
-    platform: Platform, batch_ids: Batches, thumbnails: dict[str, str | None] | None = None
-) -> IndexSummary:
-    """Index the series (projects and ``admin``) as held by the PACS, with thumbnails.
-
-    Runs once the PACS holds the instances: the documents then say ``pacs_state: stored``.
-    """
-    return _write_documents(platform, batch_ids, thumbnails=thumbnails)
-
-
-def record_validation(
-    platform: Platform, batch_ids: Batches, validation: dict[str, dict[str, Any]] | None = None
-) -> IndexSummary:
-    """Add the validation results to the series documents, before or after the index step.
-
-    It claims nothing about the PACS (only :func:`index_series` does, after the store), so it
-    need not wait for the store: the documents say what the PACS confirmed so far.
-    """
-    return _write_documents(platform, batch_ids, validation=validation, archived=False)
-
-
-def _write_documents(
     platform: Platform,
     batch_ids: Batches,
     thumbnails: dict[str, str | None] | None = None,
     validation: dict[str, dict[str, Any]] | None = None,
-    archived: bool = True,
 ) -> IndexSummary:
-    """Record the batches' series and write their documents (see :mod:`.documents`)."""
+    """Index the series (projects and ``admin``) as the PACS holds them, with their results.
+
+    Runs once the PACS holds the instances and the thumbnails and the first validation lane are
+    done: the documents then say ``pacs_state: stored``, with the thumbnails' keys and the
+    validation, each series' documents written once.
+    """
     run = RunBatches(run_spool(platform, batch_ids), batch_ids)
     written = DocumentWriter(platform).write_batches(
-        run.batches, archived=archived, thumbnails=thumbnails, validation=validation
+        run.batches, archived=True, thumbnails=thumbnails, validation=validation
     )
     return {"indexed": sorted(written)}
 

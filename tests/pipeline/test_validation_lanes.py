@@ -10,7 +10,7 @@ from dicomflow.config import Settings
 from dicomflow.db.validation import ValidationRecords
 from dicomflow.index import open_index
 from dicomflow.pipeline.dispatcher import VALIDATION_DAG_ID
-from dicomflow.pipeline.steps import finish, record_validation, validate, validate_the_rest
+from dicomflow.pipeline.steps import finish, index_series, validate, validate_the_rest
 from dicomflow.platform import Platform
 from dicomflow.spool.store import Spool
 from dicomflow.storage.keys import record_key
@@ -148,7 +148,7 @@ def test_a_batch_whose_every_instance_the_first_lane_checked_skips_the_backgroun
 
     with Platform(platform) as plat:
         validation = validate(plat, run)["validation"]
-        record_validation(plat, run, validation=validation)
+        index_series(plat, run, validation=validation)
         summary = finish(plat, run)
         documents = {
             e.series_instance_uid: plat.index.get("admin", e.series_instance_uid)
@@ -181,7 +181,7 @@ def test_a_record_an_earlier_version_kept_in_the_object_store_is_merged_into_the
 
     with Platform(platform) as plat:
         records = ValidationRecords(plat.engine)
-        record_validation(plat, [earlier], validation=validate(plat, [earlier])["validation"])
+        index_series(plat, [earlier], validation=validate(plat, [earlier])["validation"])
         # As an earlier version left it: in the object store only.
         legacy = records.get_many([series_uid])[series_uid]
         plat.objects.put_bytes(
