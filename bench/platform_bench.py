@@ -410,11 +410,12 @@ class ComponentCpu:
 
     @staticmethod
     def _own(proc: psutil.Process, part: str) -> float:
-        t = proc.cpu_times()
         # The fork server's runs end within milliseconds; it reaps them, so they are in its
-        # children's time.
-        extra = t.children_user + t.children_system if part == "dciodvfy" else 0.0
-        return t.user + t.system + extra
+        # children's time. Any other child is a stack process sampled on its own.
+        if part == "dciodvfy":
+            return cpu_seconds(proc)
+        t = proc.cpu_times()
+        return t.user + t.system
 
     def _look(self, first: bool) -> None:
         for proc, component in stack_processes(self._dir):
@@ -423,8 +424,8 @@ class ComponentCpu:
                 if key in self._procs:
                     continue
                 part = _part_of(proc, component)
-                parent = proc.parent()
-                if part == "dciodvfy" and parent is not None and parent.name() == proc.name():
+                parent = proc.parent() if part == "dciodvfy" else None
+                if parent is not None and parent.name() == proc.name():
                     continue  # a fork server's run: in the server's children's time
                 # Already running at the start: only what it spends from now on counts.
                 self._procs[key] = (proc, part, self._own(proc, part) if first else 0.0)
