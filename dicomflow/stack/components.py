@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from dicomflow.config import REPO_ROOT, Settings, stored_secret, write_effective_config
 from dicomflow.stack.probe import answers_ok, get_json
 from dicomflow.stack.process import COMPONENT_VARIABLE, MARKER_VARIABLE, wait_until
@@ -47,6 +49,37 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def port_holder(port: int) -> str | None:
+    """Who holds local TCP ``port``: a listener, or a connection that took it as its source.
+
+    Returns
+    -------
+    str or None
+        For example ``"pid 812 (postgres), a connection to 127.0.0.1:5432"``; None when no
+        socket of a process this user may see holds it.
+    """
+    try:
+        sockets = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    # A closed connection waiting out TIME_WAIT does not stop a bind with SO_REUSEADDR.
+    held = [
+        c for c in sockets if c.laddr and c.laddr.port == port and c.status != psutil.CONN_TIME_WAIT
+    ]
+    if not held:
+        return None
+    conn = min(held, key=lambda c: (c.status != psutil.CONN_LISTEN, c.pid is None))
+    try:
+        who = f"pid {conn.pid} ({psutil.Process(conn.pid).name()})" if conn.pid else "a process"
+    except psutil.Error:
+        who = f"pid {conn.pid}"
+    if conn.status == psutil.CONN_LISTEN:
+        return f"{who}, listening"
+    if conn.raddr:
+        return f"{who}, a connection to {conn.raddr.ip}:{conn.raddr.port}"
+    return f"{who}, {conn.status.lower()}"
 
 
 def _tcp_open(host: str, port: int) -> bool:

@@ -10,20 +10,63 @@ from pathlib import Path
 
 from dicomflow.stack.components import port_is_free
 
+#: The lowest port handed out: below it lie the ports services default to (5432, 8042, ...).
+_LOWEST = 10000
+#: Ports handed out by this process, so that no two of its stacks are given the same one.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections' source ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _claim(ports: list[int]) -> bool:
+    if any(p in _handed_out or not port_is_free("127.0.0.1", p) for p in ports):
+        return False
+    _handed_out.update(ports)
+    return True
+
+
+def _below_ephemeral(span: int) -> range | None:
+    """Where a block of ``span`` ports starts so that it ends below the ephemeral range."""
+    high = _ephemeral_low() - span
+    return range(_LOWEST, high) if high - _LOWEST >= 1000 else None
+
 
 def free_port() -> int:
-    """A loopback port nobody listens on now."""
+    """A loopback port nobody listens on now, and that no outgoing connection will take.
+
+    The port comes from below the kernel's ephemeral range. A port the kernel picks (a bind
+    to port 0) lies in that range, so a client's connection can take it as its source port
+    in the minutes before the server that was given it starts, and the server then finds
+    it taken.
+    """
+    starts = _below_ephemeral(1)
+    if starts is not None:
+        for _ in range(200):
+            port = random.choice(starts)
+            if _claim([port]):
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def free_port_block(size: int, extra_offsets: tuple[int, ...] = ()) -> int:
-    """The first port of ``size`` consecutive free ports (plus free ``base + offset`` ports)."""
+    """The first port of ``size`` consecutive free ports (plus free ``base + offset`` ports).
+
+    Like :func:`free_port`, the ports lie below the kernel's ephemeral range when it leaves
+    room for them.
+    """
+    span = max((size, *(o + 1 for o in extra_offsets)))
+    starts = _below_ephemeral(span) or range(20000, 40000)
     for _ in range(200):
-        base = random.randrange(20000, 40000)
-        ports = [base + i for i in range(size)] + [base + o for o in extra_offsets]
-        if all(port_is_free("127.0.0.1", p) for p in ports):
+        base = random.choice(starts)
+        if _claim([base + i for i in range(size)] + [base + o for o in extra_offsets]):
             return base
     raise RuntimeError("no block of free ports found")
 

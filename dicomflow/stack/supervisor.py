@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 import psutil
 
 from dicomflow.config import Settings
-from dicomflow.stack.components import Component, StackError, all_components, port_is_free
+from dicomflow.stack.components import (
+    Component,
+    StackError,
+    all_components,
+    port_holder,
+    port_is_free,
+)
 from dicomflow.stack.process import (
     component_leftovers,
     forget_component_sessions,
@@ -291,8 +297,10 @@ class Stack:
         for claim in comp.ports():
             if not port_is_free(claim.host, claim.port):
                 env = "DICOMFLOW_" + claim.key.upper().replace(".", "__")
+                holder = port_holder(claim.port)
+                held = f" (by {holder})" if holder else ""
                 raise StackError(
-                    f"{comp.name}: port {claim.port} on {claim.host} is already in use. "
+                    f"{comp.name}: port {claim.port} on {claim.host} is already in use{held}. "
                     f"Free it, or change `{claim.key}` in the configuration file (or {env})."
                 )
 

@@ -101,6 +101,9 @@ def test_a_component_that_keeps_crashing_is_given_up_until_up_asks_again() -> No
             row = _row(stack, "orthanc")
             assert row.restarts == 2
             assert f"port {port} on 0.0.0.0 is already in use" in (row.last_exit or "")
+            # ... and it says who holds it: this test's process, listening.
+            assert f"(by pid {os.getpid()} (" in (row.last_exit or "")
+            assert "listening)" in (row.last_exit or "")
             assert "gave up after 3 crashes" in row.note and "dicomflow up" in row.note
             time.sleep(2)
             assert _row(stack, "orthanc").state is State.GAVE_UP  # it stays given up

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,15 +12,14 @@ import httpx
 import uvicorn
 
 from dicomflow.config import Settings
+from dicomflow.stack.isolated import free_port
 from dicomflow.web.app import create_app
 
 
 @contextmanager
 def running_web(settings: Settings) -> Iterator[str]:
     """Serve ``create_app(settings)``; yield its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
